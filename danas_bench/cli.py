@@ -1,0 +1,52 @@
+"""The ``danas-bench`` command: ``danas-bench <command> key=value ...`` (Hydra overrides).
+
+Each command has a Hydra config ``danas_bench/conf/<command>.yaml``; overrides use Hydra's syntax,
+e.g. ``danas-bench generate pair=mnist1d/resnet executor=slurm seeds=[0]``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {
+    "pilot": "Run the pilot study that fixes each dataset's recipe; writes docs/pilot.md",
+    "teachers": "Train a dataset's teachers and cache their logits under tables/teachers/",
+    "generate": "Train a pair's table as sharded, resumable submitit tasks (local, slurm, debug), then merge",
+    "merge": "Merge a pair's finished shards into its table and tables/MANIFEST",
+    "verify": "Re-check every file in tables/MANIFEST: sha256, rows, recipe, coverage",
+    "archs": "Params, FLOPs and latency of every canonical architecture for a dataset",
+    "summary": "Print what the shipped tables hold",
+}
+
+
+def compose(name: str, overrides: list[str]):
+    from hydra import compose as hcompose
+    from hydra import initialize_config_module
+
+    with initialize_config_module(config_module="danas_bench.conf", version_base="1.3"):
+        return hcompose(config_name=name, overrides=overrides)
+
+
+def usage() -> str:
+    lines = ["usage: danas-bench <command> [key=value ...]", "", "commands:"]
+    lines += [f"  {k:<10} {v}" for k, v in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    cmd, overrides = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"danas-bench: unknown command {cmd!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    from . import commands
+
+    cfg = compose(cmd, overrides)
+    return int(getattr(commands, cmd)(cfg) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

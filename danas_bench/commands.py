@@ -1,0 +1,124 @@
+"""The bodies of the ``danas-bench`` commands; each takes its composed Hydra config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from .paths import tables_dir
+
+RECIPE_DIR = Path(__file__).parent / "conf" / "recipe"
+
+
+def teachers(cfg) -> int:
+    from . import teachers as t
+
+    fams = cfg.families or t.TEACHERS[cfg.dataset]
+    rec = t.TeacherRecipe(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.seed)
+    for fam in fams:
+        info = t.train(cfg.dataset, fam, rec)
+        print(f"{cfg.dataset}/{fam}: test acc {info['accuracy']['test']:.4f}, params {info['params']:,}, "
+              f"{info['train_seconds']:.0f}s")
+    return 0
+
+
+def pilot(cfg) -> int:
+    from . import pilot as p
+    from .pilot_report import write_report
+
+    crit = p.Criteria(**cfg.criteria)
+    out = Path(cfg.out_dir)
+    path = out / "pilot.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    for ds in cfg.datasets:
+        cands = OmegaConf.to_container(cfg.candidates[ds])
+        res = p.run(ds, cands, cfg.n_archs, cfg.sample_seed, cfg.workers, out, crit, cfg.stop_at_first)
+        results[ds] = res
+        path.write_text(json.dumps(results, indent=1))
+        if cfg.write_recipes and res["chosen"]:
+            RECIPE_DIR.mkdir(parents=True, exist_ok=True)
+            (RECIPE_DIR / f"{ds}.yaml").write_text(
+                "# chosen by `danas-bench pilot` (docs/pilot.md)\n" + OmegaConf.to_yaml(res["chosen"]))
+        print(f"{ds}: chosen recipe {res['chosen']}")
+    write_report(results, out / "pilot.md")
+    return 0
+
+
+def summary(cfg) -> int:
+    path = Path("docs/pilot.json")
+    if not path.exists():
+        print("no pilot results yet: run `danas-bench pilot`")
+        return 1
+    from .pilot_report import summary_lines
+
+    print("\n".join(summary_lines(json.loads(path.read_text()))))
+    return 0
+
+
+def recipe_for(dataset: str, override=None):
+    """The dataset's recipe: an explicit override, else conf/recipe/<dataset>.yaml from the pilot."""
+    from .recipe import Recipe
+
+    if override is not None:
+        d = OmegaConf.to_container(override) if not isinstance(override, dict) else dict(override)
+        d.setdefault("dataset", dataset)
+        return Recipe.from_dict(d)
+    path = RECIPE_DIR / f"{dataset}.yaml"
+    if not path.exists():
+        raise SystemExit(f"no recipe for {dataset}: {path} is missing; run `danas-bench pilot datasets=[{dataset}]` "
+                         f"or pass recipe={{width: 8, epochs: 4, ...}}")
+    d = OmegaConf.to_container(OmegaConf.load(path))
+    d["dataset"] = dataset
+    return Recipe.from_dict(d)
+
+
+def _root(cfg):
+    return Path(cfg.root) if cfg.get("root") else None
+
+
+def generate(cfg) -> int:
+    from . import generate as g
+    from .recipe import KD
+    from .tables import split_pair
+
+    dataset, teacher = split_pair(cfg.pair)
+    recipe = recipe_for(dataset, cfg.recipe)
+    kd = KD(teacher, cfg.kd.temperature, cfg.kd.alpha)
+    plan = g.make_plan(cfg.pair, recipe, kd, list(cfg.seeds), cfg.archs, cfg.arch_sample_seed,
+                       list(cfg.noise_seeds), cfg.noise_fraction, cfg.shard_size)
+    d = g.shard_dir(cfg.pair, recipe.recipe_id, _root(cfg))
+    plan = g.save_plan(plan, d)
+    ex = cfg.executor
+    g.run_pending(plan, d, ex.name, ex.get("workers"), cfg.chunk,
+                  OmegaConf.to_container(ex) if ex.name == "slurm" else None)
+    if cfg.merge:
+        g.merge(plan, d, _root(cfg))
+    return 0
+
+
+def merge(cfg) -> int:
+    from . import generate as g
+    from .tables import split_pair
+
+    dataset, _ = split_pair(cfg.pair)
+    recipe = recipe_for(dataset, cfg.recipe)
+    d = g.shard_dir(cfg.pair, recipe.recipe_id, _root(cfg))
+    if not (d / "plan.json").exists():
+        raise SystemExit(f"nothing to merge: {d / 'plan.json'} does not exist; run `danas-bench generate pair={cfg.pair}`")
+    g.merge(g.Plan.from_json((d / "plan.json").read_text()), d, _root(cfg))
+    return 0
+
+
+def verify(cfg) -> int:
+    from . import generate as g
+
+    return 1 if g.verify(_root(cfg)) else 0
+
+
+def archs(cfg) -> int:
+    from . import archinfo
+
+    archinfo.build_file(recipe_for(cfg.dataset, cfg.recipe), _root(cfg))
+    return 0

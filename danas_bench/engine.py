@@ -1,0 +1,224 @@
+"""The training engine: distil (or plainly train) students with one recipe, one or many at a time.
+
+:func:`train_many` is the throughput engine used by table generation and the live fallback: it
+trains K architectures of one seed as one :class:`~danas_bench.fused.FusedStudents`. :func:`train_plain`
+is the baseline it is measured against: the plain one-architecture PyTorch loop, DataLoader-free,
+with the same recipe, the same initial weights and the same minibatch order. Both go through
+:func:`fit`, so recipe, loss and metrics are one piece of code.
+
+A run's randomness: the minibatch order depends on ``seed`` only (so architectures of one seed can
+share batches); the initial weights depend on (architecture index, seed) via
+:func:`danas_bench.student.init_seed`.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import data as data_mod
+from . import space, teachers
+from .fused import FusedStudents, Single
+from .recipe import KD, Recipe
+from .student import build
+
+ECE_BINS = 15
+
+
+@dataclass
+class Task:
+    """Everything a run needs besides the architectures: data, teacher logits, recipe, KD setting."""
+    dataset: data_mod.Dataset
+    recipe: Recipe
+    kd: KD
+    teacher_logits: dict[str, torch.Tensor] | None
+
+    @classmethod
+    def make(cls, recipe: Recipe, kd: KD) -> "Task":
+        ds = data_mod.load(recipe.dataset)
+        tl = None if kd.teacher == "none" else teachers.logits(recipe.dataset, kd.teacher)
+        return cls(ds, recipe, kd, tl)
+
+    def train_split(self):
+        x, y = self.dataset.x["train"], self.dataset.y["train"]
+        t = None if self.teacher_logits is None else self.teacher_logits["train"]
+        n = self.recipe.n_train
+        if n is not None:
+            x, y, t = x[:n], y[:n], (None if t is None else t[:n])
+        return x, y, t
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None, kd: KD):
+    """Sum over models of each model's mean loss; per-model losses for logging. logits: (B, K, C)."""
+    b, k, c = logits.shape
+    ce = F.cross_entropy(logits.reshape(b * k, c), y.repeat_interleave(k), reduction="none").reshape(b, k)
+    per_model = ce.mean(0)
+    if t is None or kd.alpha == 0.0:
+        return per_model.sum(), per_model.detach()
+    temp = kd.temperature
+    log_s = F.log_softmax(logits / temp, -1)
+    p_t = F.softmax(t / temp, -1).unsqueeze(1)
+    kl = (p_t * (torch.log(p_t.clamp_min(1e-12)) - log_s)).sum(-1).mean(0)  # (K,)
+    per_model = kd.alpha * temp * temp * kl + (1.0 - kd.alpha) * per_model
+    return per_model.sum(), per_model.detach()
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor, bs: int = 500) -> torch.Tensor:
+    model.eval()
+    out = torch.cat([model(x[i:i + bs]) for i in range(0, len(x), bs)])
+    model.train()
+    return out  # (N, K, C)
+
+
+def ece(probs: torch.Tensor, y: torch.Tensor, bins: int = ECE_BINS) -> torch.Tensor:
+    """Expected calibration error per model; probs (N, K, C), y (N,) -> (K,)."""
+    conf, pred = probs.max(-1)
+    correct = (pred == y[:, None]).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    which = torch.bucketize(conf, edges[1:-1])  # (N, K) in [0, bins)
+    out = torch.zeros(probs.shape[1])
+    for b in range(bins):
+        m = (which == b).float()
+        cnt = m.sum(0)
+        gap = ((conf * m).sum(0) - (correct * m).sum(0)).abs()
+        out += torch.where(cnt > 0, gap, torch.zeros_like(gap))
+    return out / len(y)
+
+
+def _split_metrics(logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None) -> dict[str, np.ndarray]:
+    b, k, c = logits.shape
+    out = {
+        "acc": (logits.argmax(-1) == y[:, None]).float().mean(0),
+        "loss": F.cross_entropy(logits.reshape(b * k, c), y.repeat_interleave(k), reduction="none")
+        .reshape(b, k).mean(0),
+        "ece": ece(F.softmax(logits, -1), y),
+    }
+    if t is not None:
+        log_s = F.log_softmax(logits, -1)
+        p_t = F.softmax(t, -1).unsqueeze(1)
+        out["kl_teacher"] = (p_t * (torch.log(p_t.clamp_min(1e-12)) - log_s)).sum(-1).mean(0)
+        out["agreement"] = (logits.argmax(-1) == t.argmax(-1)[:, None]).float().mean(0)
+    return {key: v.numpy().astype(np.float64) for key, v in out.items()}
+
+
+def fit(model: nn.Module, k: int, task: Task, seed: int, progress=None) -> dict:
+    """Train ``model`` (logits (B, K, C)) with the task's recipe; return per-model arrays."""
+    r, kd = task.recipe, task.kd
+    x, y, t = task.train_split()
+    n = len(x)
+    opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, nesterov=True,
+                          weight_decay=r.weight_decay)
+    steps = r.epochs * ((n + r.batch_size - 1) // r.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    gen = torch.Generator().manual_seed(int(seed))
+    hist = {"train_loss": [], "train_acc": [], "valid_acc": [], "epoch_seconds": []}
+    vx, vy = task.dataset.x["valid"], task.dataset.y["valid"]
+    model.train()
+    for _ in range(r.epochs):
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=gen)
+        loss_sum = torch.zeros(k)
+        correct = torch.zeros(k)
+        for i in range(0, n, r.batch_size):
+            idx = perm[i:i + r.batch_size]
+            logits = model(x[idx])
+            loss, per_model = _loss(logits, y[idx], None if t is None else t[idx], kd)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += per_model * len(idx)
+            correct += (logits.detach().argmax(-1) == y[idx, None]).float().sum(0)
+        valid_acc = (_predict(model, vx).argmax(-1) == vy[:, None]).float().mean(0)
+        hist["epoch_seconds"].append(time.perf_counter() - t0)
+        hist["train_loss"].append((loss_sum / n).numpy().astype(np.float64))
+        hist["train_acc"].append((correct / n).numpy().astype(np.float64))
+        hist["valid_acc"].append(valid_acc.numpy().astype(np.float64))
+        if progress is not None:
+            progress()
+    tl = task.teacher_logits
+    final = {}
+    for split in ("valid", "test"):
+        m = _split_metrics(_predict(model, task.dataset.x[split]), task.dataset.y[split],
+                           None if tl is None else tl[split])
+        final.update({f"{split}_{key}": v for key, v in m.items()})
+    return {"hist": hist, "final": final}
+
+
+@functools.lru_cache(maxsize=None)
+def forward_flops(index: int, recipe: Recipe) -> int:
+    """FLOPs of one forward pass of one sample (torch.utils.flop_counter; conv and linear)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    ds = data_mod.load(recipe.dataset)
+    model = build(index, 0, ds.shape[0], ds.num_classes, ds.ndim, **recipe.widths()).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(ds.x["test"][:1])
+    return int(counter.get_total_flops())
+
+
+def _records(indices: list[int], seed: int, task: Task, out: dict, total_seconds: float) -> list[dict]:
+    """Split the per-model arrays into one record per architecture.
+
+    A fused batch has one wall clock (model building, training, evaluation); each architecture is
+    charged a share: half in proportion to its forward FLOPs, half equally (the FLOP-free work:
+    BatchNorm, data, dispatch), so that simulated training time still orders architectures by cost.
+    """
+    flops = np.array([forward_flops(i, task.recipe) for i in indices], dtype=np.float64)
+    share = 0.5 * flops / flops.sum() + 0.5 / len(indices)
+    hist, final = out["hist"], out["final"]
+    recs = []
+    for j, index in enumerate(indices):
+        epoch_seconds = [float(s * share[j]) for s in hist["epoch_seconds"]]
+        rec = {
+            "arch_index": int(index),
+            "arch": space.arch_str(int(index)),
+            "seed": int(seed),
+            "teacher": task.kd.teacher,
+            "kd_temperature": float(task.kd.temperature),
+            "kd_alpha": float(task.kd.alpha),
+            "recipe_id": task.recipe.recipe_id,
+            "epochs": task.recipe.epochs,
+            "train_loss": [float(v[j]) for v in hist["train_loss"]],
+            "train_acc": [float(v[j]) for v in hist["train_acc"]],
+            "valid_acc_curve": [float(v[j]) for v in hist["valid_acc"]],
+            "epoch_seconds": epoch_seconds,
+            "train_seconds": float(total_seconds * share[j]),
+            "batch_size_models": len(indices),
+        }
+        for key, v in final.items():
+            rec[key] = float(v[j])
+        for key in ("valid_kl_teacher", "valid_agreement", "test_kl_teacher", "test_agreement"):
+            rec.setdefault(key, None)
+        recs.append(rec)
+    return recs
+
+
+def _students(indices, seed, task):
+    ds = task.dataset
+    return [build(int(i), int(seed), ds.shape[0], ds.num_classes, ds.ndim, **task.recipe.widths())
+            for i in indices]
+
+
+def train_many(indices, seed: int, task: Task, progress=None) -> list[dict]:
+    """The engine: train all ``indices`` (one seed) as one fused model; one record each."""
+    t0 = time.perf_counter()
+    indices = [int(i) for i in indices]
+    model = FusedStudents(_students(indices, seed, task))
+    out = fit(model, len(indices), task, seed, progress)
+    return _records(indices, seed, task, out, time.perf_counter() - t0)
+
+
+def train_plain(index: int, seed: int, task: Task) -> dict:
+    """The baseline: one architecture, the plain PyTorch loop, same recipe and initial weights."""
+    t0 = time.perf_counter()
+    model = Single(_students([index], seed, task)[0])
+    out = fit(model, 1, task, seed)
+    return _records([int(index)], seed, task, out, time.perf_counter() - t0)[0]

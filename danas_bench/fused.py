@@ -1,0 +1,233 @@
+"""Many students in one module: K architectures trained as one set of grouped convolutions.
+
+Each student owns K-th of the channels: model ``k`` lives in channels ``[k*C, (k+1)*C)`` of every
+activation. Architecture-independent layers (stem, reductions, head) become grouped convolutions with
+``groups=K``. Inside a cell, the edges that leave one node and use the same convolution op are
+gathered across all models and edges into *one* grouped convolution (its parameters hold exactly the
+(edge, model) pairs that use it, so no FLOP is spent on an op a model does not have), and the results
+are scattered into the destination nodes with ``index_add``. Skip and pooling edges are
+parameter-free and applied to every channel at once through 0/1 channel masks.
+
+Parameters are copied from K plain :class:`~danas_bench.student.Student` modules, so a fused model
+starts from exactly the weights the plain loop would use; BatchNorm statistics are per channel and
+optimiser updates are elementwise, so the models stay independent: only floating-point summation
+order differs from training them one by one.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import space
+from .student import Cell, Reduction, Student
+
+CONV_OPS = (space.OP_INDEX["nor_conv_1x1"], space.OP_INDEX["nor_conv_3x3"])
+SKIP, POOL = space.OP_INDEX["skip_connect"], space.OP_INDEX["avg_pool_3x3"]
+
+
+def _cat_bn(bns: list[nn.modules.batchnorm._BatchNorm], ndim: int) -> nn.Module:
+    out = (nn.BatchNorm1d if ndim == 1 else nn.BatchNorm2d)(sum(b.num_features for b in bns))
+    with torch.no_grad():
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(out, name).copy_(torch.cat([getattr(b, name) for b in bns]))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _inv_count(h: int, w: int, kh: int, kw: int) -> torch.Tensor:
+    """1 / (number of non-padding cells) of a stride-1 'same' average pool: count_include_pad=False."""
+    ones = torch.ones(1, 1, h, w)
+    cnt = F.conv2d(ones, torch.ones(1, 1, kh, kw), padding=(kh // 2, kw // 2))
+    return 1.0 / cnt
+
+
+def avg_pool_same(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """Average pool (stride 1, 'same' padding, padding excluded from the count) as a depthwise
+    convolution with a ones kernel: about 6x faster than ``F.avg_pool2d`` on CPU at these sizes."""
+    c = x.shape[1]
+    ones = torch.ones(c, 1, kh, kw, dtype=x.dtype)
+    y = F.conv2d(x, ones, None, 1, (kh // 2, kw // 2), 1, c)
+    return y * _inv_count(x.shape[2], x.shape[3], kh, kw)
+
+
+def _channels(models, c: int) -> torch.Tensor:
+    return (torch.as_tensor(models, dtype=torch.long)[:, None] * c + torch.arange(c)[None, :]).reshape(-1)
+
+
+def _w2d(weights: list[torch.Tensor]) -> nn.Parameter:
+    """Concatenate conv weights; 1-D kernels become (1, k) 2-D kernels."""
+    w = torch.cat([t.detach() for t in weights]).clone()
+    return nn.Parameter(w.unsqueeze(2) if w.dim() == 3 else w)
+
+
+class _Conv(nn.Module):
+    """A grouped ``Conv-BN`` over whole per-model channel blocks (ReLU is applied by the caller)."""
+
+    def __init__(self, convs: list[nn.Module], bns: list[nn.Module], ndim: int):
+        super().__init__()
+        self.weight = _w2d([cv.weight for cv in convs])
+        self.groups = len(convs)
+        s, p = convs[0].stride[-1], convs[0].padding[-1]
+        self.stride = (1, s) if ndim == 1 else convs[0].stride
+        self.padding = (0, p) if ndim == 1 else convs[0].padding
+        self.bn = _cat_bn(bns, 2)
+        self.conv = F.conv2d
+
+    def forward(self, x):  # x is already ReLU'd where the op needs it
+        return self.bn(self.conv(x, self.weight, None, self.stride, self.padding, 1, self.groups))
+
+
+class FusedCell(nn.Module):
+    def __init__(self, cells: list[Cell], c: int, ndim: int):
+        super().__init__()
+        k_models = len(cells)
+        self.c = c
+        self.pool_k = (1, 3) if ndim == 1 else (3, 3)
+        ops = [cell.ops for cell in cells]
+        mask_shape = (1, k_models * c, 1, 1)
+        skip, pool = [], []
+        for e in range(space.N_EDGES):
+            for which, store in ((SKIP, skip), (POOL, pool)):
+                users = [k for k in range(k_models) if ops[k][e] == which]
+                m = torch.zeros(k_models * c)
+                m[_channels(users, c)] = 1.0 if users else 0.0
+                store.append(m.reshape(mask_shape) if users else None)
+        for e in range(space.N_EDGES):
+            if skip[e] is not None:
+                self.register_buffer(f"skip{e}", skip[e])
+            if pool[e] is not None:
+                self.register_buffer(f"pool{e}", pool[e])
+        self.has_skip = [m is not None for m in skip]
+        self.has_pool = [m is not None for m in pool]
+        # one grouped conv per (source node, conv op), its groups = the (edge, model) pairs using it
+        self.convs = nn.ModuleDict()
+        self.plan: dict[str, tuple[torch.Tensor, list[tuple[int, int, int, torch.Tensor]]]] = {}
+        for src in range(3):
+            edges = [e for e, (dst, s) in enumerate(space.EDGES) if s == src]
+            for op in CONV_OPS:
+                pairs = [(e, k) for e in edges for k in range(k_models) if ops[k][e] == op]
+                if not pairs:
+                    continue
+                key = f"s{src}o{op}"
+                mods = [cells[k].edges[e] for e, k in pairs]
+                self.convs[key] = _Conv([m[1] for m in mods], [m[2] for m in mods], ndim)
+                gather = _channels([k for _, k in pairs], c)
+                scatters = []
+                start = 0
+                for e in edges:
+                    models = [k for e2, k in pairs if e2 == e]
+                    if models:
+                        n = len(models) * c
+                        scatters.append((space.EDGES[e][0], start, n, _channels(models, c)))
+                        start += n
+                self.register_buffer(f"g_{key}", gather)
+                for i, (_, _, _, idx) in enumerate(scatters):
+                    self.register_buffer(f"sc_{key}_{i}", idx)
+                self.plan[key] = (src, [(dst, a, n, i) for i, (dst, a, n, _) in enumerate(scatters)])
+        self.full = k_models
+
+    def forward(self, x):
+        nodes = {0: x}
+        acc: dict[int, torch.Tensor | None] = {1: None, 2: None, 3: None}
+
+        def add(dst, t):
+            acc[dst] = t if acc[dst] is None else acc[dst] + t
+
+        for src in range(3):
+            if src > 0:
+                nodes[src] = acc[src] if acc[src] is not None else torch.zeros_like(x)
+            h = nodes[src]
+            for e, (dst, s) in enumerate(space.EDGES):
+                if s != src:
+                    continue
+                if self.has_skip[e]:
+                    add(dst, h * getattr(self, f"skip{e}"))
+                if self.has_pool[e]:
+                    add(dst, avg_pool_same(h, *self.pool_k) * getattr(self, f"pool{e}"))
+            relu = None
+            for key, (s, scatters) in self.plan.items():
+                if s != src:
+                    continue
+                if relu is None:
+                    relu = F.relu(h)
+                gather = getattr(self, f"g_{key}")
+                y = self.convs[key](relu.index_select(1, gather))
+                for dst, a, n, i in scatters:
+                    piece = y.narrow(1, a, n)
+                    idx = getattr(self, f"sc_{key}_{i}")
+                    if n == x.shape[1]:
+                        add(dst, piece)
+                    else:
+                        base = acc[dst] if acc[dst] is not None else torch.zeros_like(x)
+                        acc[dst] = base.index_add(1, idx, piece)
+        return acc[3] if acc[3] is not None else torch.zeros_like(x)
+
+
+class FusedReduction(nn.Module):
+    def __init__(self, reds: list[Reduction], ndim: int):
+        super().__init__()
+        self.conv_a = _Conv([r.conv_a[1] for r in reds], [r.conv_a[2] for r in reds], ndim)
+        self.conv_b = _Conv([r.conv_b[1] for r in reds], [r.conv_b[2] for r in reds], ndim)
+        self.down_w = _w2d([r.down[1].weight for r in reds])
+        self.groups = len(reds)
+        self.pool_k = (1, 2) if ndim == 1 else 2
+
+    def forward(self, x):
+        y = self.conv_b(F.relu(self.conv_a(F.relu(x))))
+        return y + F.conv2d(F.avg_pool2d(x, self.pool_k, self.pool_k), self.down_w, None, 1, 0, 1, self.groups)
+
+
+class FusedStudents(nn.Module):
+    """K students as one module; ``forward`` returns logits shaped (batch, K, classes)."""
+
+    def __init__(self, students: list[Student]):
+        super().__init__()
+        s0 = students[0]
+        ndim = 1 if isinstance(s0.stem[0], nn.Conv1d) else 2
+        self.k = len(students)
+        self.ndim = ndim
+        self.stem_w = _w2d([s.stem[0].weight for s in students])
+        self.stem_pad = (0, 1) if ndim == 1 else 1
+        self.stem_bn = _cat_bn([s.stem[1] for s in students], 2)
+        layers = []
+        for pos, layer in enumerate(s0.layers):
+            if isinstance(layer, Cell):
+                layers.append(FusedCell([s.layers[pos] for s in students], self._width(s0, pos), ndim))
+            else:
+                layers.append(FusedReduction([s.layers[pos] for s in students], ndim))
+        self.layers = nn.Sequential(*layers)
+        self.head_bn = _cat_bn([s.head_bn for s in students], 2)
+        self.cls_w = nn.Parameter(torch.stack([s.classifier.weight.detach() for s in students]).clone())
+        self.cls_b = nn.Parameter(torch.stack([s.classifier.bias.detach() for s in students]).clone())
+
+    @staticmethod
+    def _width(s0: Student, pos: int) -> int:
+        c = s0.stem[0].weight.shape[0]
+        for layer in list(s0.layers)[:pos]:
+            if isinstance(layer, Reduction):
+                c = layer.conv_b[1].weight.shape[0]
+        return c
+
+    def forward(self, x):
+        if self.ndim == 1:
+            x = x.unsqueeze(2)
+        h = self.stem_bn(F.conv2d(x, self.stem_w, None, 1, self.stem_pad))
+        h = torch.relu(self.head_bn(self.layers(h)))
+        b = h.shape[0]
+        feats = h.reshape(b, self.k, -1, h[0, 0].numel()).mean(-1)  # (B, K, C_last)
+        return torch.einsum("bkc,koc->bko", feats, self.cls_w) + self.cls_b
+
+
+class Single(nn.Module):
+    """The plain loop's model: one student, its logits shaped (batch, 1, classes) like the fused one."""
+
+    def __init__(self, student: Student):
+        super().__init__()
+        self.student = student
+
+    def forward(self, x):
+        return self.student(x).unsqueeze(1)

@@ -1,0 +1,389 @@
+"""Table generation: plan shards, run them as submitit tasks, resume, merge, verify.
+
+A *plan* fixes, for one pair and recipe, which (architecture, seed) rows the table holds and how they
+are cut into shards; it is written once as ``plan.json`` next to the shards and every restart must
+agree with it. One shard is one submitit task that writes one Parquet file atomically. A restart skips
+shards that exist and validate (right pair, recipe, shard id and rows), so a killed, preempted or
+timed-out run loses at most the shards in flight and never duplicates a row.
+
+Layout::
+
+    tables/shards/<dataset>__<teacher>/<recipe_id>/plan.json
+    tables/shards/<dataset>__<teacher>/<recipe_id>/shard-00042.parquet
+    tables/<dataset>/<teacher>-<recipe_id>.parquet          (merged)
+    tables/MANIFEST                                          (JSON: file, rows, sha256, recipe_id, ...)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import space
+from . import tables as tb
+from .paths import tables_dir
+from .recipe import KD, Recipe
+
+
+@dataclass
+class Plan:
+    pair: str
+    recipe: dict
+    recipe_id: str
+    kd: dict
+    shards: list[dict]  # {"id": int, "seed": int, "archs": [int, ...]}
+    sampled: bool       # True when the table covers a sample of the canonical architectures
+
+    def rows(self) -> set[tuple[int, int]]:
+        return {(a, s["seed"]) for s in self.shards for a in s["archs"]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=0)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        return cls(**json.loads(text))
+
+
+def make_plan(pair: str, recipe: Recipe, kd: KD, seeds=(0,), archs: int | str = "all",
+              arch_sample_seed: int = 0, noise_seeds=(), noise_fraction: float = 0.1,
+              shard_size: int = 64) -> Plan:
+    """Rows: ``seeds`` over the architecture set, ``noise_seeds`` over a seeded fraction of it."""
+    canon = np.asarray(space.canonical_indices())
+    rng = np.random.default_rng(arch_sample_seed)
+    if archs == "all":
+        base, sampled = canon, False
+    else:
+        n = int(archs)
+        if not 0 < n <= len(canon):
+            raise ValueError(f"archs must be 'all' or an int in [1, {len(canon)}], got {archs!r}")
+        base, sampled = np.sort(rng.choice(canon, n, replace=False)), n < len(canon)
+    noise = np.sort(np.random.default_rng(arch_sample_seed + 1).choice(
+        base, max(1, int(round(noise_fraction * len(base)))), replace=False)) if noise_seeds else np.array([], int)
+    shards, sid = [], 0
+    for seed_list, pool in ((seeds, base), (noise_seeds, noise)):
+        for seed in seed_list:
+            for i in range(0, len(pool), shard_size):
+                shards.append({"id": sid, "seed": int(seed), "archs": [int(a) for a in pool[i:i + shard_size]]})
+                sid += 1
+    return Plan(pair, recipe.to_dict(), recipe.recipe_id, kd.__dict__.copy(), shards, sampled)
+
+
+def shard_dir(pair: str, recipe_id: str, root: Path | None = None) -> Path:
+    return (root or tables_dir()) / "shards" / tb.pair_slug(pair) / recipe_id
+
+
+def shard_path(d: Path, sid: int) -> Path:
+    return d / f"shard-{sid:05d}.parquet"
+
+
+def save_plan(plan: Plan, d: Path) -> Plan:
+    """Write plan.json, or check that an existing one is the same plan (so resumes cannot drift)."""
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / "plan.json"
+    if p.exists():
+        old = Plan.from_json(p.read_text())
+        if (old.recipe_id, old.kd, old.shards) != (plan.recipe_id, plan.kd, plan.shards):
+            raise ValueError(f"{p} holds a different plan (other seeds, architectures, shard size or KD "
+                             f"setting); finish it with the same settings or remove {d} to start over")
+        return old
+    tmp = d / f".plan.json.tmp-{os.getpid()}"
+    tmp.write_text(plan.to_json())
+    os.replace(tmp, p)
+    return plan
+
+
+def shard_meta(plan: Plan, shard: dict | None) -> dict:
+    from . import data as data_mod
+    from . import teachers
+
+    dataset, teacher = tb.split_pair(plan.pair)
+    meta = {"pair": plan.pair, "dataset": dataset, "teacher": teacher, "recipe": plan.recipe,
+            "recipe_id": plan.recipe_id, "kd": plan.kd, "split_hashes": data_mod.load(dataset).split_hashes,
+            "machine": tb.machine(), **tb.versions()}
+    if teacher != "none":
+        meta["teacher_accuracy"] = teachers.info(dataset, teacher)["accuracy"]
+    if shard is not None:
+        meta["shard"] = shard["id"]
+    return meta
+
+
+def check_shard(path: Path, plan: Plan, shard: dict) -> pa.Table:
+    """Read a shard and check it is the planned one; TableError naming the fault otherwise."""
+    meta = tb.read_meta(path)
+    if meta.get("recipe_id") != plan.recipe_id:
+        raise tb.TableError(f"{path}: recipe_id {meta.get('recipe_id')} is foreign to this plan "
+                            f"({plan.recipe_id}); it was made with another recipe: remove it")
+    if meta.get("pair") != plan.pair or meta.get("shard") != shard["id"]:
+        raise tb.TableError(f"{path}: holds pair {meta.get('pair')} shard {meta.get('shard')}, expected "
+                            f"{plan.pair} shard {shard['id']}")
+    table = tb.read(path)
+    archs = table.column("arch_index").to_pylist()
+    seeds = set(table.column("seed").to_pylist())
+    if sorted(archs) != sorted(shard["archs"]) or seeds != {shard["seed"]}:
+        raise tb.TableError(f"{path}: rows do not match the plan ({len(archs)} rows, seeds {sorted(seeds)}; "
+                            f"expected {len(shard['archs'])} rows of seed {shard['seed']})")
+    return table
+
+
+def shard_done(path: Path, plan: Plan, shard: dict) -> bool:
+    if not path.exists():
+        return False
+    try:
+        check_shard(path, plan, shard)
+        return True
+    except tb.TableError:
+        return False
+
+
+def run_shard(d: str, plan_json: str, sid: int, chunk: int = 16) -> str:
+    """One submitit task: train one shard with the engine and write it atomically."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    from .engine import Task, train_many
+
+    torch.set_num_threads(1)
+    plan = Plan.from_json(plan_json)
+    shard = next(s for s in plan.shards if s["id"] == sid)
+    path = shard_path(Path(d), sid)
+    if shard_done(path, plan, shard):
+        return str(path)
+    task = Task.make(Recipe.from_dict(plan.recipe), KD(**plan.kd))
+    records = []
+    archs = shard["archs"]
+    for i in range(0, len(archs), chunk):
+        records += train_many(archs[i:i + chunk], shard["seed"], task)
+    tb.write_atomic(tb.to_table(records, shard_meta(plan, shard)), path)
+    return str(path)
+
+
+# --- executors --------------------------------------------------------------------------------
+
+def _progress(total: int, done0: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done0, unit="shard", desc="generate", smoothing=0.1)
+
+
+def run_pending(plan: Plan, d: Path, executor: str = "local", workers: int | None = None, chunk: int = 16,
+                slurm: dict | None = None, log=print) -> list[int]:
+    """Run every shard that is not done yet; return the ids that ran."""
+    for stale in d.glob(".shard-*.tmp-*"):  # torn temp files of killed writers
+        stale.unlink(missing_ok=True)
+    pending = [s["id"] for s in plan.shards if not shard_done(shard_path(d, s["id"]), plan, s)]
+    done0 = len(plan.shards) - len(pending)
+    log(f"{plan.pair} recipe {plan.recipe_id}: {len(plan.shards)} shards, {done0} done, {len(pending)} to run "
+        f"({executor})")
+    if not pending:
+        return []
+    pj = plan.to_json()
+    bar = _progress(len(plan.shards), done0)
+    try:
+        if executor == "debug":
+            for sid in pending:
+                run_shard(str(d), pj, sid, chunk)
+                bar.update()
+        elif executor == "local":
+            _run_local(d, pj, pending, workers, chunk, bar)
+        elif executor == "slurm":
+            _run_slurm(d, pj, pending, chunk, slurm or {}, bar, log)
+        else:
+            raise ValueError(f"unknown executor {executor!r}; choose local, slurm or debug")
+    finally:
+        bar.close()
+    return pending
+
+
+def _run_local(d: Path, pj: str, pending: list[int], workers: int | None, chunk: int, bar) -> None:
+    """submitit's local executor, at most one task per core in flight (each task single-threaded)."""
+    import submitit
+
+    from .workers import n_workers
+
+    ex = submitit.AutoExecutor(folder=d / "logs", cluster="local")
+    ex.update_parameters(timeout_min=24 * 60)
+    todo, running = list(pending), []
+    w = n_workers(workers)
+    while todo or running:
+        while todo and len(running) < w:
+            running.append(ex.submit(run_shard, str(d), pj, todo.pop(0), chunk))
+        time.sleep(0.5)
+        for job in [j for j in running if j.done()]:
+            running.remove(job)
+            job.result()  # re-raises a failed shard's error
+            bar.update()
+
+
+def _run_slurm(d: Path, pj: str, pending: list[int], chunk: int, slurm: dict, bar, log) -> None:
+    """One SLURM array job, one array task per pending shard."""
+    import submitit
+
+    ex = submitit.AutoExecutor(folder=d / "logs" / "%j", cluster="slurm")
+    params = {"timeout_min": slurm.get("timeout_min", 60), "cpus_per_task": slurm.get("cpus_per_task", 1),
+              "slurm_array_parallelism": slurm.get("array_parallelism", 64), "tasks_per_node": 1}
+    if slurm.get("partition"):
+        params["slurm_partition"] = slurm["partition"]
+    if slurm.get("mem_gb"):
+        params["mem_gb"] = slurm["mem_gb"]
+    if slurm.get("gpus_per_node"):
+        params["gpus_per_node"] = slurm["gpus_per_node"]
+    if slurm.get("additional_parameters"):
+        params["slurm_additional_parameters"] = dict(slurm["additional_parameters"])
+    ex.update_parameters(**params)
+    jobs = ex.map_array(run_shard, [str(d)] * len(pending), [pj] * len(pending), pending, [chunk] * len(pending))
+    log(f"submitted SLURM array job {jobs[0].job_id.split('_')[0]} with {len(jobs)} tasks")
+    waiting = list(jobs)
+    errors = []
+    while waiting:
+        time.sleep(2)
+        for job in [j for j in waiting if j.done()]:
+            waiting.remove(job)
+            try:
+                job.result()
+            except Exception as exc:  # a cancelled or failed task: report, keep the rest
+                errors.append(f"task {job.job_id}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            bar.update()
+    if errors:
+        raise RuntimeError(f"{len(errors)} SLURM tasks did not finish (rerun the same command to resume):\n"
+                           + "\n".join(errors[:10]))
+
+
+# --- merge, manifest, verify --------------------------------------------------------------------
+
+def table_path(pair: str, recipe_id: str, root: Path | None = None) -> Path:
+    dataset, teacher = tb.split_pair(pair)
+    return (root or tables_dir()) / dataset / f"{teacher}-{recipe_id}.parquet"
+
+
+def merge(plan: Plan, d: Path, root: Path | None = None, log=print) -> Path:
+    """Concatenate the shards, check coverage and uniqueness, write the table and the manifest."""
+    parts = []
+    missing = []
+    for s in plan.shards:
+        p = shard_path(d, s["id"])
+        if not p.exists():
+            missing.append(s["id"])
+            continue
+        parts.append(check_shard(p, plan, s))  # raises on a torn or foreign shard
+    if missing:
+        raise tb.TableError(f"cannot merge {plan.pair}: {len(missing)} of {len(plan.shards)} shards missing "
+                            f"(first: {shard_path(d, missing[0])}); rerun generate to finish them")
+    table = pa.concat_tables(parts)
+    check_coverage(table, plan.rows(), plan.pair)
+    order = pc.sort_indices(table, [("seed", "ascending"), ("arch_index", "ascending")])
+    table = table.take(order)
+    meta = shard_meta(plan, None)
+    meta.update({"sampled": plan.sampled, "rows": table.num_rows,
+                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    out = table_path(plan.pair, plan.recipe_id, root)
+    tb.write_atomic(table.replace_schema_metadata({tb.META_KEY: json.dumps(meta, sort_keys=True).encode()}), out)
+    update_manifest(out, root, kind="table", extra={"pair": plan.pair, "recipe_id": plan.recipe_id,
+                                                   "sampled": plan.sampled})
+    log(f"merged {len(parts)} shards -> {out} ({table.num_rows} rows)")
+    return out
+
+
+def check_coverage(table: pa.Table, expected: set[tuple[int, int]], name: str) -> None:
+    keys = list(zip(table.column("arch_index").to_pylist(), table.column("seed").to_pylist()))
+    seen = set(keys)
+    if len(seen) != len(keys):
+        dup = next(k for k in seen if keys.count(k) > 1)
+        raise tb.TableError(f"{name}: duplicate rows, e.g. architecture {dup[0]} seed {dup[1]}")
+    if seen != expected:
+        miss, extra = expected - seen, seen - expected
+        raise tb.TableError(f"{name}: coverage mismatch: {len(miss)} planned rows missing"
+                            + (f" (e.g. arch {min(miss)[0]} seed {min(miss)[1]})" if miss else "")
+                            + f", {len(extra)} unplanned rows")
+
+
+def manifest_path(root: Path | None = None) -> Path:
+    return (root or tables_dir()) / "MANIFEST"
+
+
+def load_manifest(root: Path | None = None) -> dict:
+    p = manifest_path(root)
+    if not p.exists():
+        return {"manifest_version": 1, "files": {}}
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise tb.TableError(f"{p}: not valid JSON ({exc}); restore it from git") from exc
+
+
+def update_manifest(path: Path, root: Path | None = None, kind: str = "table", extra: dict | None = None) -> None:
+    root = root or tables_dir()
+    man = load_manifest(root)
+    rel = str(Path(path).resolve().relative_to(root.resolve()))
+    entry = {"kind": kind, "sha256": tb.sha256(path), "bytes": Path(path).stat().st_size,
+             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        entry["rows"] = pq.ParquetFile(path).metadata.num_rows
+        meta = tb.read_meta(path)
+        entry["recipe_id"] = meta.get("recipe_id")
+    entry.update(extra or {})
+    man["files"][rel] = entry
+    tmp = manifest_path(root).with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(man, indent=1, sort_keys=True))
+    os.replace(tmp, manifest_path(root))
+
+
+def verify(root: Path | None = None, log=print) -> list[str]:
+    """Re-check every file of the manifest; return the problems (empty when all is well)."""
+    root = root or tables_dir()
+    man = load_manifest(root)
+    problems = []
+    if not man["files"]:
+        problems.append(f"{manifest_path(root)}: no files listed")
+    for rel, entry in sorted(man["files"].items()):
+        p = root / rel
+        if not p.exists():
+            problems.append(f"{rel}: listed in MANIFEST but missing")
+            continue
+        digest = tb.sha256(p)
+        if digest != entry["sha256"]:
+            problems.append(f"{rel}: sha256 {digest[:12]}... does not match MANIFEST {entry['sha256'][:12]}...; "
+                            f"the file changed after it was recorded: restore it from git or regenerate")
+            continue
+        if p.suffix != ".parquet":
+            continue
+        try:
+            table = tb.read(p)
+            meta = tb.read_meta(p)
+        except tb.TableError as exc:
+            problems.append(str(exc))
+            continue
+        if table.num_rows != entry.get("rows"):
+            problems.append(f"{rel}: {table.num_rows} rows, MANIFEST says {entry.get('rows')}")
+        if meta.get("recipe_id") != entry.get("recipe_id"):
+            problems.append(f"{rel}: recipe_id {meta.get('recipe_id')} differs from MANIFEST {entry.get('recipe_id')}")
+        if entry.get("kind") == "table":
+            ids = set(table.column("recipe_id").unique().to_pylist())
+            if ids != {meta.get("recipe_id")}:
+                problems.append(f"{rel}: rows carry recipe ids {sorted(ids)}, file says {meta.get('recipe_id')}")
+            plan_file = shard_dir(entry["pair"], entry["recipe_id"], root) / "plan.json"
+            if plan_file.exists():
+                try:
+                    check_coverage(table, Plan.from_json(plan_file.read_text()).rows(), rel)
+                except tb.TableError as exc:
+                    problems.append(str(exc))
+            elif not entry.get("sampled"):
+                canon = set(int(a) for a in space.canonical_indices())
+                got = set(table.filter(pc.equal(table.column("seed"), 0)).column("arch_index").to_pylist())
+                if got != canon:
+                    problems.append(f"{rel}: seed 0 covers {len(got)} of {len(canon)} canonical architectures")
+    for msg in problems:
+        log(f"FAIL {msg}")
+    if not problems:
+        log(f"OK: {len(man['files'])} files in {manifest_path(root)} verified")
+    return problems

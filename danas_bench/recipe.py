@@ -1,0 +1,68 @@
+"""Training recipes: one per dataset, hashed into a ``recipe_id`` that every table row carries.
+
+The KD temperature and weight are *not* part of the recipe id: they are per-row settings
+(``kd_temperature``, ``kd_alpha``) so that the live fallback can train off-table KD settings
+with the table's own recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+KD_TEMPERATURE = 4.0
+KD_ALPHA = 0.9
+
+
+@dataclass(frozen=True)
+class Recipe:
+    dataset: str
+    width: int = 16          # channels of the first stage; doubled at each reduction
+    cells: int = 1           # cells per stage
+    stages: int = 3
+    epochs: int = 10
+    batch_size: int = 128
+    n_train: int | None = None  # first n_train of the seeded train split (None: all)
+    lr: float = 0.1          # SGD, Nesterov momentum, cosine to 0 (NAS-Bench-201's optimiser)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def recipe_id(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def widths(self) -> dict:
+        return {"width": self.width, "cells": self.cells, "stages": self.stages}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Recipe":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown recipe fields {sorted(unknown)}; valid fields: {sorted(names)}")
+        return cls(**d)
+
+    def replace(self, **kw) -> "Recipe":
+        return dataclasses.replace(self, **kw)
+
+
+@dataclass(frozen=True)
+class KD:
+    """The distillation setting of a run; teacher ``none`` means plain cross-entropy (alpha = 0)."""
+    teacher: str = "none"
+    temperature: float = KD_TEMPERATURE
+    alpha: float = KD_ALPHA
+
+    def __post_init__(self):
+        if self.teacher == "none":
+            object.__setattr__(self, "alpha", 0.0)
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"KD alpha must lie in [0, 1], got {self.alpha}")
+        if self.temperature <= 0:
+            raise ValueError(f"KD temperature must be > 0, got {self.temperature}")
