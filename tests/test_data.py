@@ -1,0 +1,70 @@
+"""Real datasets with fixed, seeded, hashed splits; teachers with cached logits."""
+
+import pytest
+import torch
+
+from danas_bench import data, teachers
+
+
+@pytest.mark.parametrize("name,shape", [("mnist1d", (1, 40)), ("digits", (1, 8, 8)), ("mnist-5k", (1, 28, 28))])
+def test_splits_are_fixed_disjoint_and_standardised(name, shape):
+    ds = data.load(name)
+    assert ds.shape == shape and ds.num_classes == 10
+    assert set(ds.split_hashes) == {"train", "valid", "test"}
+    assert len(set(ds.split_hashes.values())) == 3
+    assert abs(float(ds.x["train"].mean())) < 1e-3 and abs(float(ds.x["train"].std()) - 1) < 1e-2
+    for split in ("train", "valid", "test"):
+        assert len(ds.x[split]) == len(ds.y[split]) > 0
+        assert set(ds.y[split].unique().tolist()) <= set(range(10))
+
+
+def test_split_hashes_are_reproducible():
+    h = data.load("digits").split_hashes
+    data.load.cache_clear()
+    assert data.load("digits").split_hashes == h
+
+
+def test_fashion_mnist_missing_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setenv("DANAS_FASHION_MNIST_DIR", str(tmp_path))
+    monkeypatch.setattr(data, "FASHION_DIRS", (tmp_path / "nope",))
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        data.fashion_dir()
+
+
+def test_fashion_mnist_reads_the_debian_package():
+    try:
+        data.fashion_dir()
+    except FileNotFoundError:
+        pytest.skip("dataset-fashion-mnist not installed (.ci/run installs it)")
+    ds = data.load("fashion-mnist")
+    assert ds.shape == (1, 28, 28) and ds.sizes() == {"train": 60000, "valid": 5000, "test": 5000}
+
+
+def test_unknown_dataset_lists_the_choices():
+    with pytest.raises(ValueError, match="mnist1d"):
+        data.load("cifar11")
+    with pytest.raises(ValueError, match="cluster"):
+        data.load("cifar10")
+
+
+@pytest.mark.parametrize("dataset", ["mnist1d", "digits"])
+def test_shipped_teachers_have_logits_on_every_split(dataset):
+    ds = data.load(dataset)
+    accs = {}
+    for fam in teachers.TEACHERS[dataset]:
+        lg = teachers.logits(dataset, fam)
+        for split in ("train", "valid", "test"):
+            assert lg[split].shape == (len(ds.y[split]), 10)
+        acc = (lg["test"].argmax(1) == ds.y["test"]).float().mean().item()
+        assert acc == pytest.approx(teachers.info(dataset, fam)["accuracy"]["test"], abs=1e-6)
+        accs[fam] = acc
+    assert max(accs.values()) > 0.9  # a real teacher, not a stub
+    model = teachers.load_model(dataset, "resnet")
+    with torch.no_grad():
+        out = model(ds.x["test"][:50])
+    torch.testing.assert_close(out, teachers.logits(dataset, "resnet")["test"][:50], rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_teacher_lists_the_choices():
+    with pytest.raises(ValueError, match="resnet, mlp, none"):
+        teachers.check_pair("digits", "vit")

@@ -1,0 +1,88 @@
+"""The fused engine computes what the plain loop computes, and records everything a row needs."""
+
+import numpy as np
+import pytest
+import torch
+
+from danas_bench import engine, space
+from danas_bench.fused import FusedStudents, avg_pool_same
+from danas_bench.recipe import KD, Recipe
+
+TINY = {"width": 4, "epochs": 1, "batch_size": 32}
+
+
+@pytest.fixture(scope="module")
+def archs():
+    rng = np.random.default_rng(7)
+    picks = list(space.sample(rng, 6, canonical_only=True))
+    return picks + [0, space.to_index([3] * 6), space.to_index([4] * 6), space.to_index([1] * 6)]
+
+
+@pytest.mark.parametrize("dataset", ["digits", "mnist1d"])
+def test_fused_forward_equals_plain_students(dataset, archs):
+    task = engine.Task.make(Recipe(dataset, **TINY), KD("none"))
+    students = engine._students(archs, 3, task)
+    fused = FusedStudents(students)
+    x = task.dataset.x["train"][:20]
+    for mode in ("train", "eval"):
+        fused.train(mode == "train")
+        for s in students:
+            s.train(mode == "train")
+        with torch.no_grad():
+            ref = torch.stack([s(x) for s in students], 1)
+            out = fused(x)
+        assert out.shape == (20, len(archs), 10)
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_avg_pool_same_matches_torch():
+    x = torch.randn(3, 5, 6, 7)
+    ref = torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+    torch.testing.assert_close(avg_pool_same(x, 3, 3), ref)
+    ref1 = torch.nn.functional.avg_pool1d(x[:, :, 0], 3, 1, 1, count_include_pad=False)
+    torch.testing.assert_close(avg_pool_same(x[:, :, :1], 1, 3)[:, :, 0], ref1)
+
+
+def test_train_many_matches_plain_loop_and_fills_records(archs):
+    task = engine.Task.make(Recipe("digits", **TINY), KD("resnet"))
+    fused = engine.train_many(archs[:4], 0, task)
+    plain = [engine.train_plain(a, 0, task) for a in archs[:4]]
+    for f, p in zip(fused, plain):
+        assert f["arch_index"] == p["arch_index"] and f["arch"] == space.arch_str(f["arch_index"])
+        # same initial weights and minibatches: only float summation order differs
+        assert abs(f["test_acc"] - p["test_acc"]) <= 0.02
+        assert len(f["train_loss"]) == len(f["valid_acc_curve"]) == len(f["epoch_seconds"]) == 1
+        assert 0.0 <= f["test_acc"] <= 1.0 and 0.0 <= f["test_ece"] <= 1.0
+        assert f["test_agreement"] is not None and f["test_kl_teacher"] >= 0.0
+        assert f["train_seconds"] > 0 and f["kd_alpha"] == pytest.approx(0.9)
+
+
+def test_none_teacher_has_no_teacher_metrics(archs):
+    task = engine.Task.make(Recipe("digits", **TINY), KD("none"))
+    rec = engine.train_many(archs[:2], 1, task)[0]
+    assert rec["kd_alpha"] == 0.0 and rec["test_agreement"] is None and rec["seed"] == 1
+
+
+def test_ece_of_perfect_confident_predictions_is_zero():
+    probs = torch.eye(4)[None].repeat(1, 1, 1).permute(1, 0, 2)  # (4, 1, 4), one-hot
+    assert engine.ece(probs, torch.arange(4)).item() == pytest.approx(0.0)
+    probs = torch.full((4, 1, 4), 0.25)
+    assert engine.ece(probs, torch.arange(4)).item() == pytest.approx(0.0)  # 25% confident, 25% right
+    probs = torch.eye(4)[[1, 2, 3, 0]][:, None]
+    assert engine.ece(probs, torch.arange(4)).item() == pytest.approx(1.0)
+
+
+def test_kd_loss_is_zero_when_student_copies_teacher_and_alpha_is_one():
+    t = torch.randn(8, 10)
+    logits = t[:, None].repeat(1, 3, 1)
+    loss, per = engine._loss(logits, torch.zeros(8, dtype=torch.long), t, KD("resnet", 4.0, 1.0))
+    assert loss.item() == pytest.approx(0.0, abs=1e-5) and per.shape == (3,)
+
+
+def test_recipe_id_is_stable_and_sensitive():
+    a, b = Recipe("digits", width=4), Recipe("digits", width=8)
+    assert a.recipe_id == Recipe("digits", width=4).recipe_id != b.recipe_id
+    with pytest.raises(ValueError, match="unknown recipe fields"):
+        Recipe.from_dict({"dataset": "digits", "widht": 4})
+    with pytest.raises(ValueError, match="alpha"):
+        KD("resnet", 4.0, 1.5)
