@@ -21,6 +21,7 @@ def teachers(cfg) -> int:
         info = t.train(cfg.dataset, fam, rec)
         print(f"{cfg.dataset}/{fam}: test acc {info['accuracy']['test']:.4f}, params {info['params']:,}, "
               f"{info['train_seconds']:.0f}s")
+    t.report(Path("docs/teachers.md"))
     return 0
 
 

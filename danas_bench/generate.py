@@ -57,6 +57,22 @@ def make_plan(pair: str, recipe: Recipe, kd: KD, seeds=(0,), archs: int | str = 
               arch_sample_seed: int = 0, noise_seeds=(), noise_fraction: float = 0.1,
               shard_size: int = 64) -> Plan:
     """Rows: ``seeds`` over the architecture set, ``noise_seeds`` over a seeded fraction of it."""
+    dataset, teacher = tb.split_pair(pair)  # ValueError listing the valid pairs
+    if recipe.dataset != dataset:
+        raise ValueError(f"pair {pair} is on dataset {dataset!r} but the recipe is for {recipe.dataset!r}")
+    if kd.teacher != teacher:
+        raise ValueError(f"pair {pair} has teacher {teacher!r} but the KD setting names {kd.teacher!r}")
+    seeds, noise_seeds = [int(s) for s in seeds], [int(s) for s in noise_seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be a non-empty list without repeats, got {seeds}")
+    if len(set(noise_seeds)) != len(noise_seeds) or set(noise_seeds) & set(seeds):
+        raise ValueError(f"noise_seeds {noise_seeds} must not repeat and must not overlap seeds {seeds} "
+                         f"(a row is one architecture and one seed)")
+    if noise_seeds and not 0 < noise_fraction <= 1:
+        raise ValueError(f"noise_fraction must lie in (0, 1], got {noise_fraction}")
+    if int(shard_size) < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    shard_size = int(shard_size)
     canon = np.asarray(space.canonical_indices())
     rng = np.random.default_rng(arch_sample_seed)
     if archs == "all":
@@ -177,6 +193,10 @@ def _progress(total: int, done0: int):
 def run_pending(plan: Plan, d: Path, executor: str = "local", workers: int | None = None, chunk: int = 16,
                 slurm: dict | None = None, log=print) -> list[int]:
     """Run every shard that is not done yet; return the ids that ran."""
+    if executor not in ("debug", "local", "slurm"):
+        raise ValueError(f"unknown executor {executor!r}; choose local, slurm or debug")
+    if int(chunk) < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
     for stale in d.glob(".shard-*.tmp-*"):  # torn temp files of killed writers
         stale.unlink(missing_ok=True)
     pending = [s["id"] for s in plan.shards if not shard_done(shard_path(d, s["id"]), plan, s)]
@@ -213,14 +233,20 @@ def _run_local(d: Path, pj: str, pending: list[int], workers: int | None, chunk:
     ex.update_parameters(timeout_min=24 * 60)
     todo, running = list(pending), []
     w = n_workers(workers)
-    while todo or running:
-        while todo and len(running) < w:
-            running.append(ex.submit(run_shard, str(d), pj, todo.pop(0), chunk))
-        time.sleep(0.5)
-        for job in [j for j in running if j.done()]:
-            running.remove(job)
-            job.result()  # re-raises a failed shard's error
-            bar.update()
+    try:
+        while todo or running:
+            while todo and len(running) < w:
+                running.append(ex.submit(run_shard, str(d), pj, todo.pop(0), chunk))
+            time.sleep(0.5)
+            for job in [j for j in running if j.done()]:
+                running.remove(job)
+                job.result()  # re-raises a failed shard's error
+                bar.update()
+    finally:
+        # a failed shard or an interrupt: stop the tasks still in flight instead of leaving them
+        # running, detached, after this command has exited (their shards are simply redone on resume)
+        for job in running:
+            job.cancel(check=False)
 
 
 def _run_slurm(d: Path, pj: str, pending: list[int], chunk: int, slurm: dict, bar, log) -> None:
@@ -240,17 +266,72 @@ def _run_slurm(d: Path, pj: str, pending: list[int], chunk: int, slurm: dict, ba
         params["slurm_additional_parameters"] = dict(slurm["additional_parameters"])
     ex.update_parameters(**params)
     jobs = ex.map_array(run_shard, [str(d)] * len(pending), [pj] * len(pending), pending, [chunk] * len(pending))
-    log(f"submitted SLURM array job {jobs[0].job_id.split('_')[0]} with {len(jobs)} tasks")
-    waiting = list(jobs)
-    errors = []
+    array_id = jobs[0].job_id.split("_")[0]
+    log(f"submitted SLURM array job {array_id} with {len(jobs)} tasks")
+    _wait_slurm(jobs, dict(zip((j.job_id for j in jobs), pending)), array_id, d, Plan.from_json(pj), bar)
+
+
+# SLURM states in which an array task may still write its result
+_SLURM_ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING",
+                 "STAGE_OUT", "RESIZING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
+_SQUEUE_EVERY_S = 15.0   # one squeue call for the whole array, not one per task
+_RESULT_GRACE_S = 30.0   # a task that left the queue gets this long for its result to show (shared FS lag)
+
+
+def _squeue_states(array_id: str) -> dict[str, str] | None:
+    """``{"<array>_<task>": state}`` from squeue; None when squeue cannot answer.
+
+    submitit learns task states from ``sacct``, which needs SLURM's accounting database: without one
+    (``accounting_storage/none``, the test cluster, some small sites) a task cancelled or killed before
+    it wrote its result stays "UNKNOWN" forever and the wait never ends. squeue works everywhere; a
+    task it no longer lists (slurmctld forgets finished jobs after MinJobAge, and a cancelled pending
+    array task at once) has left the queue.
+    """
+    import subprocess
+
+    try:
+        r = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", array_id, "-o", "%i|%T"],
+                           capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if r.returncode != 0:
+        return {} if "invalid job id" in r.stderr.lower() else None
+    return dict(line.split("|", 1) for line in r.stdout.split() if "|" in line)
+
+
+def _wait_slurm(jobs: list, shard_of: dict[str, int], array_id: str, d: Path, plan: Plan, bar) -> None:
+    """Wait for every array task; raise listing the tasks that ended without finishing their shard."""
+    shards = {s["id"]: s for s in plan.shards}
+    waiting, errors, gone_since = list(jobs), [], {}
+    states, last_poll = None, float("-inf")
     while waiting:
         time.sleep(2)
-        for job in [j for j in waiting if j.done()]:
+        now = time.time()
+        if now - last_poll >= _SQUEUE_EVERY_S:
+            states, last_poll = _squeue_states(array_id), now
+        for job in list(waiting):
+            sid = shard_of[job.job_id]
+            if job.paths.result_pickle.exists() or job.done():
+                waiting.remove(job)
+                try:
+                    job.result()  # re-raises the task's exception, if any
+                except Exception as exc:  # a cancelled or failed task: report, keep the rest
+                    if not shard_done(shard_path(d, sid), plan, shards[sid]):
+                        errors.append(f"task {job.job_id} (shard {sid}): {type(exc).__name__}: "
+                                      f"{str(exc).splitlines()[0][:200]}")
+                bar.update()
+                continue
+            state = None if states is None else states.get(job.job_id)
+            if states is None or state in _SLURM_ACTIVE:
+                gone_since.pop(job.job_id, None)
+                continue
+            # squeue says the task ended (or forgot it) but no result is there yet
+            if now - gone_since.setdefault(job.job_id, now) < _RESULT_GRACE_S:
+                continue
             waiting.remove(job)
-            try:
-                job.result()
-            except Exception as exc:  # a cancelled or failed task: report, keep the rest
-                errors.append(f"task {job.job_id}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            if not shard_done(shard_path(d, sid), plan, shards[sid]):
+                errors.append(f"task {job.job_id} (shard {sid}): {state or 'left the queue'} without a result "
+                              f"(cancelled, timed out, out of memory or killed); log: {job.paths.stderr}")
             bar.update()
     if errors:
         raise RuntimeError(f"{len(errors)} SLURM tasks did not finish (rerun the same command to resume):\n"
@@ -320,8 +401,9 @@ def load_manifest(root: Path | None = None) -> dict:
 
 
 def update_manifest(path: Path, root: Path | None = None, kind: str = "table", extra: dict | None = None) -> None:
+    from filelock import FileLock
+
     root = root or tables_dir()
-    man = load_manifest(root)
     rel = str(Path(path).resolve().relative_to(root.resolve()))
     entry = {"kind": kind, "sha256": tb.sha256(path), "bytes": Path(path).stat().st_size,
              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -332,10 +414,16 @@ def update_manifest(path: Path, root: Path | None = None, kind: str = "table", e
         meta = tb.read_meta(path)
         entry["recipe_id"] = meta.get("recipe_id")
     entry.update(extra or {})
-    man["files"][rel] = entry
-    tmp = manifest_path(root).with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(man, indent=1, sort_keys=True))
-    os.replace(tmp, manifest_path(root))
+    # read-modify-write under a lock: two merges of different pairs must not drop each other's entry
+    with FileLock(str(root / ".MANIFEST.lock")):
+        man = load_manifest(root)
+        man["files"][rel] = entry
+        tmp = manifest_path(root).with_suffix(f".tmp-{os.getpid()}")
+        with open(tmp, "w") as f:
+            f.write(json.dumps(man, indent=1, sort_keys=True))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, manifest_path(root))
 
 
 def verify(root: Path | None = None, log=print) -> list[str]:

@@ -36,7 +36,7 @@ class Criteria:
     min_share_shift: float = 0.1
 
 
-def run_recipe(recipe: Recipe, teacher: str, archs: np.ndarray, seeds=(0, 1), chunk: int = 16,
+def run_recipe(recipe: Recipe, teacher: str, archs: np.ndarray, seeds=(0, 1), chunk: int = 50,
                workers: int | None = None, log=print) -> dict:
     """Train the sample with both seeds, KD and no-KD; return test accuracies and cost."""
     jobs = []
@@ -122,8 +122,7 @@ def run(dataset: str, candidates: list[dict], n_archs: int = 200, sample_seed: i
         stop_at_first: bool = True, log=print) -> dict:
     teacher = teachers.TEACHERS[dataset][0]
     teacher_acc = teachers.info(dataset, teacher)["accuracy"]["test"]
-    archs = space.sample(np.random.default_rng(sample_seed), n_archs, canonical_only=False)
-    archs = np.unique(space.canonical_table()[archs])[:n_archs]
+    archs = np.sort(np.random.default_rng(sample_seed).choice(space.canonical_indices(), n_archs, replace=False))
     results = []
     chosen = None
     for cand in candidates:
