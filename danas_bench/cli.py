@@ -16,6 +16,9 @@ COMMANDS = {
     "verify": "Re-check every file in tables/MANIFEST: sha256, rows, recipe, coverage",
     "archs": "Params, FLOPs and latency of every canonical architecture for a dataset",
     "summary": "Print what the shipped tables hold",
+    "datasheet": "Compute docs/datasheet.md (noise, KD analysis, Pareto fronts) from the shipped tables",
+    "query": 'Print one architecture\'s record: danas-bench query "<arch>" pair=dataset/teacher',
+    "leaderboard": "Run every searcher on every pair over many seeds; writes docs/leaderboard.md and plots",
 }
 
 
@@ -44,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from . import commands
 
+    if cmd == "query" and overrides and "=" not in overrides[0]:  # the bare architecture argument
+        arch = overrides[0]
+        overrides[0] = f"arch='{arch}'" if arch.lstrip().startswith("|") else f"arch={arch}"
     cfg = compose(cmd, overrides)
     return int(getattr(commands, cmd)(cfg) or 0)
 

@@ -123,3 +123,23 @@ def archs(cfg) -> int:
 
     archinfo.build_file(recipe_for(cfg.dataset, cfg.recipe), _root(cfg))
     return 0
+
+
+def query(cfg) -> int:
+    from .bench import cli_query
+
+    return cli_query(cfg)
+
+
+def datasheet(cfg) -> int:
+    from . import datasheet as ds
+
+    res = ds.write(_root(cfg), Path(cfg.out_dir))
+    print(f"docs/datasheet.md: {len(res['pairs'])} tables, {len(res['kd'])} KD comparisons")
+    return 0
+
+
+def leaderboard(cfg) -> int:
+    from .leaderboard import main
+
+    return main(cfg)

@@ -76,7 +76,9 @@ def make_plan(pair: str, recipe: Recipe, kd: KD, seeds=(0,), archs: int | str = 
     canon = np.asarray(space.canonical_indices())
     rng = np.random.default_rng(arch_sample_seed)
     if archs == "all":
-        base, sampled = canon, False
+        # shards take a seeded permutation of the space, so that any set of finished shards is a uniform
+        # random sample of it: a partial table (`merge partial=true`) is unbiased
+        base, sampled = rng.permutation(canon), False
     else:
         n = int(archs)
         if not 0 < n <= len(canon):
@@ -88,7 +90,7 @@ def make_plan(pair: str, recipe: Recipe, kd: KD, seeds=(0,), archs: int | str = 
     for seed_list, pool in ((seeds, base), (noise_seeds, noise)):
         for seed in seed_list:
             for i in range(0, len(pool), shard_size):
-                shards.append({"id": sid, "seed": int(seed), "archs": [int(a) for a in pool[i:i + shard_size]]})
+                shards.append({"id": sid, "seed": int(seed), "archs": sorted(int(a) for a in pool[i:i + shard_size])})
                 sid += 1
     return Plan(pair, recipe.to_dict(), recipe.recipe_id, kd.__dict__.copy(), shards, sampled)
 
@@ -173,12 +175,18 @@ def run_shard(d: str, plan_json: str, sid: int, chunk: int = 16) -> str:
     path = shard_path(Path(d), sid)
     if shard_done(path, plan, shard):
         return str(path)
+    archs = shard["archs"]
+    tell = bool(os.environ.get("SUBMITIT_EXECUTOR"))  # a submitit task: say what it does, in its log
+    if tell:
+        print(f"shard {sid}: {plan.pair}, seed {shard['seed']}, {len(archs)} architectures -> {path}", flush=True)
+    t0 = time.perf_counter()
     task = Task.make(Recipe.from_dict(plan.recipe), KD(**plan.kd))
     records = []
-    archs = shard["archs"]
     for i in range(0, len(archs), chunk):
         records += train_many(archs[i:i + chunk], shard["seed"], task)
     tb.write_atomic(tb.to_table(records, shard_meta(plan, shard)), path)
+    if tell:
+        print(f"shard {sid}: written in {time.perf_counter() - t0:.0f} s", flush=True)
     return str(path)
 
 
@@ -250,12 +258,14 @@ def _run_local(d: Path, pj: str, pending: list[int], workers: int | None, chunk:
 
 
 def _run_slurm(d: Path, pj: str, pending: list[int], chunk: int, slurm: dict, bar, log) -> None:
-    """One SLURM array job, one array task per pending shard."""
+    """SLURM array jobs, one array task per pending shard (several arrays if SLURM's MaxArraySize is hit)."""
     import submitit
 
+    plan = Plan.from_json(pj)
     ex = submitit.AutoExecutor(folder=d / "logs" / "%j", cluster="slurm")
     params = {"timeout_min": slurm.get("timeout_min", 60), "cpus_per_task": slurm.get("cpus_per_task", 1),
-              "slurm_array_parallelism": slurm.get("array_parallelism", 64), "tasks_per_node": 1}
+              "slurm_array_parallelism": slurm.get("array_parallelism", 64), "tasks_per_node": 1,
+              "name": f"danas-{tb.pair_slug(plan.pair)}"}  # what squeue shows as the job name
     if slurm.get("partition"):
         params["slurm_partition"] = slurm["partition"]
     if slurm.get("mem_gb"):
@@ -265,20 +275,44 @@ def _run_slurm(d: Path, pj: str, pending: list[int], chunk: int, slurm: dict, ba
     if slurm.get("additional_parameters"):
         params["slurm_additional_parameters"] = dict(slurm["additional_parameters"])
     ex.update_parameters(**params)
-    jobs = ex.map_array(run_shard, [str(d)] * len(pending), [pj] * len(pending), pending, [chunk] * len(pending))
-    array_id = jobs[0].job_id.split("_")[0]
-    log(f"submitted SLURM array job {array_id} with {len(jobs)} tasks")
-    _wait_slurm(jobs, dict(zip((j.job_id for j in jobs), pending)), array_id, d, Plan.from_json(pj), bar)
+    size = slurm.get("max_array_size")
+    size = 1000 if size is None else int(size)
+    if size < 1:
+        raise ValueError(f"executor.max_array_size must be >= 1, got {size}")
+    jobs, shard_of, array_ids = [], {}, []
+    for i in range(0, len(pending), size):
+        part = pending[i:i + size]
+        n = len(part)
+        new = ex.map_array(run_shard, [str(d)] * n, [pj] * n, part, [chunk] * n)
+        array_ids.append(new[0].job_id.split("_")[0])
+        # submitit submits a single task as a plain job (job id "<id>", logs/<id>/), not an array
+        what, logs = (("array job", f"{d / 'logs' / array_ids[-1]}_<task>") if n > 1
+                      else ("job", d / "logs" / array_ids[-1]))
+        log(f"submitted SLURM {what} {array_ids[-1]} with {n} task{'s' if n > 1 else ''} "
+            f"(shards {part[0]}..{part[-1]}); logs in {logs}")
+        jobs += new
+        shard_of.update(zip((j.job_id for j in new), part))
+    try:
+        _wait_slurm(jobs, shard_of, array_ids, d, plan, bar,
+                    poll_s=float(slurm.get("poll_s", _SQUEUE_EVERY_S)),
+                    grace_s=float(slurm.get("result_grace_s", _RESULT_GRACE_S)))
+    except KeyboardInterrupt:
+        # the tasks belong to SLURM, not to this process: say so instead of leaving them unnoticed
+        log(f"\nstopped waiting; SLURM job(s) {','.join(array_ids)} keep running (`squeue -j "
+            f"{','.join(array_ids)}`; `scancel {' '.join(array_ids)}` stops them). Once they have left the "
+            f"queue, rerun the same command: it keeps their shards, runs what is missing and merges.")
+        raise
 
 
 # SLURM states in which an array task may still write its result
 _SLURM_ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING",
                  "STAGE_OUT", "RESIZING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
-_SQUEUE_EVERY_S = 15.0   # one squeue call for the whole array, not one per task
-_RESULT_GRACE_S = 30.0   # a task that left the queue gets this long for its result to show (shared FS lag)
+_SQUEUE_EVERY_S = 15.0   # one squeue call for all the arrays, not one per task (executor.poll_s)
+_RESULT_GRACE_S = 30.0   # a task that left the queue gets this long for its result to show, shared-FS lag
+                         # (executor.result_grace_s)
 
 
-def _squeue_states(array_id: str) -> dict[str, str] | None:
+def _squeue_states(array_ids: list[str]) -> dict[str, str] | None:
     """``{"<array>_<task>": state}`` from squeue; None when squeue cannot answer.
 
     submitit learns task states from ``sacct``, which needs SLURM's accounting database: without one
@@ -289,29 +323,37 @@ def _squeue_states(array_id: str) -> dict[str, str] | None:
     """
     import subprocess
 
-    try:
-        r = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", array_id, "-o", "%i|%T"],
-                           capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if r.returncode != 0:
-        return {} if "invalid job id" in r.stderr.lower() else None
-    return dict(line.split("|", 1) for line in r.stdout.split() if "|" in line)
+    states: dict[str, str] = {}
+    for array_id in array_ids:  # one call per array: squeue rejects a whole list if one id is unknown
+        try:
+            r = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", array_id, "-o", "%i|%T"],
+                               capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if r.returncode != 0:
+            if "invalid job id" in r.stderr.lower():
+                continue  # slurmctld forgot the whole array: every task has left the queue
+            return None
+        states.update(line.split("|", 1) for line in r.stdout.split() if "|" in line)
+    return states
 
 
-def _wait_slurm(jobs: list, shard_of: dict[str, int], array_id: str, d: Path, plan: Plan, bar) -> None:
+def _wait_slurm(jobs: list, shard_of: dict[str, int], array_ids: list[str], d: Path, plan: Plan, bar,
+                poll_s: float = _SQUEUE_EVERY_S, grace_s: float = _RESULT_GRACE_S) -> None:
     """Wait for every array task; raise listing the tasks that ended without finishing their shard."""
     shards = {s["id"]: s for s in plan.shards}
     waiting, errors, gone_since = list(jobs), [], {}
     states, last_poll = None, float("-inf")
     while waiting:
-        time.sleep(2)
+        time.sleep(min(2.0, poll_s))
         now = time.time()
-        if now - last_poll >= _SQUEUE_EVERY_S:
-            states, last_poll = _squeue_states(array_id), now
+        if now - last_poll >= poll_s:
+            states, last_poll = _squeue_states(array_ids), now
         for job in list(waiting):
             sid = shard_of[job.job_id]
-            if job.paths.result_pickle.exists() or job.done():
+            # job.done() asks sacct: only when squeue cannot answer (without accounting sacct only
+            # prints warnings and never learns that a task was cancelled)
+            if job.paths.result_pickle.exists() or (states is None and job.done()):
                 waiting.remove(job)
                 try:
                     job.result()  # re-raises the task's exception, if any
@@ -326,7 +368,7 @@ def _wait_slurm(jobs: list, shard_of: dict[str, int], array_id: str, d: Path, pl
                 gone_since.pop(job.job_id, None)
                 continue
             # squeue says the task ended (or forgot it) but no result is there yet
-            if now - gone_since.setdefault(job.job_id, now) < _RESULT_GRACE_S:
+            if now - gone_since.setdefault(job.job_id, now) < grace_s:
                 continue
             waiting.remove(job)
             if not shard_done(shard_path(d, sid), plan, shards[sid]):

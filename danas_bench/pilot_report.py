@@ -20,6 +20,12 @@ def _row(c: dict) -> str:
             f"{'pass' if c['pass'] else 'fail'} |")
 
 
+def _chosen(res: dict) -> dict | None:
+    """The candidate the pilot chose: the first that passed, else its best-effort pick (``chosen_id``)."""
+    return next((c for c in res["candidates"] if c["pass"]), None) or next(
+        (c for c in res["candidates"] if c["recipe_id"] == res.get("chosen_id")), None)
+
+
 def budget_hours(core_seconds: float) -> float:
     return core_seconds * space.N_CANONICAL * PAIRS_PER_DATASET / CORES / 3600
 
@@ -31,7 +37,9 @@ def write_report(results: dict, path: Path) -> None:
              "two seeds, with KD from the dataset's first teacher (T = 4, alpha = 0.9) and without KD. "
              "Criteria: (a) IQR of test accuracy >= 0.02 for KD and no-KD, and the best student below the "
              "teacher; (b) seed-to-seed Kendall tau >= 0.7 for both; (c) KD changes the picture: "
-             "tau(KD, no-KD) < 0.9 or the share of architectures KD helps differs from 1/2 by > 0.1.", ""]
+             "tau(KD, no-KD) < 0.9 or the share of architectures KD helps differs from 1/2 by > 0.1.", "",
+             "The hand-run probes that chose the candidates (and why digits trains on a subset) are in "
+             "[pilot-exploration.md](pilot-exploration.md).", ""]
     total = 0.0
     for ds, res in results.items():
         lines += [f"## {ds} (teacher `{res['teacher']}`, {len(res['archs'])} architectures, sample seed "
@@ -40,8 +48,14 @@ def write_report(results: dict, path: Path) -> None:
                   "tau(KD, no-KD) | mean KD gain | KD helps | core-s / arch | verdict |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         lines += [_row(c) for c in res["candidates"]]
-        chosen = next((c for c in res["candidates"] if c["pass"]), None)
+        chosen = _chosen(res)
         lines.append("")
+        if chosen and not res.get("all_criteria_met", True):
+            lines += ["**No candidate met every criterion.** Chosen as best effort: the candidate with the "
+                      "highest seed-to-seed tau among those that fit the 8-hour budget and spread. Failed: "
+                      + ", ".join(k[5:].replace("_", " ") for k in ("pass_spread", "pass_seed_tau", "pass_kd_effect")
+                                  if not chosen[k]) + ". Rankings from single-seed rows of this table are noisy: "
+                      "use `seed=\"mean\"` where a noise seed exists and read the noise figures in the datasheet.", ""]
         if chosen:
             h = budget_hours(chosen["core_seconds_per_arch"])
             total += h
@@ -66,7 +80,7 @@ def write_report(results: dict, path: Path) -> None:
 def summary_lines(results: dict) -> list[str]:
     out = ["danas-bench pilot summary (docs/pilot.md)"]
     for ds, res in results.items():
-        chosen = next((c for c in res["candidates"] if c["pass"]), None)
+        chosen = _chosen(res)
         if not chosen:
             out.append(f"  {ds}: no recipe passed")
             continue

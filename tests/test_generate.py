@@ -94,10 +94,13 @@ def run_copy(finished_run, tables_root) -> Path:
 @pytest.mark.slow
 def test_kill_and_resume_local_executor(tables_root, tmp_path, danas_cli):
     """SIGKILL the whole process group mid-run, restart: planned rows exactly, done shards untouched."""
-    args = ["generate", f"pair={PAIR}", TINY_RECIPE_CLI, "archs=32", "shard_size=4", "chunk=4", "executor=local"]
+    # two single-threaded tasks in flight (submitit local), so that the kill hits more than one
+    # (a task's cost is mostly starting Python and torch: few, larger shards keep the test short)
+    args = ["generate", f"pair={PAIR}", TINY_RECIPE_CLI, "archs=24", "shard_size=6", "chunk=6", "executor=local",
+            "executor.workers=2"]
     d = g.shard_dir(PAIR, RID)
     assert str(d).startswith(str(tables_root))
-    n_shards = 8
+    n_shards = 4
     log1 = tmp_path / "first.log"
     with open(log1, "w") as out:
         proc = subprocess.Popen(cli_cmd(*args), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -138,7 +141,7 @@ def test_kill_and_resume_local_executor(tables_root, tmp_path, danas_cli):
     assert out == tables_root / "digits" / f"resnet-{RID}.parquet"
     table = tb.read(out)
     keys = list(zip(table.column("arch_index").to_pylist(), table.column("seed").to_pylist()))
-    assert len(keys) == 32 == len(set(keys))
+    assert len(keys) == 24 == len(set(keys))
     assert set(keys) == plan.rows()
     assert {a for a, _ in keys} <= set(int(i) for i in space.canonical_indices())
     merged_acc = dict(zip(table.column("arch_index").to_pylist(), table.column("test_acc").to_pylist()))
@@ -147,7 +150,7 @@ def test_kill_and_resume_local_executor(tables_root, tmp_path, danas_cli):
     assert _temp_files(tables_root) == []
     # the manifest lists the table with its rows and checksum, and verify agrees
     entry = json.loads((tables_root / "MANIFEST").read_text())["files"][f"digits/resnet-{RID}.parquet"]
-    assert (entry["rows"], entry["sha256"], entry["recipe_id"]) == (32, tb.sha256(out), RID)
+    assert (entry["rows"], entry["sha256"], entry["recipe_id"]) == (24, tb.sha256(out), RID)
     assert g.verify() == []
     assert cli.main(["verify"]) == 0
 
@@ -476,3 +479,21 @@ def test_plan_shards_cover_rows_once():
     full = g.make_plan("digits/none", RECIPE, KD("none"), archs="all", shard_size=1000)
     assert not full.sampled and len(full.rows()) == len(space.canonical_indices())
     assert full.kd["alpha"] == 0.0
+
+
+# --- executor profiles (no cluster needed) ---------------------------------------------------------
+
+@pytest.mark.parametrize("profile", ["slurm", "cpu_cluster", "gpu_cluster"])
+def test_slurm_profiles_compose(profile):
+    """The SLURM profiles compose, carry every key the SLURM executor reads, and say what to change."""
+    from omegaconf import OmegaConf
+
+    cfg = cli.compose("generate", [f"executor={profile}", "+executor.additional_parameters.account=acct"])
+    ex = OmegaConf.to_container(cfg.executor)
+    assert ex["name"] == "slurm"
+    assert {"partition", "timeout_min", "cpus_per_task", "mem_gb", "gpus_per_node", "array_parallelism",
+            "max_array_size", "poll_s", "result_grace_s", "additional_parameters"} <= set(ex)
+    assert ex["additional_parameters"] == {"account": "acct"}
+    if profile != "slurm":
+        text = (Path(g.__file__).parent / "conf" / "executor" / f"{profile}.yaml").read_text()
+        assert text.count("CHANGE") >= 3

@@ -1,0 +1,68 @@
+"""The datasheet is computed from real (tiny) tables and its numbers follow from them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy.stats import kendalltau
+
+from danas_bench import datasheet, generate
+from danas_bench.recipe import KD, Recipe
+
+PAIRS = ("digits/resnet", "digits/mlp", "digits/none")
+
+
+@pytest.fixture(scope="module")
+def tiny_tables(tmp_path_factory):
+    """Three digits pairs over the same 24 architectures, seed 0, and seeds 1, 2 on a quarter of them."""
+    from conftest import make_tables_root
+
+    root = make_tables_root(tmp_path_factory.mktemp("tables"), ("digits",))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DANAS_TABLES", str(root))
+    mp.setenv("DANAS_CACHE", str(tmp_path_factory.mktemp("cache")))
+    recipe = Recipe(dataset="digits", width=4, epochs=1, batch_size=32, n_train=200)
+    for pair in PAIRS:
+        plan = generate.make_plan(pair, recipe, KD(pair.split("/")[1]), seeds=[0], archs=24,
+                                  noise_seeds=[1, 2], noise_fraction=0.25, shard_size=24)
+        d = generate.shard_dir(pair, recipe.recipe_id, root)
+        plan = generate.save_plan(plan, d)
+        generate.run_pending(plan, d, executor="debug", chunk=24, log=lambda *a: None)
+        generate.merge(plan, d, root, log=lambda *a: None)
+    yield root
+    mp.undo()
+
+
+def test_datasheet_numbers_come_from_the_tables(tiny_tables, tmp_path):
+    res = datasheet.write(tiny_tables, tmp_path)
+    assert set(res["pairs"]) == set(PAIRS)
+    frames = {p: pl.read_parquet(next(tiny_tables.glob(f"{p.split('/')[0]}/{p.split('/')[1]}-*.parquet")))
+              for p in PAIRS}
+    for pair, s in res["pairs"].items():
+        f = frames[pair]
+        assert s["rows"] == f.height == 24 + 2 * 6
+        assert s["archs_seed0"] == 24 and s["seeds"] == [0, 1, 2]
+        assert s["test_acc"]["max"] == pytest.approx(float(f.filter(pl.col("seed") == 0)["test_acc"].max()))
+        assert s["core_seconds"] == pytest.approx(float(f["train_seconds"].sum()), rel=1e-6)
+        assert s["noise"]["archs"] == 6 and s["noise"]["seeds"] == [0, 1, 2]
+    # the KD analysis is the tau between the KD and no-KD seed-0 accuracies, per architecture
+    kd = frames["digits/resnet"].filter(pl.col("seed") == 0).sort("arch_index")["test_acc"].to_numpy()
+    no = frames["digits/none"].filter(pl.col("seed") == 0).sort("arch_index")["test_acc"].to_numpy()
+    expect = kendalltau(kd, no).statistic
+    assert res["kd"]["digits/resnet"]["tau_kd_none"] == pytest.approx(expect, nan_ok=True)
+    assert res["kd"]["digits/resnet"]["mean_gain"] == pytest.approx(float(np.mean(kd - no)), abs=1e-6)
+    assert res["teachers"]["digits"]["archs"] == 24
+    md = (tmp_path / "datasheet.md").read_text()
+    assert "digits/resnet" in md and "KD analysis" in md and "Noise" in md
+    assert (tmp_path / "figures" / "datasheet_digits_kd_vs_none.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "datasheet.json").read_text())["pairs"].keys() == res["pairs"].keys()
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    cost = np.array([1.0, 2.0, 3.0, 4.0, 2.0])
+    acc = np.array([0.5, 0.4, 0.7, 0.6, 0.6])
+    fx, fy = datasheet.pareto(cost, acc)
+    assert fx.tolist() == [1.0, 2.0, 3.0] and fy.tolist() == [0.5, 0.6, 0.7]

@@ -1,0 +1,325 @@
+"""The ask/tell protocol, the runner, the six baselines, the Optuna bridge and the leaderboard.
+
+Everything runs on :mod:`danas_bench.synthetic` benches (made-up but structured accuracies over the
+real NAS-Bench-201 space), so these tests need no tables and take seconds. The tiny bench holds the
+64 architectures whose edges are all 1x1 or 3x3 convolutions (no two of them isomorphic) and has no
+seed noise, so its optimum is well defined and reachable by every searcher.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from danas_bench import space, synthetic
+from danas_bench.baselines import NAMES, SIX, make
+from danas_bench.budget import Budget
+from danas_bench.search import TRAJECTORY_SCHEMA, Ask, Problem, Searcher, final, run
+
+TINY_OPS = ("nor_conv_1x1", "nor_conv_3x3")
+# cheap settings for the model-based searchers on the tiny bench
+FAST = {"trade": {"n_init": 6}, "autokd": {"n_init": 6, "n_candidates": 256},
+        "dass": {"meta_steps": 150}}
+SEARCHERS = SIX + ("optuna_tpe",)
+
+
+@pytest.fixture(scope="module")
+def tiny_pool():
+    return synthetic.open_all(("synth-a", "synth-b"), ("resnet", "mlp", "none"), ops=TINY_OPS, noise=0.0)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    return synthetic.open_all(("synth-a", "synth-b"))
+
+
+def _make(name, **kw):
+    return make(name, **{**FAST.get(name, {}), **kw})
+
+
+def _run(name, bench, budget, seed, pool, **kw):
+    return run(_make(name, **kw), bench, budget, seed, pool=pool)
+
+
+# --- the synthetic bench --------------------------------------------------------------------------------
+
+
+def test_synthetic_bench_surface(pool):
+    b = pool["synth-a/resnet"]
+    assert len(b.archs) == space.N_CANONICAL and set(b.seeds) == {0, 1, 2}
+    a = space.EXAMPLE
+    # every input form and isomorphic indices agree
+    assert b.query(a, seed=1) == b.query(space.to_index(a), seed=1) == b.query(list(space.parse(a)), seed=1)
+    assert b.query(space.to_index(a), seed=0) == b.query(int(space.canonical(a)), seed=0)
+    assert 0 < b.query(a, epoch=1, seed="mean") < b.query(a, seed="mean")
+    with pytest.raises(ValueError, match="bench.test"):
+        b.query(a, "test_acc")
+    arch, best = b.best()
+    assert best == pytest.approx(b.test(arch)) and best >= b.test_many(b.archs).max() - 1e-12
+    budget = Budget(max_queries=2)
+    b.query(a, budget=budget)
+    b.query(a, epoch=5, budget=budget)
+    assert budget.spent_queries == 2
+    assert budget.spent_seconds == pytest.approx(1.5 * b.cost(a))
+    from danas_bench.budget import BudgetExhausted
+
+    with pytest.raises(BudgetExhausted):
+        b.query(a, budget=budget)
+    assert set(b.info(a)) >= {"params", "flops", "latency_ms"}
+    assert b.frame().height == len(b.archs) * 3
+    # KD changes the ranking: the teacher and none pairs of a dataset agree only partly
+    from scipy.stats import kendalltau
+
+    tau = kendalltau(b.test_many(b.archs), pool["synth-a/none"].test_many(b.archs)).statistic
+    assert 0.3 < tau < 0.95
+
+
+def test_tiny_bench(tiny_pool):
+    b = tiny_pool["synth-a/resnet"]
+    assert len(b.archs) == 64
+    assert set(np.unique(space.ops_matrix(b.archs))) == {2, 3}
+    assert b.best("test_acc")[0] == b.best("valid_acc")[0]  # noise-free: valid and test agree
+
+
+# --- the runner and the protocol ------------------------------------------------------------------------
+
+
+class Fixed(Searcher):
+    """Asks a fixed list of architectures (ints: the protocol's shorthand)."""
+
+    name = "fixed"
+    defaults = {"archs": ()}
+
+    def setup(self, problem, rng):
+        self.todo = list(self.archs)
+
+    def ask(self):
+        return self.todo.pop(0) if self.todo else None
+
+
+def test_runner_trajectory(pool):
+    b = pool["synth-a/resnet"]
+    archs = [int(a) for a in b.archs[:5]] + [space.to_index(space.EXAMPLE)]
+    f = run(Fixed(archs=archs), b, {"queries": 100}, seed=3, pool=pool)
+    assert list(f.columns) == list(TRAJECTORY_SCHEMA) and f.height == 6  # the searcher stopped asking
+    assert f["step"].to_list() == list(range(1, 7)) and f["cum_queries"].to_list() == list(range(1, 7))
+    assert f["arch_index"][-1] == space.canonical(space.EXAMPLE)  # asks are canonicalised
+    assert np.allclose(np.cumsum(f["cost_seconds"].to_numpy()), f["cum_seconds"].to_numpy())
+    inc_valid = f["incumbent_valid"].to_numpy()
+    assert (np.diff(inc_valid) >= 0).all() and inc_valid[-1] == f["value"].max()
+    last = f.row(-1, named=True)
+    assert last["incumbent_test"] == pytest.approx(b.test(last["incumbent"]))
+    assert last["regret"] == pytest.approx(b.best()[1] - last["incumbent_test"])
+    assert (f["regret"].to_numpy() >= 0).all()
+    assert set(f["searcher"]) == {"fixed"} and set(f["pair"]) == {"synth-a/resnet"} and set(f["seed"]) == {3}
+    fin = final(f)
+    assert fin["queries_to_final"] == f.filter(pl.col("arch_index") == fin["incumbent"])["cum_queries"][0]
+
+
+def test_problem_hides_test_metrics_and_own_validation(pool):
+    b = pool["synth-a/resnet"]
+    p = Problem(b, pool)
+    for hidden in ("test", "test_many", "best", "query", "frame"):
+        assert not hasattr(p, hidden)
+    with pytest.raises(PermissionError):
+        p.validation("synth-a/resnet")
+    archs, vals = p.validation("synth-b/mlp")  # other pairs: readable, for meta-learning
+    assert len(archs) == len(vals) == space.N_CANONICAL
+    assert p.latency().shape == (len(p.archs),) and p.position(p.archs[7]) == 7
+
+
+def test_default_pool_is_the_benches_beside(pool):
+    """Without a pool, run() reads the pairs beside the bench (for real tables: every table under its root)."""
+    b = synthetic.SyntheticBench("synth-b/resnet", ops=TINY_OPS)
+    f = run(make("evolution"), b, 8, seed=0)
+    assert set(f["queried_pair"]) == {"synth-b/none"}
+    s = _make("dass")
+    run(s, b, 12, seed=0)
+    assert len(s.state["tasks"]) == 5
+
+
+def test_runner_refuses_other_datasets(pool):
+    class Cheat(Searcher):
+        name = "cheat"
+
+        def ask(self):
+            return Ask(int(self.problem.archs[0]), pair="synth-b/none")
+
+    with pytest.raises(ValueError, match="only pairs of synth-a"):
+        run(Cheat(), pool["synth-a/resnet"], 5, seed=0, pool=pool)
+
+
+def test_unknown_options_and_names():
+    with pytest.raises(TypeError, match="valid options"):
+        make("trade", n_inti=3)
+    with pytest.raises(KeyError, match="unknown searcher"):
+        make("nope")
+    assert make("nas_without_kd").name == "evolution"
+    assert set(SIX) <= set(NAMES)
+
+
+# --- every searcher ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [n for n in SEARCHERS if n != "evolution"])
+def test_finds_the_optimum_of_the_tiny_bench(name, tiny_pool):
+    b = tiny_pool["synth-a/resnet"]
+    f = _run(name, b, {"queries": len(b.archs)}, 0, tiny_pool)
+    assert f["arch_index"].n_unique() == f.height  # never pays twice for one architecture
+    last = f.row(-1, named=True)
+    assert last["incumbent"] == b.best()[0] and last["regret"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_evolution_finds_the_no_kd_optimum(tiny_pool):
+    """NAS-without-KD searches the `none` pair: it finds that pair's best, scored by KD test accuracy."""
+    b, none = tiny_pool["synth-a/resnet"], tiny_pool["synth-a/none"]
+    f = _run("evolution", b, {"queries": len(b.archs)}, 0, tiny_pool)
+    assert set(f["queried_pair"]) == {"synth-a/none"}
+    last = f.row(-1, named=True)
+    assert last["incumbent"] == none.best("valid_acc")[0]
+    assert last["incumbent_test"] == pytest.approx(b.test(last["incumbent"]))  # scored on the KD pair
+    assert last["regret"] == pytest.approx(b.best()[1] - b.test(last["incumbent"]))
+
+
+@pytest.mark.parametrize("name", SEARCHERS)
+def test_respects_the_budget(name, pool):
+    b = pool["synth-b/mlp"]
+    f = _run(name, b, {"queries": 15}, 1, pool)
+    assert f.height == 15 and f["cum_queries"].max() == 15
+    secs = 6 * float(np.median([b.cost(int(a)) for a in b.archs[:200]]))
+    budget = Budget(max_seconds=secs)
+    g = run(_make(name), b, budget, 1, pool=pool)
+    assert 0 < g.height < 40 and g["cum_seconds"].max() <= secs * (1 + 1e-9)
+    assert budget.spent_seconds == pytest.approx(g["cum_seconds"].max())
+    assert budget.spent_queries == g.height
+
+
+@pytest.mark.parametrize("name", SEARCHERS)
+def test_reproducible_under_a_fixed_seed(name, pool):
+    b = pool["synth-a/mlp"]
+    cols = [c for c in TRAJECTORY_SCHEMA if c != "wall_seconds"]
+    f1 = _run(name, b, {"queries": 20}, 7, pool).select(cols)
+    f2 = _run(name, b, {"queries": 20}, 7, pool).select(cols)
+    assert f1.equals(f2)
+    f3 = _run(name, b, {"queries": 20}, 8, pool).select(cols)
+    assert not f1.equals(f3)
+
+
+def test_model_based_searchers_beat_random_on_average(pool):
+    """Not a claim about the methods (docs/searchers.md has the real numbers): a sanity check that
+    the models are wired up the right way round (a sign error would lose to random search)."""
+    b = pool["synth-a/resnet"]
+    out = {}
+    for name in ("random", "trade", "dass"):
+        out[name] = np.mean([final(_run(name, b, {"queries": 60}, s, pool))["regret"] for s in range(4)])
+    assert out["trade"] < out["random"] and out["dass"] < out["random"]
+
+
+# --- details of single methods ----------------------------------------------------------------------------
+
+
+def test_akd_reward_is_latency_aware(pool):
+    s = make("akd", target_latency_ms=0.1)
+    run(s, pool["synth-a/resnet"], 3, seed=0, pool=pool)
+    p = s.problem
+    fast, slow = int(np.argmin(p.latency())), int(np.argmax(p.latency()))
+    lat = p.latency()
+    assert s.reward(int(p.archs[fast]), 0.9) > 0.9 > s.reward(int(p.archs[slow]), 0.9)
+    assert s.reward(int(p.archs[slow]), 0.9) == pytest.approx(0.9 * (lat[slow] / 0.1) ** -0.07)
+
+
+def test_autokd_off_table_kd_settings(pool):
+    b = pool["synth-a/resnet"]
+    f = _run("autokd", b, {"queries": 14}, 0, pool, kd_search=True)
+    t, a = f["kd_temperature"].to_numpy(), f["kd_alpha"].to_numpy()
+    assert np.isfinite(t).all() and ((1.0 <= t) & (t <= 20.0)).all() and ((0.1 <= a) & (a <= 1.0)).all()
+    r = f.row(int(np.argmax(f["value"].to_numpy())), named=True)  # the incumbent carries its KD setting
+    assert f["incumbent_test"][-1] == pytest.approx(b.test(r["arch_index"], kd_temperature=r["kd_temperature"],
+                                                           kd_alpha=r["kd_alpha"]))
+    g = _run("autokd", pool["synth-a/none"], {"queries": 12}, 0, pool, kd_search=True)
+    assert g["kd_temperature"].null_count() == g.height  # no KD to tune without a teacher
+
+
+def test_trade_trust_region_rules(pool):
+    s = _make("trade", failure_tol=2, length_init=1.0)
+    run(s, pool["synth-a/resnet"], 40, seed=0, pool=pool)
+    assert s.restarts >= 1  # 1 -> 0.5 -> 0.25 < length_min: restarted
+
+
+def test_dass_meta_trains_on_the_other_pairs_only(pool):
+    s = _make("dass")
+    run(s, pool["synth-a/resnet"], 12, seed=0, pool=pool)
+    assert "synth-a/resnet" not in s.state["tasks"] and len(s.state["tasks"]) == 5
+    # the meta-model alone already ranks the unseen pair better than chance
+    from scipy.stats import kendalltau
+
+    truth = pool["synth-a/resnet"].query_many(s.problem.archs, seed="mean")
+    assert kendalltau(s.prior, truth).statistic > 0.2
+    assert kendalltau(s.scores, truth).statistic > 0.2
+
+
+# --- the Optuna bridge ------------------------------------------------------------------------------------
+
+
+def test_optuna_bridge_samplers(tiny_pool):
+    import optuna
+
+    b = tiny_pool["synth-b/resnet"]
+    for opts in ({"sampler": "nsga2"}, {"sampler": "random"},
+                 {"sampler": lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)}):
+        f = run(make("optuna", **opts), b, {"queries": len(b.archs)}, 0, pool=tiny_pool)
+        assert f.height == len(b.archs) and f["regret"][-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_optuna_bridge_cmaes(tiny_pool):
+    pytest.importorskip("cmaes")
+    b = tiny_pool["synth-b/resnet"]
+    f = run(make("optuna_cmaes"), b, {"queries": 20}, 0, pool=tiny_pool)
+    assert f.height == 20 and f["arch_index"].n_unique() == 20
+
+
+# --- the leaderboard -------------------------------------------------------------------------------------
+
+
+def test_leaderboard_command(tmp_path):
+    from danas_bench.cli import main
+
+    out = tmp_path / "docs" / "leaderboard.md"
+    rc = main(["leaderboard", "synthetic=true", "searchers=[random,evolution,trade]", "seeds=2", "budget.queries=12",
+               "workers=1", "pairs=[synth-a/resnet,synth-b/none]", f"out={out}", f"figures={tmp_path / 'docs' / 'figures'}",
+               "options={trade: {n_init: 5}}", "progress=false", f"trajectories={tmp_path / 'traj.parquet'}"])
+    assert rc == 0
+    text = out.read_text()
+    for needle in ("## synth-a/resnet", "## synth-b/none", "| random |", "| trade |", "| evolution |",
+                   "danas-bench 0.1.0", "Synthetic benches", "synthetic-1", "12 queries", '"n_init": 5'):
+        assert needle in text, needle
+    for pair in ("synth-a__resnet", "synth-b__none"):
+        png = tmp_path / "docs" / "figures" / f"leaderboard_{pair}.png"
+        assert png.stat().st_size > 10_000
+        assert f"figures/leaderboard_{pair}.png" in text
+    import json
+
+    payload = json.loads(out.with_suffix(".json").read_text())
+    rows = payload["pairs"]["synth-a/resnet"]
+    assert {r["searcher"] for r in rows} == {"random", "evolution", "trade"} and all(r["runs"] == 2 for r in rows)
+    assert pl.read_parquet(tmp_path / "traj.parquet").height == 2 * 3 * 2 * 12
+
+
+def test_leaderboard_workers_match_in_process(tmp_path):
+    from danas_bench.leaderboard import run_leaderboard
+
+    kw = dict(searchers=["random", "akd"], pairs=["synth-a/mlp"], seeds=2, budget={"queries": 10},
+              synthetic=True, progress=False)
+    a, _, _ = run_leaderboard(workers=1, **kw)
+    b, _, _ = run_leaderboard(workers=2, **kw)
+    key = ["searcher", "seed", "step"]
+    cols = [c for c in TRAJECTORY_SCHEMA if c != "wall_seconds"]
+    assert a.sort(key).select(cols).equals(b.sort(key).select(cols))
+
+
+def test_leaderboard_rejects_unknown_pairs():
+    from danas_bench.leaderboard import run_leaderboard
+
+    with pytest.raises(ValueError, match="pairs present"):
+        run_leaderboard(["random"], pairs=["nope/none"], seeds=1, synthetic=True, progress=False)
