@@ -10,9 +10,9 @@ The family is a per-edge categorical over the 5 ops (``family="per_edge"``, 30 d
 (among the architectures not yet paid for) and queries its validation accuracy. With
 ``kd_search=True`` two more dims set T (log-uniform in ``t_range``) and alpha (``alpha_range``): those
 are off-table KD settings, which the real bench trains live (minutes per query, off by default so
-that the leaderboard stays tabular). The acquisition is maximised over ``n_candidates`` points, half uniform,
-half Gaussian perturbations (``local_sigma``) of the five best observed points (no gradient optimiser: it is noisy anyway,
-since the objective is the accuracy of a random draw from the family).
+that the leaderboard stays tabular). The acquisition is maximised over ``n_candidates`` points, half
+uniform, half Gaussian perturbations (``local_sigma``) of the five best observed points (no gradient
+optimiser: the objective, the accuracy of a random draw from the family, is noisy anyway).
 """
 
 from __future__ import annotations

@@ -1,12 +1,16 @@
 """DaSS: a meta-learned KD-accuracy predictor, adapted to an unseen pair with one gradient step.
 
-"Distillation-aware student search" meta-learns an accuracy predictor across (teacher, dataset)
-tasks from the student's architecture encoding and a functional embedding of the teacher, so that it
-ranks students for a teacher it has never seen. Here:
+Lee, An, Kim & Hwang (ICLR 2023), "Meta-prediction Model for Distillation-Aware NAS on Unseen
+Datasets" (DaSS, Distillation-aware Student Search), meta-learn a predictor of a student's accuracy
+after KD across (dataset, teacher) tasks from the architecture encoding and a *functional* embedding
+(the teacher's parameters remapped onto a sampled student, both run on a fixed probe input), and
+adapt it to an unseen task with a teacher-guided step, so that it ranks students for a teacher and
+dataset it has never seen at almost no cost. Here:
 
-- task description: :func:`danas_bench.search.describe` (teacher accuracy, confidence, entropy at
-  T = 1 and T = 4, top-1/top-2 margin from the teacher's cached validation logits; number of classes;
-  a ``none`` flag), standardised over the training tasks;
+- task description (simplified): :func:`danas_bench.search.describe`, summary statistics of the
+  teacher's cached validation logits (accuracy, confidence, normalised entropy at T = 1 and T = 4,
+  top-1/top-2 margin), the number of classes and a ``none`` flag, standardised over the training
+  tasks; no parameter remapping and no probe pass through the student;
 - architecture encoding: the 30-dim one-hot plus op counts and a zero-cell flag;
 - predictor: an MLP (``hidden`` units, 2 layers) on [encoding, task description], trained with
   second-order MAML (Finn et al., 2017): for each meta-step, ``meta_batch`` training pairs, a support
@@ -23,6 +27,7 @@ ranks students for a teacher it has never seen. Here:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -33,12 +38,17 @@ from danas_bench.search import Ask, Searcher
 _CACHE: dict[tuple, dict] = {}
 
 
+@functools.lru_cache(maxsize=None)
+def _is_zero(arch: int) -> bool:
+    return space.is_zero_cell(arch)
+
+
 def arch_features(archs: np.ndarray) -> np.ndarray:
     archs = np.asarray(archs, dtype=np.int64)
     oh = space.one_hot(archs)
     ops = space.ops_matrix(archs)
     counts = np.stack([(ops == o).sum(1) for o in range(space.N_OPS)], 1) / space.N_EDGES
-    zero = np.array([space.is_zero_cell(int(a)) for a in archs], dtype=np.float32)[:, None]
+    zero = np.array([_is_zero(int(a)) for a in archs], dtype=np.float32)[:, None]
     return np.concatenate([oh, counts, zero], 1).astype(np.float32)
 
 

@@ -1,12 +1,15 @@
 """TRADE: trust-region Bayesian optimisation of the KD student over the categorical cell.
 
-TuRBO (Eriksson et al., 2019) carried to NAS-Bench-201's six categorical edges, as in CASMOPOLITAN
-(Wan et al., 2021): the trust region is a Hamming ball around the incumbent of the current region,
-the surrogate a BoTorch ``SingleTaskGP`` with a Matern-5/2 ARD kernel on the 30-dim one-hot encoding,
-the acquisition Thompson sampling over the unpaid architectures inside the ball (a random subset of
-at most ``max_candidates``). TuRBO's rules: after ``success_tol`` (3) successes in a row the length
-doubles (up to ``length_max``); after ``failure_tol`` failures in a row (TuRBO's max(4, dim) = 6) it
-halves; below ``length_min`` the region restarts from a fresh random design of ``n_init`` points.
+Kim, Myeong & Yun (2022), "Revisiting Architecture-aware Knowledge Distillation: Smaller Models and
+Faster Search" (TRADE, Trust Region Aware architecture search to Distill knowledge Effectively),
+search student architectures under KD with trust-region BO. Here: TuRBO (Eriksson et al., 2019)
+carried to NAS-Bench-201's six categorical edges, as in CASMOPOLITAN (Wan et al., 2021): the trust
+region is a Hamming ball around the incumbent of the current region, the surrogate a BoTorch
+``SingleTaskGP`` with a Matern-5/2 ARD kernel on the 30-dim one-hot encoding, the acquisition
+Thompson sampling over the unpaid architectures inside the ball (a random subset of at most
+``max_candidates``). TuRBO's rules: after ``success_tol`` (3) successes in a row the length doubles
+(up to ``length_max``); after ``failure_tol`` failures in a row (TuRBO's max(4, dim) = 6) it halves;
+below ``length_min`` the region restarts from a fresh random design of ``n_init`` points.
 The ball's radius is ``max(1, round(length))`` edges.
 
 Tabular adaptations (docs/searchers.md): distances are between canonical op lists; all data is kept

@@ -108,7 +108,7 @@ def merge(cfg) -> int:
     d = g.shard_dir(cfg.pair, recipe.recipe_id, _root(cfg))
     if not (d / "plan.json").exists():
         raise SystemExit(f"nothing to merge: {d / 'plan.json'} does not exist; run `danas-bench generate pair={cfg.pair}`")
-    g.merge(g.Plan.from_json((d / "plan.json").read_text()), d, _root(cfg))
+    g.merge(g.Plan.from_json((d / "plan.json").read_text()), d, _root(cfg), partial=bool(cfg.get("partial", False)))
     return 0
 
 

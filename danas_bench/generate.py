@@ -387,31 +387,42 @@ def table_path(pair: str, recipe_id: str, root: Path | None = None) -> Path:
     return (root or tables_dir()) / dataset / f"{teacher}-{recipe_id}.parquet"
 
 
-def merge(plan: Plan, d: Path, root: Path | None = None, log=print) -> Path:
-    """Concatenate the shards, check coverage and uniqueness, write the table and the manifest."""
-    parts = []
-    missing = []
+def merge(plan: Plan, d: Path, root: Path | None = None, log=print, partial: bool = False) -> Path:
+    """Concatenate the shards, check coverage and uniqueness, write the table and the manifest.
+
+    ``partial=True`` merges the shards finished so far into a table marked ``partial`` (with the share
+    of planned rows it covers): shards hold seeded permutations of the space, so it is a uniform sample.
+    """
+    parts, done, missing = [], [], []
     for s in plan.shards:
         p = shard_path(d, s["id"])
         if not p.exists():
             missing.append(s["id"])
             continue
         parts.append(check_shard(p, plan, s))  # raises on a torn or foreign shard
-    if missing:
+        done.append(s)
+    if missing and not (partial and parts):
         raise tb.TableError(f"cannot merge {plan.pair}: {len(missing)} of {len(plan.shards)} shards missing "
-                            f"(first: {shard_path(d, missing[0])}); rerun generate to finish them")
+                            f"(first: {shard_path(d, missing[0])}); rerun generate to finish them"
+                            + ("" if partial else ", or merge partial=true for a table of the finished ones"))
+    partial = bool(missing)
     table = pa.concat_tables(parts)
-    check_coverage(table, plan.rows(), plan.pair)
+    expected = {(a, s["seed"]) for s in done for a in s["archs"]}
+    check_coverage(table, expected if partial else plan.rows(), plan.pair)
     order = pc.sort_indices(table, [("seed", "ascending"), ("arch_index", "ascending")])
     table = table.take(order)
     meta = shard_meta(plan, None)
-    meta.update({"sampled": plan.sampled, "rows": table.num_rows,
+    coverage = round(table.num_rows / len(plan.rows()), 4)
+    meta.update({"sampled": plan.sampled, "partial": partial, "coverage": coverage, "rows": table.num_rows,
+                 "shards": sorted(s["id"] for s in done),
                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     out = table_path(plan.pair, plan.recipe_id, root)
     tb.write_atomic(table.replace_schema_metadata({tb.META_KEY: json.dumps(meta, sort_keys=True).encode()}), out)
     update_manifest(out, root, kind="table", extra={"pair": plan.pair, "recipe_id": plan.recipe_id,
-                                                   "sampled": plan.sampled})
-    log(f"merged {len(parts)} shards -> {out} ({table.num_rows} rows)")
+                                                   "sampled": plan.sampled, "partial": partial,
+                                                   "coverage": coverage})
+    log(f"merged {len(parts)} of {len(plan.shards)} shards -> {out} ({table.num_rows} rows, "
+        f"{100 * coverage:.1f}% of the plan)")
     return out
 
 
@@ -504,10 +515,15 @@ def verify(root: Path | None = None, log=print) -> list[str]:
             plan_file = shard_dir(entry["pair"], entry["recipe_id"], root) / "plan.json"
             if plan_file.exists():
                 try:
-                    check_coverage(table, Plan.from_json(plan_file.read_text()).rows(), rel)
+                    plan = Plan.from_json(plan_file.read_text())
+                    rows = plan.rows()
+                    if entry.get("partial"):  # the finished shards the table was merged from
+                        ids = set(meta.get("shards", []))
+                        rows = {(a, s["seed"]) for s in plan.shards if s["id"] in ids for a in s["archs"]}
+                    check_coverage(table, rows, rel)
                 except tb.TableError as exc:
                     problems.append(str(exc))
-            elif not entry.get("sampled"):
+            elif not entry.get("sampled") and not entry.get("partial"):
                 canon = set(int(a) for a in space.canonical_indices())
                 got = set(table.filter(pc.equal(table.column("seed"), 0)).column("arch_index").to_pylist())
                 if got != canon:

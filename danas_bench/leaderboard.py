@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -80,9 +81,9 @@ _POOL: dict = {}
 
 
 def _init_worker(spec: Mapping) -> None:
-    import torch
-
-    torch.set_num_threads(1)
+    # one thread per worker process (read by torch when a GP searcher first imports it)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
     _POOL.clear()
     _POOL.update(open_pool(spec))
 
@@ -91,12 +92,13 @@ def _task(pair: str, name: str, options: Mapping, seeds: Sequence[int], budget: 
     from .baselines import make
 
     bench = _POOL[pair]
-    frames, walls = [], []
+    frames, walls, cpus = [], [], []
     for seed in seeds:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         frames.append(run(make(name, **dict(options)), bench, dict(budget), seed, pool=_POOL))
         walls.append(time.perf_counter() - t)
-    return pl.concat(frames, how="vertical"), {"pair": pair, "searcher": name, "wall": walls}
+        cpus.append(time.process_time() - c)
+    return pl.concat(frames, how="vertical"), {"pair": pair, "searcher": name, "wall": walls, "cpu": cpus}
 
 
 def run_leaderboard(searchers: Sequence[str], pairs="all", seeds=5, budget: Mapping | None = None,
@@ -146,6 +148,7 @@ def run_leaderboard(searchers: Sequence[str], pairs="all", seeds=5, budget: Mapp
         "synthetic": bool(synthetic), "wall_seconds": time.perf_counter() - t0, "workers": workers,
         "tables": {p: table_version(pool[p]) for p in pair_list},
         "best": {p: _best(pool[p]) for p in pair_list},
+        "handpicked": {p: handpicked(pool[p]) for p in pair_list},
         "code": code_version(), "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "configs": {s: _searcher_config(s, options.get(s, {})) for s in searchers},
     }
@@ -197,6 +200,26 @@ def _best(bench) -> dict:
     return {"arch_index": int(arch), "test_acc": float(value)}
 
 
+# hand-picked students (no search): NAS-Bench-201's ResNet cell and the all-3x3-conv cell
+HANDPICKED = {
+    "resnet_cell": "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|",
+    "all_conv3x3": "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+}
+
+
+def handpicked(bench) -> dict:
+    """Test regret (pp) of the hand-picked students on ``bench``; missing where the table lacks them."""
+    from . import space
+
+    best = float(bench.best("test_acc")[1])
+    out = {}
+    for name, arch in HANDPICKED.items():
+        c = space.canonical(arch)
+        if c in set(int(a) for a in bench.archs):
+            out[name] = 100 * (best - float(bench.test(c)))
+    return out
+
+
 def table_version(bench) -> dict:
     """What identifies the table a leaderboard row was computed on."""
     meta = dict(getattr(bench, "meta", {}) or {})
@@ -242,6 +265,7 @@ def summarize(frames: pl.DataFrame, timings: list[dict]) -> pl.DataFrame:
     """One row per (pair, searcher): final regret stats and the cost of reaching the final incumbent."""
     rows = []
     wall = {(t["pair"], t["searcher"]): t["wall"] for t in timings}
+    cpu = {(t["pair"], t["searcher"]): t.get("cpu", [np.nan]) for t in timings}
     for (pair, name), g in frames.group_by(["pair", "searcher"], maintain_order=True):
         fins = [final(r) for _, r in g.group_by("seed", maintain_order=True)]
         reg = np.array([f["regret"] for f in fins], dtype=float) * 100
@@ -254,6 +278,7 @@ def summarize(frames: pl.DataFrame, timings: list[dict]) -> pl.DataFrame:
             "queries": float(np.mean([f["queries"] for f in fins])),
             "seconds": float(np.mean([f["seconds"] for f in fins])),
             "wall_per_run": float(np.mean(wall.get((pair, name), [np.nan]))),
+            "cpu_per_run": float(np.mean(cpu.get((pair, name), [np.nan]))),
         })
     df = pl.DataFrame(rows)
     ranks = df.with_columns(pl.col("regret_mean").rank("average").over("pair").alias("rank"))
@@ -264,7 +289,7 @@ def _slug(pair: str) -> str:
     return pair.replace("/", "__")
 
 
-def plot(frames: pl.DataFrame, pair: str, out: Path, budget: Mapping) -> Path:
+def plot(frames: pl.DataFrame, pair: str, out: Path, budget: Mapping, order: Sequence[str] | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -276,8 +301,12 @@ def plot(frames: pl.DataFrame, pair: str, out: Path, budget: Mapping) -> Path:
     smax = float(budget.get("seconds") or g["cum_seconds"].max())
     qgrid = np.arange(1, qmax + 1)
     sgrid = np.linspace(0, smax, 200)
-    for name, h in g.group_by("searcher", maintain_order=True):
-        name = name[0]
+    names = list(order or []) + sorted(set(g["searcher"]) - set(order or []))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, name in enumerate(names):
+        h = g.filter(pl.col("searcher") == name)
+        if h.height == 0:
+            continue
         curves_q, curves_s = [], []
         for _, r in h.group_by("seed", maintain_order=True):
             reg = r["regret"].fill_null(np.nan).to_numpy() * 100
@@ -289,11 +318,13 @@ def plot(frames: pl.DataFrame, pair: str, out: Path, budget: Mapping) -> Path:
             curves_s.append(np.where(is_ >= 0, reg[np.clip(is_, 0, None)], np.nan))
         for ax, grid, curves in ((axes[0], qgrid, curves_q), (axes[1], sgrid, curves_s)):
             c = np.array(curves)
-            with np.errstate(all="ignore"):
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-nan columns before the first query
                 m = np.nanmean(c, 0) if c.size else c
                 se = np.nanstd(c, 0) / np.sqrt(np.maximum((~np.isnan(c)).sum(0), 1))
-            (line,) = ax.plot(grid, m, label=name, lw=1.6)
-            ax.fill_between(grid, m - se, m + se, color=line.get_color(), alpha=0.15, lw=0)
+            color = colors[k % len(colors)]
+            ax.plot(grid, m, label=name, lw=1.6, color=color, ls="-" if k < len(colors) else "--")
+            ax.fill_between(grid, m - se, m + se, color=color, alpha=0.15, lw=0)
     axes[0].set_xlabel("queries")
     axes[1].set_xlabel("simulated training seconds")
     axes[0].set_ylabel("test regret of the incumbent (pp)")
@@ -354,7 +385,7 @@ def write_report(frames: pl.DataFrame, timings: list[dict], context: dict, out: 
         best = context["best"][pair]
         s = summary.filter(pl.col("pair") == pair)
         fig = figures / f"leaderboard_{_slug(pair)}.png"
-        plot(frames, pair, fig, budget)
+        plot(frames, pair, fig, budget, context["searchers"])
         tdesc = ", ".join(f"{k} {v}" for k, v in tv.items() if k not in ("seeds",))
         lines += [f"## {pair}", "", f"Table: {tdesc}; seeds {tv['seeds']}. Best architecture {best['arch_index']} "
                   f"(test accuracy {best['test_acc']:.4f}).", "",
@@ -367,6 +398,23 @@ def write_report(frames: pl.DataFrame, timings: list[dict], context: dict, out: 
         rel = os.path.relpath(fig, out.parent)
         lines += ["", f"![anytime regret on {pair}]({rel})", ""]
         payload["pairs"][pair] = s.to_dicts()
+    crows = claims(frames, summary, context)
+    if crows:
+        lines += ["## The papers' claims on these runs", "",
+                  "Lower is better in both columns; *holds* means the method's number is better by more than the "
+                  "combined standard error of the two means over seeds (AutoKD: simply lower). "
+                  "See [searchers.md](searchers.md) for what each claim means here.", "",
+                  "| claim | pair | measure | method | comparison | holds |", "|---|---|---|---:|---:|---|"]
+        for r in crows:
+            lines.append(f"| {r['claim']} | {r['pair']} | {r['measure']} | {r['ours']:.3f} | {r['theirs']:.3f} | "
+                         f"{'yes' if r['holds'] else 'no'} |")
+        by = {}
+        for r in crows:
+            by.setdefault(r["claim"], []).append(r["holds"])
+        lines += ["", "| claim | holds on |", "|---|---:|"]
+        lines += [f"| {c} | {sum(h)} / {len(h)} pairs |" for c, h in by.items()]
+        lines.append("")
+    payload["claims"] = crows
     lines += ["## Searcher configurations", "", "| searcher | config id | options |", "|---|---|---|"]
     for name, c in context["configs"].items():
         lines.append(f"| {name} | `{c['config_id']}` | `{json.dumps(c['config'], sort_keys=True)}` |")
@@ -375,6 +423,55 @@ def write_report(frames: pl.DataFrame, timings: list[dict], context: dict, out: 
     out.write_text("\n".join(lines))
     out.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=_jsonable))
     return payload
+
+
+def _anytime(frames: pl.DataFrame, pair: str, name: str, upto: int) -> float:
+    """Mean over seeds of the mean regret (pp) over queries 1..upto (lower: found good students sooner)."""
+    g = frames.filter((pl.col("pair") == pair) & (pl.col("searcher") == name) & (pl.col("cum_queries") <= upto))
+    if g.height == 0:
+        return float("nan")
+    per = g.group_by("seed").agg((pl.col("regret").fill_null(strategy="backward").mean() * 100).alias("a"))
+    return float(per["a"].mean())
+
+
+def claims(frames: pl.DataFrame, summary: pl.DataFrame, context: dict) -> list[dict]:
+    """The papers' headline claims, checked pair by pair on this leaderboard's runs.
+
+    Each row: claim, pair, the two numbers compared (lower is better), and whether it holds here
+    (the difference exceeds the combined standard error of the two means).
+    """
+    rows = []
+    n = len(context["seeds"])
+    stat = {(r["pair"], r["searcher"]): r for r in summary.iter_rows(named=True)}
+    q = int(context["budget"].get("queries") or frames["cum_queries"].max())
+
+    def final_cmp(claim, pair, a, b):
+        if (pair, a) in stat and (pair, b) in stat:
+            ra, rb = stat[(pair, a)], stat[(pair, b)]
+            se = np.hypot(ra["regret_std"], rb["regret_std"]) / np.sqrt(max(n, 1))
+            rows.append({"claim": claim, "pair": pair, "ours": ra["regret_mean"], "theirs": rb["regret_mean"],
+                         "measure": f"final regret (pp), {a} vs {b}",
+                         "holds": bool(rb["regret_mean"] - ra["regret_mean"] > se)})
+
+    for pair in context["pairs"]:
+        teacher = pair.split("/")[1]
+        if teacher != "none":  # on a `none` pair there is no KD, so NAS-then-KD is the same problem
+            final_cmp("AKD: KD-guided search beats NAS-then-KD", pair, "akd", "evolution")
+            final_cmp("TRADE: beats conventional NAS (NAS-then-KD)", pair, "trade", "evolution")
+        if (pair, "trade") in stat:
+            for hp, reg in context["handpicked"].get(pair, {}).items():
+                ours = stat[(pair, "trade")]["regret_mean"]
+                rows.append({"claim": f"TRADE: beats a hand-picked student ({hp})", "pair": pair, "ours": ours,
+                             "theirs": reg, "measure": "final regret (pp), trade vs the fixed student",
+                             "holds": bool(reg - ours > stat[(pair, "trade")]["regret_std"] / np.sqrt(max(n, 1)))})
+        final_cmp("DaSS: a predictor meta-trained on other pairs transfers to this unseen pair", pair, "dass", "random")
+        for other in ("random", "trade"):
+            if any(s == "autokd" for s in context["searchers"]) and other in context["searchers"]:
+                a, b = _anytime(frames, pair, "autokd", q // 4), _anytime(frames, pair, other, q // 4)
+                rows.append({"claim": f"AutoKD: sample efficiency (vs {other})", "pair": pair, "ours": a, "theirs": b,
+                             "measure": f"mean regret (pp) over the first {q // 4} queries",
+                             "holds": bool(b > a)})
+    return rows
 
 
 def _seed_desc(seeds: list[int]) -> str:

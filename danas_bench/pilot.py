@@ -16,6 +16,7 @@ so the choice can be checked.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,7 +154,8 @@ def run(dataset: str, candidates: list[dict], n_archs: int = 200, sample_seed: i
     return {"dataset": dataset, "teacher": teacher, "sample_seed": sample_seed,
             "archs": [int(a) for a in archs], "candidates": results,
             "chosen": pick["recipe"] if pick else None, "chosen_id": pick["recipe_id"] if pick else None,
-            "all_criteria_met": chosen is not None, "criteria": crit.__dict__}
+            "all_criteria_met": chosen is not None, "criteria": crit.__dict__,
+            "loadavg": round(os.getloadavg()[1], 1)}
 
 
 def best_effort(results: list[dict], budget_core_seconds: float) -> dict | None:

@@ -361,8 +361,8 @@ def run(searcher: Searcher, bench, budget, seed: int, *, pool: Pool | None = Non
         if not isinstance(a, Ask):
             a = Ask(int(a))
         arch = int(canon[space.to_index(a.arch)])
-        if arch != a.arch:
-            a = dataclasses.replace(a, arch=arch)
+        if arch != a.arch or a.pair == bench.pair:
+            a = dataclasses.replace(a, arch=arch, pair=None if a.pair == bench.pair else a.pair)
         target = problem._open(a.pair) if a.pair not in (None, bench.pair) else bench
         if target is not bench and target.dataset != bench.dataset:
             raise ValueError(f"{searcher.name} asked pair {a.pair!r}: only pairs of {bench.dataset} may be queried")
@@ -384,7 +384,8 @@ def run(searcher: Searcher, bench, budget, seed: int, *, pool: Pool | None = Non
             inc_valid = value
             inc = (arch, a.kd_temperature, a.kd_alpha) if test_kd else (arch, None, None)
             if inc not in test_cache:
-                tkw = {"kd_temperature": inc[1], "kd_alpha": inc[2]} if (test_kd and (inc[1] or inc[2])) else {}
+                off = inc[1] is not None or inc[2] is not None
+                tkw = {"kd_temperature": inc[1], "kd_alpha": inc[2]} if off else {}
                 test_cache[inc] = float(bench.test(arch, metric=test_metric, **tkw))
             inc_test = test_cache[inc]
         rows.append({

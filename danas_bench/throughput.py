@@ -118,6 +118,10 @@ def main(argv=None) -> int:
         results.append(bench_recipe(recipe, "resnet", args.n, args.chunk))
         print(json.dumps(results[-1], indent=1))
     out = Path(args.out)
+    # keep the other datasets' results of an earlier run: each dataset can be benchmarked on its own
+    earlier = json.loads(out.read_text()) if out.exists() else []
+    done = {r["dataset"] for r in results}
+    results = [r for r in earlier if r["dataset"] not in done] + results
     out.write_text(json.dumps(results, indent=1))
     report(results, out.with_suffix(".md"))
     return 0

@@ -20,7 +20,7 @@ from danas_bench.search import TRAJECTORY_SCHEMA, Ask, Problem, Searcher, final,
 TINY_OPS = ("nor_conv_1x1", "nor_conv_3x3")
 # cheap settings for the model-based searchers on the tiny bench
 FAST = {"trade": {"n_init": 6}, "autokd": {"n_init": 6, "n_candidates": 256},
-        "dass": {"meta_steps": 150}}
+        "dass": {"meta_steps": 100}}
 SEARCHERS = SIX + ("optuna_tpe",)
 
 
@@ -132,11 +132,10 @@ def test_problem_hides_test_metrics_and_own_validation(pool):
 def test_default_pool_is_the_benches_beside(pool):
     """Without a pool, run() reads the pairs beside the bench (for real tables: every table under its root)."""
     b = synthetic.SyntheticBench("synth-b/resnet", ops=TINY_OPS)
-    f = run(make("evolution"), b, 8, seed=0)
+    s = make("evolution")
+    f = run(s, b, 8, seed=0)
     assert set(f["queried_pair"]) == {"synth-b/none"}
-    s = _make("dass")
-    run(s, b, 12, seed=0)
-    assert len(s.state["tasks"]) == 5
+    assert s.problem.pairs == sorted(f"{d}/{t}" for d in ("synth-a", "synth-b") for t in ("mlp", "none", "resnet"))
 
 
 def test_runner_refuses_other_datasets(pool):
@@ -199,10 +198,10 @@ def test_respects_the_budget(name, pool):
 def test_reproducible_under_a_fixed_seed(name, pool):
     b = pool["synth-a/mlp"]
     cols = [c for c in TRAJECTORY_SCHEMA if c != "wall_seconds"]
-    f1 = _run(name, b, {"queries": 20}, 7, pool).select(cols)
-    f2 = _run(name, b, {"queries": 20}, 7, pool).select(cols)
+    f1 = _run(name, b, {"queries": 15}, 7, pool).select(cols)
+    f2 = _run(name, b, {"queries": 15}, 7, pool).select(cols)
     assert f1.equals(f2)
-    f3 = _run(name, b, {"queries": 20}, 8, pool).select(cols)
+    f3 = _run(name, b, {"queries": 15}, 8, pool).select(cols)
     assert not f1.equals(f3)
 
 
@@ -212,7 +211,7 @@ def test_model_based_searchers_beat_random_on_average(pool):
     b = pool["synth-a/resnet"]
     out = {}
     for name in ("random", "trade", "dass"):
-        out[name] = np.mean([final(_run(name, b, {"queries": 60}, s, pool))["regret"] for s in range(4)])
+        out[name] = np.mean([final(_run(name, b, {"queries": 40}, s, pool))["regret"] for s in range(3)])
     assert out["trade"] < out["random"] and out["dass"] < out["random"]
 
 
@@ -287,7 +286,8 @@ def test_leaderboard_command(tmp_path):
 
     out = tmp_path / "docs" / "leaderboard.md"
     rc = main(["leaderboard", "synthetic=true", "searchers=[random,evolution,trade]", "seeds=2", "budget.queries=12",
-               "workers=1", "pairs=[synth-a/resnet,synth-b/none]", f"out={out}", f"figures={tmp_path / 'docs' / 'figures'}",
+               "workers=1", "pairs=[synth-a/resnet,synth-b/none]", f"out={out}",
+               f"figures={tmp_path / 'docs' / 'figures'}",
                "options={trade: {n_init: 5}}", "progress=false", f"trajectories={tmp_path / 'traj.parquet'}"])
     assert rc == 0
     text = out.read_text()
@@ -323,3 +323,74 @@ def test_leaderboard_rejects_unknown_pairs():
 
     with pytest.raises(ValueError, match="pairs present"):
         run_leaderboard(["random"], pairs=["nope/none"], seeds=1, synthetic=True, progress=False)
+
+
+# --- the real Bench class (fake tables: synthetic values written as danas-bench Parquet) ------------------
+
+
+def _write_fake_tables(root, n_archs: int = 200) -> None:
+    """digits/{resnet,mlp,none} tables of ``n_archs`` canonical architectures (seed 0, a second seed on
+    a few), with synthetic values but the real schema, metadata and file layout; plus the archs file."""
+    from danas_bench import tables as tb
+    from danas_bench.recipe import KD, Recipe
+
+    rec = Recipe(dataset="digits", width=4, epochs=3, batch_size=32)
+    rid = rec.recipe_id
+    archs = np.sort(np.random.default_rng(0).choice(space.canonical_indices(), n_archs, replace=False))
+    versions = tb.versions()
+    for teacher in ("resnet", "mlp", "none"):
+        sb = synthetic.SyntheticBench(f"digits/{teacher}", archs=archs, seeds=(0, 1), epochs=3)
+        kd = KD(teacher)
+        records = []
+        for a in archs:
+            a = int(a)
+            for seed in ((0, 1) if a % 7 == 0 else (0,)):
+                curve = [sb.query(a, epoch=e, seed=seed) for e in (1, 2, 3)]
+                records.append({
+                    "arch_index": a, "arch": space.arch_str(a), "seed": seed, "teacher": teacher,
+                    "kd_temperature": kd.temperature, "kd_alpha": kd.alpha, "recipe_id": rid, "epochs": 3,
+                    "train_loss": [1.0, 0.8, 0.6], "train_acc": curve, "valid_acc_curve": curve,
+                    "epoch_seconds": [sb.cost(a) / 3] * 3, "valid_acc": curve[-1], "valid_loss": 0.5,
+                    "valid_ece": 0.05, "valid_kl_teacher": 0.1, "valid_agreement": 0.9,
+                    "test_acc": sb.test(a, seed=seed), "test_loss": 0.5, "test_ece": 0.05, "test_kl_teacher": 0.1,
+                    "test_agreement": 0.9, "train_seconds": sb.cost(a), "batch_size_models": 1})
+        meta = {"pair": f"digits/{teacher}", "dataset": "digits", "teacher": teacher, "recipe": rec.to_dict(),
+                "recipe_id": rid, "kd": {"teacher": teacher, "temperature": kd.temperature, "alpha": kd.alpha},
+                **versions}
+        tb.write_atomic(tb.to_table(records, meta), root / "digits" / f"{teacher}-{rid}.parquet")
+    facts = [{"arch_index": int(a), "arch": space.arch_str(int(a)), **{k: v for k, v in sb.info(int(a)).items()},
+              "is_zero_cell": space.is_zero_cell(int(a))} for a in archs]
+    tb.write_atomic(tb.to_table(facts, {"dataset": "digits", "recipe_id": rid, **versions}, schema=tb.ARCH_SCHEMA),
+                    root / "digits" / f"archs-{rid}.parquet")
+
+
+def test_every_searcher_on_the_real_bench_class(tmp_path, monkeypatch):
+    """The runner and the baselines against danas_bench.bench.Bench (not the synthetic stand-in)."""
+    from conftest import danas_env, make_tables_root
+
+    import danas_bench as db
+
+    root = make_tables_root(tmp_path / "tables", datasets=("digits",))  # DaSS reads the teachers' logits
+    for k, v in danas_env(root, tmp_path / "cache").items():
+        monkeypatch.setenv(k, v)
+    _write_fake_tables(root)
+    benches = db.open_all(fallback="error")  # a query off the table would raise, never train
+    assert sorted(benches) == ["digits/mlp", "digits/none", "digits/resnet"]
+    b = benches["digits/resnet"]
+    for name in SEARCHERS:
+        f = _run(name, b, {"queries": 12}, 0, benches)
+        assert f.height == 12, name
+        assert set(f["arch_index"].to_list()) <= set(b.archs.tolist())
+        costs = [benches[p].cost(int(a)) for p, a in zip(f["queried_pair"], f["arch_index"])]
+        assert np.allclose(f["cum_seconds"].to_numpy(), np.cumsum(costs)), name
+        last = f.row(-1, named=True)
+        assert last["incumbent_test"] == pytest.approx(b.test(last["incumbent"]))
+        assert last["regret"] == pytest.approx(b.best()[1] - last["incumbent_test"])
+    s = _make("dass")
+    run(s, b, 12, seed=0)  # no pool given: the tables beside the bench
+    assert s.state["tasks"] == ["digits/mlp", "digits/none"]
+    assert s.problem.descriptor().shape == (7,) and s.problem.descriptor()[-1] == 0.0
+    from danas_bench.leaderboard import table_version
+
+    tv = table_version(b)
+    assert tv["recipe_id"] == b.recipe_id and len(tv["sha256"]) == 16 and tv["archs"] == 200
