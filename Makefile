@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/danas-bench summary
+	$(BIN)/danas-bench leaderboard
 
 test: $(STAMP)
 	bash slurm/cluster.sh install

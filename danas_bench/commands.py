@@ -93,9 +93,12 @@ def generate(cfg) -> int:
     plan = g.save_plan(plan, d)
     ex = cfg.executor
     g.run_pending(plan, d, ex.name, ex.get("workers"), cfg.chunk,
-                  OmegaConf.to_container(ex) if ex.name == "slurm" else None)
-    if cfg.merge:
-        g.merge(plan, d, _root(cfg))
+                  OmegaConf.to_container(ex) if ex.name == "slurm" else None, max_shards=cfg.get("max_shards"))
+    left = sum(not g.shard_path(d, s["id"]).exists() for s in plan.shards)
+    if cfg.merge and (left == 0 or cfg.get("partial", False)):
+        g.merge(plan, d, _root(cfg), partial=bool(cfg.get("partial", False)))
+    elif cfg.merge:
+        print(f"{left} of {len(plan.shards)} shards still to run: not merged (rerun to finish, or add partial=true)")
     return 0
 
 

@@ -199,8 +199,9 @@ def _progress(total: int, done0: int):
 
 
 def run_pending(plan: Plan, d: Path, executor: str = "local", workers: int | None = None, chunk: int = 16,
-                slurm: dict | None = None, log=print) -> list[int]:
-    """Run every shard that is not done yet; return the ids that ran."""
+                slurm: dict | None = None, log=print, max_shards: int | None = None) -> list[int]:
+    """Run every shard that is not done yet (at most ``max_shards`` of them, lowest ids first: a round of
+    a round-robin over pairs); return the ids that ran."""
     if executor not in ("debug", "local", "slurm"):
         raise ValueError(f"unknown executor {executor!r}; choose local, slurm or debug")
     if int(chunk) < 1:
@@ -211,6 +212,8 @@ def run_pending(plan: Plan, d: Path, executor: str = "local", workers: int | Non
     done0 = len(plan.shards) - len(pending)
     log(f"{plan.pair} recipe {plan.recipe_id}: {len(plan.shards)} shards, {done0} done, {len(pending)} to run "
         f"({executor})")
+    if max_shards is not None:
+        pending = pending[:max(0, int(max_shards))]
     if not pending:
         return []
     pj = plan.to_json()
