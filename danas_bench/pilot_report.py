@@ -79,8 +79,8 @@ def write_report(results: dict, path: Path) -> None:
                       f"Cost during the pilot: {chosen['core_seconds_per_arch']:.2f} seconds per architecture "
                       f"(engine, one process per core, machine load average {res.get('loadavg', '?')} on "
                       f"{CORES} cores, so contended). "
-                      + (f"On an otherwise idle core the throughput benchmark (`docs/performance.md`) measures "
-                         f"**{clean:.2f} core-seconds** per architecture; the budget uses that figure. "
+                      + (f"The throughput benchmark (`docs/performance.md`; one process, one thread, less contended) "
+                         f"measures **{clean:.2f} core-seconds** per architecture; the budget uses that figure. "
                          if clean is not None else "") +
                       f"Cost: {cost:.2f} core-seconds x {space.N_CANONICAL} canonical architectures x "
                       f"{PAIRS_PER_DATASET} pairs / {CORES} cores = **{h:.2f} hours** for this dataset's "
@@ -93,6 +93,13 @@ def write_report(results: dict, path: Path) -> None:
               f"Whole tier-S generation (every canonical architecture x every tier-S pair incl. `none`, "
               f"seed 0): **{total:.2f} hours** of this {CORES}-core machine (limit: 8 hours). Seeds 1 "
               f"and 2 on a 10% sample add {0.2 * total:.2f} hours.", ""]
+    if total > 8:
+        lines += [f"At the measured costs the budget is **not met** ({total:.1f} h > 8 h): the recipes above are "
+                  "already the cheapest we found that keep a spread, and cheaper ones lower the seed tau further "
+                  "(see pilot-exploration.md). The tables are therefore generated across sessions (shards are "
+                  "committed as they finish, each finished set is a uniform sample of the space, "
+                  "`danas-bench merge partial=true`), and on a cluster or an accelerator where one is available "
+                  "(`docs/cluster.md`).", ""]
     path.write_text("\n".join(lines))
 
 

@@ -162,7 +162,7 @@ def test_generate_submits_array_job_and_merges(tables_root):
                 assert f"shard {sid}: written in" in log, log
                 sid += 1
         assert "sacct" not in text, "the wait asked sacct (no accounting here) instead of squeue"
-        assert f"merged {N_SHARDS} shards" in text, text
+        assert f"merged {N_SHARDS} of {N_SHARDS} shards" in text, text
         assert sorted(p.name for p in d.glob("shard-*.parquet")) == [
             f"shard-{i:05d}.parquet" for i in range(N_SHARDS)]
         _check_table(tables_root, d)
