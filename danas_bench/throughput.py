@@ -5,7 +5,8 @@ For each tier-S recipe, on the same seeded sample of canonical architectures and
 * plain loop: :func:`danas_bench.engine.train_plain`, one architecture at a time;
 * engine: :func:`danas_bench.engine.train_many`, ``chunk`` architectures fused;
 
-both in this one process with one thread, so the figures are per core. It reports architectures per
+both in this one process with one thread, timed by the process CPU clock, so the figures are per core and
+less sensitive to other jobs on the machine. It reports architectures per
 core-hour for both and their ratio, the equivalence of the results (mean and max |test acc
 difference| between engine and plain, next to the seed-to-seed difference of the engine), and the
 distance to the machine's limit (the recipe's training FLOPs per architecture over the FLOP rate a
@@ -49,15 +50,15 @@ def training_flops(index: int, task: Task) -> float:
 def bench_recipe(recipe, teacher: str, n: int, chunk: int, seed: int = 0, log=print) -> dict:
     task = Task.make(recipe, KD(teacher))
     archs = [int(a) for a in np.sort(np.random.default_rng(seed).choice(space.canonical_indices(), n, replace=False))]
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     plain = [train_plain(a, 0, task) for a in archs]
-    t_plain = time.perf_counter() - t0
+    t_plain = time.process_time() - t0
     log(f"  plain loop: {n} archs in {t_plain:.1f}s")
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     eng = []
     for i in range(0, n, chunk):
         eng += train_many(archs[i:i + chunk], 0, task)
-    t_eng = time.perf_counter() - t0
+    t_eng = time.process_time() - t0
     log(f"  engine:     {n} archs in {t_eng:.1f}s")
     eng1 = []
     for i in range(0, n, chunk):
