@@ -103,6 +103,17 @@ def shard_path(d: Path, sid: int) -> Path:
     return d / f"shard-{sid:05d}.parquet"
 
 
+def _describe(plan: Plan) -> str:
+    """A plan in the terms of generate's options, for error messages."""
+    per_seed: dict[int, int] = {}
+    for sh in plan.shards:
+        per_seed[sh["seed"]] = per_seed.get(sh["seed"], 0) + len(sh["archs"])
+    size = max((len(sh["archs"]) for sh in plan.shards), default=0)
+    seeds = ", ".join(f"seed {k}: {v} archs" for k, v in sorted(per_seed.items()))
+    kd = ", ".join(f"{k}={v}" for k, v in plan.kd.items())
+    return f"{len(plan.shards)} shards of <= {size} ({seeds}; {kd})"
+
+
 def save_plan(plan: Plan, d: Path) -> Plan:
     """Write plan.json, or check that an existing one is the same plan (so resumes cannot drift)."""
     d.mkdir(parents=True, exist_ok=True)
@@ -110,8 +121,9 @@ def save_plan(plan: Plan, d: Path) -> Plan:
     if p.exists():
         old = Plan.from_json(p.read_text())
         if (old.recipe_id, old.kd, old.shards) != (plan.recipe_id, plan.kd, plan.shards):
-            raise ValueError(f"{p} holds a different plan (other seeds, architectures, shard size or KD "
-                             f"setting); finish it with the same settings or remove {d} to start over")
+            raise ValueError(f"{p} holds a different plan: it has {_describe(old)}, this call asks for "
+                             f"{_describe(plan)}; finish it with the same settings (e.g. pass its seeds / "
+                             f"noise_seeds / shard_size) or remove {d} to start over")
         return old
     tmp = d / f".plan.json.tmp-{os.getpid()}"
     tmp.write_text(plan.to_json())

@@ -326,6 +326,7 @@ def test_plan_drift_is_refused(run_copy, override):
     with pytest.raises(ValueError, match="holds a different plan") as err:
         cli.main([*CLI_ARGS, override, "executor=debug"])
     assert str(run_copy) in str(err.value)
+    assert "it has 2 shards" in str(err.value)  # says what the stored plan holds
     assert plan_file.read_text() == before
     assert sorted(p.name for p in run_copy.glob("shard-*")) == ["shard-00000.parquet", "shard-00001.parquet"]
 
