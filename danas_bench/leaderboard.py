@@ -18,7 +18,6 @@ of :mod:`danas_bench.synthetic` (tests, demos, machines without tables).
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import subprocess
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from . import __version__
+from . import __version__, tables
 from .search import config_id, final, run
 
 # --- opening the pool of benches (in the main process and in every worker) ---------------------------
@@ -224,22 +223,14 @@ def table_version(bench) -> dict:
     """What identifies the table a leaderboard row was computed on."""
     meta = dict(getattr(bench, "meta", {}) or {})
     out = {k: meta[k] for k in ("version", "table_version", "recipe_id", "schema_version", "code_version",
-                                "sampled", "rows") if k in meta}
+                                "sampled", "partial", "coverage", "rows") if k in meta}
     path = getattr(bench, "path", None)
     if path is not None and Path(path).exists():
         out["file"] = Path(path).name
-        out["sha256"] = _sha256(Path(path))[:16]
+        out["sha256"] = tables.sha256(Path(path))[:16]
     out["archs"] = int(len(bench.archs))
     out["seeds"] = [int(s) for s in bench.seeds]
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def code_version() -> dict:
