@@ -8,8 +8,10 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	# the CPU build of torch first: a plain `torch` requirement would pull a multi-GB CUDA build
-	$(BIN)/pip install -q torch==2.13.0
+	# the CPU build of torch first: a plain `torch` requirement would pull a multi-GB CUDA build. On a
+	# machine whose pip does not already resolve torch to the CPU build (this one does, through its
+	# wheelhouse), run `make install TORCH_INDEX=https://download.pytorch.org/whl/cpu`
+	$(BIN)/pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 

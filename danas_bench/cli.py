@@ -1,7 +1,7 @@
 """The ``danas-bench`` command: ``danas-bench <command> key=value ...`` (Hydra overrides).
 
 Each command has a Hydra config ``danas_bench/conf/<command>.yaml``; overrides use Hydra's syntax,
-e.g. ``danas-bench generate pair=mnist1d/resnet executor=slurm seeds=[0]``.
+e.g. ``danas-bench generate pair=mnist1d/resnet executor=slurm 'noise_seeds=[1,2]'``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ COMMANDS = {
     "merge": "Merge a pair's finished shards into its table and tables/MANIFEST",
     "verify": "Re-check every file in tables/MANIFEST: sha256, rows, recipe, coverage",
     "archs": "Params, FLOPs and latency of every canonical architecture for a dataset",
-    "summary": "Print what the shipped tables hold",
+    "summary": "Print the pilot's summary of the chosen recipes from docs/pilot.json",
     "datasheet": "Compute docs/datasheet.md (noise, KD analysis, Pareto fronts) from the shipped tables",
     "query": 'Print one architecture\'s record: danas-bench query "<arch>" pair=dataset/teacher',
     "leaderboard": "Run every searcher on every pair over many seeds; writes docs/leaderboard.md and plots",

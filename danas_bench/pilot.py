@@ -149,7 +149,7 @@ def run(dataset: str, candidates: list[dict], n_archs: int = 200, sample_seed: i
         fallback = best_effort(results, budget_core_seconds)
         if fallback is not None:
             log(f"  {dataset}: no candidate passed; best effort {fallback['recipe_id']} "
-                f"(highest seed tau among those that fit the budget and spread)")
+                f"(highest seed tau among those that fit the budget, or among all when none fits, preferring those that spread)")
     pick = chosen or fallback
     return {"dataset": dataset, "teacher": teacher, "sample_seed": sample_seed,
             "archs": [int(a) for a in archs], "candidates": results,
