@@ -137,17 +137,23 @@ class FusedCell(nn.Module):
         def add(dst, t):
             acc[dst] = t if acc[dst] is None else acc[dst] + t
 
+        def add_masked(dst, t, mask):  # acc[dst] += t * mask, fused into one op where possible
+            acc[dst] = t * mask if acc[dst] is None else torch.addcmul(acc[dst], t, mask)
+
         for src in range(3):
             if src > 0:
                 nodes[src] = acc[src] if acc[src] is not None else torch.zeros_like(x)
             h = nodes[src]
+            pooled = None  # the pool of a node is the same for every edge leaving it: compute it once
             for e, (dst, s) in enumerate(space.EDGES):
                 if s != src:
                     continue
                 if self.has_skip[e]:
-                    add(dst, h * getattr(self, f"skip{e}"))
+                    add_masked(dst, h, getattr(self, f"skip{e}"))
                 if self.has_pool[e]:
-                    add(dst, avg_pool_same(h, *self.pool_k) * getattr(self, f"pool{e}"))
+                    if pooled is None:
+                        pooled = avg_pool_same(h, *self.pool_k)
+                    add_masked(dst, pooled, getattr(self, f"pool{e}"))
             relu = None
             for key, (s, scatters) in self.plan.items():
                 if s != src:
