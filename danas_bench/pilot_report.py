@@ -28,7 +28,7 @@ def _chosen(res: dict) -> dict | None:
 
 
 def _benchmark_cost(recipe_id: str, path: Path) -> float | None:
-    """Core-seconds per architecture of the engine on an idle core, from the throughput benchmark."""
+    """Core-seconds per architecture of the engine (process CPU clock), from the throughput benchmark."""
     import json
 
     if not path.exists():
@@ -83,7 +83,7 @@ def write_report(results: dict, path: Path) -> None:
                       f"Cost during the pilot: {chosen['core_seconds_per_arch']:.2f} seconds per architecture "
                       f"(engine, one process per core, machine load average {res.get('loadavg', '?')} on "
                       f"{CORES} cores, so contended). "
-                      + (f"The throughput benchmark (`docs/performance.md`; one process, one thread, less contended) "
+                      + (f"The throughput benchmark (`docs/performance.md`; one process, one thread, timed by its CPU clock) "
                          f"measures **{clean:.2f} core-seconds** per architecture; the budget uses that figure. "
                          if clean is not None else "") +
                       f"Cost: {cost:.2f} core-seconds x {space.N_CANONICAL} canonical architectures x "
