@@ -149,6 +149,6 @@ TIERS = {"mnist1d": "S", "digits": "S", "fashion-mnist": "M", "mnist-5k": "M", "
 def load(name: str) -> Dataset:
     """Load a dataset by name (cached per process)."""
     if name not in LOADERS:
-        hint = " (tier L: no loader or recipe in this version)" if name in TIERS else ""
+        hint = " (tier L: no loader or recipe in this version; docs/cluster.md estimates its cost on a cluster)" if name in TIERS else ""
         raise ValueError(f"unknown dataset {name!r}{hint}; available here: {', '.join(LOADERS)}")
     return LOADERS[name]()
