@@ -25,6 +25,7 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from . import space, teachers
+from .pilot_report import BUDGET_CORE_SECONDS
 from .recipe import KD, Recipe
 from .workers import pool, train_chunk
 
@@ -120,7 +121,7 @@ def plot(dataset: str, res: dict, teacher: str, path: Path) -> None:
 
 def run(dataset: str, candidates: list[dict], n_archs: int = 200, sample_seed: int = 0,
         workers: int | None = None, out_dir: Path = Path("docs"), crit: Criteria = Criteria(),
-        stop_at_first: bool = True, budget_core_seconds: float = 1.48, log=print) -> dict:
+        stop_at_first: bool = True, budget_core_seconds: float = BUDGET_CORE_SECONDS, log=print) -> dict:
     """``budget_core_seconds``: what one training may cost for the whole tier-S generation to fit in 8 h
     on two cores (8 h x 2 cores x 3600 / (6,466 architectures x 6 pairs) = 1.48 core-seconds)."""
     teacher = teachers.TEACHERS[dataset][0]
