@@ -27,7 +27,6 @@ dataset it has never seen at almost no cost. Here:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 
 import numpy as np
@@ -38,17 +37,12 @@ from danas_bench.search import Ask, Searcher
 _CACHE: dict[tuple, dict] = {}
 
 
-@functools.lru_cache(maxsize=None)
-def _is_zero(arch: int) -> bool:
-    return space.is_zero_cell(arch)
-
-
 def arch_features(archs: np.ndarray) -> np.ndarray:
     archs = np.asarray(archs, dtype=np.int64)
     oh = space.one_hot(archs)
     ops = space.ops_matrix(archs)
     counts = np.stack([(ops == o).sum(1) for o in range(space.N_OPS)], 1) / space.N_EDGES
-    zero = np.array([_is_zero(int(a)) for a in archs], dtype=np.float32)[:, None]
+    zero = space.zero_cells(archs).astype(np.float32)[:, None]
     return np.concatenate([oh, counts, zero], 1).astype(np.float32)
 
 

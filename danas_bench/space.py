@@ -251,6 +251,18 @@ def ops_matrix(archs: Iterable[object] | np.ndarray) -> np.ndarray:
     return np.array([to_ops(a) for a in archs], dtype=np.int64).reshape(-1, N_EDGES)
 
 
+def zero_cells(archs: Iterable[object] | np.ndarray) -> np.ndarray:
+    """(n,) bool: :func:`is_zero_cell` for many architectures (vectorised over the op matrix)."""
+    ops = ops_matrix(archs)
+    alive = {0: np.ones(len(ops), dtype=bool)}
+    for node in (1, 2, 3):
+        alive[node] = np.zeros(len(ops), dtype=bool)
+        for e, (dst, src) in enumerate(EDGES):
+            if dst == node:
+                alive[node] |= alive[src] & (ops[:, e] != 0)
+    return ~alive[3]
+
+
 def one_hot(archs: Iterable[object] | np.ndarray) -> np.ndarray:
     """(n, 30) float32 one-hot encoding, edge-major: column 5*e + op."""
     ops = ops_matrix(archs)

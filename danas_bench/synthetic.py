@@ -23,7 +23,6 @@ given ops (a tiny bench for tests); ``archs=[...]`` restricts it to an explicit 
 
 from __future__ import annotations
 
-import functools
 import zlib
 from collections.abc import Iterable, Sequence
 
@@ -37,12 +36,6 @@ DATASETS = ("synth-a", "synth-b", "synth-c")
 TEACHERS = ("resnet", "mlp", "none")
 VALID_METRICS = ("valid_acc", "valid_loss", "train_acc", "train_loss")
 TEST_METRICS = ("test_acc", "test_loss")
-
-
-@functools.cache
-def _zero_cells() -> np.ndarray:
-    """Which canonical architectures (in ``space.canonical_indices()`` order) are zero cells."""
-    return np.array([space.is_zero_cell(int(i)) for i in space.canonical_indices()])
 
 
 def _rng(*names: object) -> np.random.Generator:
@@ -114,7 +107,7 @@ class SyntheticBench:
                 score += inter[a, b, ops[:, a], ops[:, b]]
         score = (score - score.mean()) / score.std()
         acc = chance + (ceiling - chance) * (1 / (1 + np.exp(-(1.3 * score + 1.0)))) + shift
-        zero = _zero_cells()
+        zero = space.zero_cells(canon)
         acc = np.where(zero, chance, np.minimum(acc, 0.995))
         n_conv3 = (ops == 3).sum(1)
         n_conv1 = (ops == 2).sum(1)
