@@ -211,10 +211,10 @@ def handpicked(bench) -> dict:
     from . import space
 
     best = float(bench.best("test_acc")[1])
-    out = {}
+    out, have = {}, set(int(a) for a in bench.archs)
     for name, arch in HANDPICKED.items():
         c = space.canonical(arch)
-        if c in set(int(a) for a in bench.archs):
+        if c in have:
             out[name] = 100 * (best - float(bench.test(c)))
     return out
 
