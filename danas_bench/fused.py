@@ -16,6 +16,7 @@ order differs from training them one by one.
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import torch
@@ -64,21 +65,52 @@ def _w2d(weights: list[torch.Tensor]) -> nn.Parameter:
     return nn.Parameter(w.unsqueeze(2) if w.dim() == 3 else w)
 
 
+def pack_factor(c_in: int, groups: int) -> int:
+    """How many groups to pack into one block-diagonal group. oneDNN's grouped convolution is slow
+    for 4 input channels per group: two 4-channel groups run as one 8-channel group with zero
+    off-diagonal blocks compute twice the FLOPs yet run 1.7x (1-D) to 2.9x (3x3 on 8x8) faster on
+    this CPU (docs/performance.md). Wider groups gain nothing."""
+    pack = 8 // c_in if c_in < 8 else 1
+    while pack > 1 and groups % pack:
+        pack //= 2
+    return pack
+
+
 class _Conv(nn.Module):
-    """A grouped ``Conv-BN`` over whole per-model channel blocks (ReLU is applied by the caller)."""
+    """A grouped ``Conv-BN`` over whole per-model channel blocks (ReLU is applied by the caller).
+
+    With ``pack`` > 1, ``pack`` neighbouring groups share one block-diagonal weight; a constant 0/1
+    mask keeps the off-diagonal blocks at zero (their gradient is zero, so SGD with weight decay and
+    momentum never moves them) and the models stay independent.
+    """
 
     def __init__(self, convs: list[nn.Module], bns: list[nn.Module], ndim: int):
         super().__init__()
-        self.weight = _w2d([cv.weight for cv in convs])
-        self.groups = len(convs)
+        w = _w2d([cv.weight for cv in convs]).detach()
+        g = len(convs)
+        co, ci = convs[0].weight.shape[:2]
+        pack = pack_factor(ci, g)
+        if pack > 1:
+            blocks = torch.zeros(g // pack, pack * co, pack * ci, *w.shape[2:])
+            mask = torch.zeros_like(blocks)
+            for j in range(g):
+                q, r = divmod(j, pack)
+                blocks[q, r * co:(r + 1) * co, r * ci:(r + 1) * ci] = w[j * co:(j + 1) * co]
+                mask[q, r * co:(r + 1) * co, r * ci:(r + 1) * ci] = 1.0
+            w = blocks.reshape(g * co, pack * ci, *w.shape[2:])
+            self.register_buffer("mask", mask.reshape(w.shape))
+        else:
+            self.mask = None
+        self.weight = nn.Parameter(w)
+        self.groups = g // pack
         s, p = convs[0].stride[-1], convs[0].padding[-1]
         self.stride = (1, s) if ndim == 1 else convs[0].stride
         self.padding = (0, p) if ndim == 1 else convs[0].padding
         self.bn = _cat_bn(bns, 2)
-        self.conv = F.conv2d
 
     def forward(self, x):  # x is already ReLU'd where the op needs it
-        return self.bn(self.conv(x, self.weight, None, self.stride, self.padding, 1, self.groups))
+        w = self.weight if self.mask is None else self.weight * self.mask
+        return self.bn(F.conv2d(x, w, None, self.stride, self.padding, 1, self.groups))
 
 
 class FusedCell(nn.Module):
@@ -114,8 +146,15 @@ class FusedCell(nn.Module):
                     continue
                 key = f"s{src}o{op}"
                 mods = [cells[k].edges[e] for e, k in pairs]
-                self.convs[key] = _Conv([m[1] for m in mods], [m[2] for m in mods], ndim)
-                gather = _channels([k for _, k in pairs], c)
+                convs, bns, users = [m[1] for m in mods], [m[2] for m in mods], [k for _, k in pairs]
+                if len(pairs) % 2 and pack_factor(c, len(pairs) + 1) > 1:
+                    # an even group count lets _Conv pack groups: add a zero group whose output is never read
+                    convs.append(copy.deepcopy(convs[0]).requires_grad_(False))
+                    nn.init.zeros_(convs[-1].weight)
+                    bns.append(copy.deepcopy(bns[0]))
+                    users.append(users[0])
+                self.convs[key] = _Conv(convs, bns, ndim)
+                gather = _channels(users, c)
                 scatters = []
                 start = 0
                 for e in edges:
@@ -128,17 +167,43 @@ class FusedCell(nn.Module):
                 for i, (_, _, _, idx) in enumerate(scatters):
                     self.register_buffer(f"sc_{key}_{i}", idx)
                 self.plan[key] = (src, [(dst, a, n, i) for i, (dst, a, n, _) in enumerate(scatters)])
-        self.full = k_models
+        self._full: dict = {}  # expanded masks by (name, spatial shape); rebuilt from the buffers
+
+    def _full_mask(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """The (1, C, 1, 1) channel mask expanded to (1, C, H, W) and cached: broadcasting over a
+        short innermost dimension (10 or 4 positions in the last stage) is 3-6x slower on CPU than a
+        mask as long as the whole sample."""
+        key = (name, like.shape[2:])
+        full = self._full.get(key)
+        if full is None:
+            full = self._full[key] = getattr(self, name).expand(1, -1, *like.shape[2:]).contiguous()
+        return full
 
     def forward(self, x):
         nodes = {0: x}
         acc: dict[int, torch.Tensor | None] = {1: None, 2: None, 3: None}
+        # A node's sum is updated in place once it is a tensor this forward made (not a view of a conv
+        # output): no op saves a sum for its backward, and a node is complete before it is read.
+        owned: set[int] = set()
 
-        def add(dst, t):
-            acc[dst] = t if acc[dst] is None else acc[dst] + t
+        def update(dst, fresh, inplace, outplace, fresh_is_view=False):
+            if acc[dst] is None:
+                acc[dst] = fresh()
+                if not fresh_is_view:
+                    owned.add(dst)
+            elif dst in owned:
+                inplace(acc[dst])
+            else:
+                acc[dst] = outplace(acc[dst])
+                owned.add(dst)
 
-        def add_masked(dst, t, mask):  # acc[dst] += t * mask, fused into one op where possible
-            acc[dst] = t * mask if acc[dst] is None else torch.addcmul(acc[dst], t, mask)
+        def add_masked(dst, t, name):  # acc[dst] += t * mask
+            m = self._full_mask(name, t)
+            update(dst, lambda: t * m, lambda a: a.addcmul_(t, m), lambda a: torch.addcmul(a, t, m))
+
+        def add_indexed(dst, idx, t):  # acc[dst][:, idx] += t
+            update(dst, lambda: torch.zeros_like(x).index_add_(1, idx, t), lambda a: a.index_add_(1, idx, t),
+                   lambda a: a.index_add(1, idx, t))
 
         for src in range(3):
             if src > 0:
@@ -149,27 +214,26 @@ class FusedCell(nn.Module):
                 if s != src:
                     continue
                 if self.has_skip[e]:
-                    add_masked(dst, h, getattr(self, f"skip{e}"))
+                    add_masked(dst, h, f"skip{e}")
                 if self.has_pool[e]:
                     if pooled is None:
                         pooled = avg_pool_same(h, *self.pool_k)
-                    add_masked(dst, pooled, getattr(self, f"pool{e}"))
+                    add_masked(dst, pooled, f"pool{e}")
             relu = None
             for key, (s, scatters) in self.plan.items():
                 if s != src:
                     continue
                 if relu is None:
                     relu = F.relu(h)
-                gather = getattr(self, f"g_{key}")
-                y = self.convs[key](relu.index_select(1, gather))
-                for dst, a, n, i in scatters:
-                    piece = y.narrow(1, a, n)
-                    idx = getattr(self, f"sc_{key}_{i}")
+                y = self.convs[key](relu.index_select(1, getattr(self, f"g_{key}")))
+                sizes = [n for _, _, n, _ in scatters]
+                rest = y.shape[1] - sum(sizes)  # a padding group's output, never read
+                pieces = y.split(sizes + [rest] if rest else sizes, 1)  # one backward node, not one per piece
+                for (dst, _, n, i), piece in zip(scatters, pieces):
                     if n == x.shape[1]:
-                        add(dst, piece)
+                        update(dst, lambda: piece, lambda a: a.add_(piece), lambda a: a + piece, fresh_is_view=True)
                     else:
-                        base = acc[dst] if acc[dst] is not None else torch.zeros_like(x)
-                        acc[dst] = base.index_add(1, idx, piece)
+                        add_indexed(dst, getattr(self, f"sc_{key}_{i}"), piece)
         return acc[3] if acc[3] is not None else torch.zeros_like(x)
 
 
