@@ -46,13 +46,30 @@ def _inv_count(h: int, w: int, kh: int, kw: int) -> torch.Tensor:
     return 1.0 / cnt
 
 
+@functools.lru_cache(maxsize=None)
+def _pool_matrix(h: int, w: int, kh: int, kw: int) -> torch.Tensor:
+    """(h*w, h*w) matrix M with ``x.flatten(-2) @ M`` = the 'same' average pool, counts folded in."""
+    def band(n: int, k: int) -> torch.Tensor:
+        i = torch.arange(n)
+        return ((i[:, None] - i[None, :]).abs() <= k // 2).float()
+
+    m = torch.kron(band(h, kh), band(w, kw))  # m[i, j] = 1: input position i lies in output j's window
+    return m / m.sum(0, keepdim=True)
+
+
 def avg_pool_same(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
-    """Average pool (stride 1, 'same' padding, padding excluded from the count) as a depthwise
-    convolution with a ones kernel: about 6x faster than ``F.avg_pool2d`` on CPU at these sizes."""
-    c = x.shape[1]
-    ones = torch.ones(c, 1, kh, kw, dtype=x.dtype)
-    y = F.conv2d(x, ones, None, 1, (kh // 2, kw // 2), 1, c)
-    return y * _inv_count(x.shape[2], x.shape[3], kh, kw)
+    """Average pool (stride 1, 'same' padding, padding excluded from the count).
+
+    As one matmul over the flattened positions (forward and backward are a single GEMM each), or, for
+    short 1-D rows where that GEMM is too thin, as a depthwise convolution with a ones kernel; both
+    beat ``F.avg_pool2d`` on CPU at these sizes by 2-6x (docs/performance.md).
+    """
+    n, c, h, w = x.shape
+    if h == 1 and w < 16:
+        ones = torch.ones(c, 1, kh, kw, dtype=x.dtype)
+        y = F.conv2d(x, ones, None, 1, (kh // 2, kw // 2), 1, c)
+        return y * _inv_count(h, w, kh, kw)
+    return (x.reshape(n, c, h * w) @ _pool_matrix(h, w, kh, kw)).reshape(n, c, h, w)
 
 
 def _channels(models, c: int) -> torch.Tensor:

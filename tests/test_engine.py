@@ -69,6 +69,9 @@ def test_avg_pool_same_matches_torch():
     torch.testing.assert_close(avg_pool_same(x, 3, 3), ref)
     ref1 = torch.nn.functional.avg_pool1d(x[:, :, 0], 3, 1, 1, count_include_pad=False)
     torch.testing.assert_close(avg_pool_same(x[:, :, :1], 1, 3)[:, :, 0], ref1)
+    long_row = torch.randn(2, 3, 1, 40)  # long 1-D rows take the matmul path, short ones the convolution
+    ref2 = torch.nn.functional.avg_pool1d(long_row[:, :, 0], 3, 1, 1, count_include_pad=False)
+    torch.testing.assert_close(avg_pool_same(long_row, 1, 3)[:, :, 0], ref2)
 
 
 def test_train_many_matches_plain_loop_and_fills_records(archs):
