@@ -18,7 +18,7 @@ import torch
 from . import data as data_mod
 from . import space
 from . import tables as tb
-from .engine import forward_flops
+from .engine import count_flops
 from .recipe import Recipe
 from .student import build
 
@@ -38,7 +38,7 @@ def facts(index: int, recipe: Recipe, ds: data_mod.Dataset) -> dict:
             times.append(time.perf_counter() - t0)
     return {"arch_index": int(index), "arch": space.arch_str(index),
             "params": sum(p.numel() for p in model.parameters()),
-            "flops": forward_flops(int(index), recipe),
+            "flops": count_flops(int(index), recipe),
             "latency_ms": 1000.0 * statistics.median(times) / len(x),
             "is_zero_cell": space.is_zero_cell(index)}
 

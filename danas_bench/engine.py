@@ -155,7 +155,32 @@ def fit(model: nn.Module, k: int, task: Task, seed: int, progress=None) -> dict:
 
 
 @functools.lru_cache(maxsize=None)
+def _stored_flops(recipe: Recipe) -> dict[int, int]:
+    """FLOPs of every canonical architecture from the dataset's archs file (``danas-bench archs``), or {}."""
+    import polars as pl
+
+    from .paths import tables_dir
+
+    path = tables_dir() / recipe.dataset / f"archs-{recipe.recipe_id}.parquet"
+    if not path.exists():
+        return {}
+    try:
+        df = pl.read_parquet(path, columns=["arch_index", "flops"])
+    except Exception as e:  # a broken file must not silently change the time split of rows
+        raise ValueError(f"cannot read FLOPs from {path} ({e}); rebuild it with "
+                         f"`danas-bench archs dataset={recipe.dataset}` or delete it") from e
+    return dict(zip(df["arch_index"].to_list(), df["flops"].to_list()))
+
+
 def forward_flops(index: int, recipe: Recipe) -> int:
+    """FLOPs of one forward pass of one sample: from the archs file where it lists the architecture
+    (counting costs ~0.2-0.4 s per architecture, as much as training it in the engine), else counted."""
+    stored = _stored_flops(recipe).get(int(index))
+    return int(stored) if stored is not None else count_flops(int(index), recipe)
+
+
+@functools.lru_cache(maxsize=None)
+def count_flops(index: int, recipe: Recipe) -> int:
     """FLOPs of one forward pass of one sample (torch.utils.flop_counter; conv and linear)."""
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -117,3 +117,13 @@ def test_recipe_id_is_stable_and_sensitive():
         Recipe.from_dict({"dataset": "digits", "widht": 4})
     with pytest.raises(ValueError, match="alpha"):
         KD("resnet", 4.0, 1.5)
+
+
+def test_forward_flops_reads_the_archs_file_and_agrees_with_counting():
+    from danas_bench.commands import recipe_for
+
+    recipe = recipe_for("digits")
+    stored = engine._stored_flops(recipe)
+    assert len(stored) == space.N_CANONICAL, "the shipped digits archs file lists every canonical architecture"
+    for index in list(stored)[:: len(stored) // 4]:
+        assert engine.forward_flops(index, recipe) == stored[index] == engine.count_flops(index, recipe)
