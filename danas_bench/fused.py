@@ -127,7 +127,13 @@ class _Conv(nn.Module):
 
     def forward(self, x):  # x is already ReLU'd where the op needs it
         w = self.weight if self.mask is None else self.weight * self.mask
-        return self.bn(F.conv2d(x, w, None, self.stride, self.padding, 1, self.groups))
+        if self.training:
+            return self.bn(F.conv2d(x, w, None, self.stride, self.padding, 1, self.groups))
+        # evaluation: BatchNorm with running statistics is an affine map, folded into the convolution
+        bn = self.bn
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        w = w * scale.view(-1, 1, 1, 1)
+        return F.conv2d(x, w, bn.bias - bn.running_mean * scale, self.stride, self.padding, 1, self.groups)
 
 
 class FusedCell(nn.Module):
