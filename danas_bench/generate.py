@@ -402,6 +402,12 @@ def table_path(pair: str, recipe_id: str, root: Path | None = None) -> Path:
     return (root or tables_dir()) / dataset / f"{teacher}-{recipe_id}.parquet"
 
 
+def _revisions(parts: list[pa.Table]) -> dict[str, int]:
+    """Shards per code revision ("unrecorded": written before shards carried one)."""
+    revs = [json.loads(t.schema.metadata[tb.META_KEY]).get("code_revision", "unrecorded") for t in parts]
+    return {r: revs.count(r) for r in sorted(set(revs))}
+
+
 def merge(plan: Plan, d: Path, root: Path | None = None, log=print, partial: bool = False) -> Path:
     """Concatenate the shards, check coverage and uniqueness, write the table and the manifest.
 
@@ -429,7 +435,7 @@ def merge(plan: Plan, d: Path, root: Path | None = None, log=print, partial: boo
     meta = shard_meta(plan, None)
     coverage = round(table.num_rows / len(plan.rows()), 4)
     meta.update({"sampled": plan.sampled, "partial": partial, "coverage": coverage, "rows": table.num_rows,
-                 "shards": sorted(s["id"] for s in done),
+                 "shards": sorted(s["id"] for s in done), "shard_code_revisions": _revisions(parts),
                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     out = table_path(plan.pair, plan.recipe_id, root)
     tb.write_atomic(table.replace_schema_metadata({tb.META_KEY: json.dumps(meta, sort_keys=True).encode()}), out)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import subprocess
 import sys
 import time
 import warnings
@@ -235,17 +234,9 @@ def table_version(bench) -> dict:
 
 def code_version() -> dict:
     out = {"danas_bench": __version__}
-    repo = Path(__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True,
-                             timeout=10)
-        if rev.returncode == 0:
-            out["git"] = rev.stdout.strip()
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                                   capture_output=True, text=True, timeout=10)
-            out["dirty"] = bool(dirty.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        pass
+    rev, dirty = tables.git_revision()
+    if rev is not None:
+        out.update({"git": rev, "dirty": dirty})
     return out
 
 

@@ -56,12 +56,37 @@ def machine() -> dict:
     return {"host_cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
 
 
+def git_revision() -> tuple[str | None, bool]:
+    """(short commit, tracked files modified) of the checkout this code runs from; (None, False) outside git."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True,
+                             text=True, timeout=10)
+        if rev.returncode != 0:
+            return None, False
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=10)
+        return rev.stdout.strip(), bool(dirty.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None, False
+
+
+def code_revision() -> str:
+    """The commit rows were made with ("<commit>", "<commit>+modified", or "unknown"): the package version
+    alone does not tell apart engine revisions that change floating-point summation order."""
+    rev, dirty = git_revision()
+    return "unknown" if rev is None else rev + ("+modified" if dirty else "")
+
+
 def versions() -> dict:
     import torch
 
     from . import __version__
 
-    return {"code_version": __version__, "torch_version": torch.__version__, "schema_version": SCHEMA_VERSION}
+    return {"code_version": __version__, "code_revision": code_revision(), "torch_version": torch.__version__,
+            "schema_version": SCHEMA_VERSION}
 
 
 def to_table(records: list[dict], meta: dict, schema: pa.Schema = RESULT_SCHEMA) -> pa.Table:

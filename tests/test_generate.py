@@ -393,6 +393,9 @@ def test_debug_executor_rows(tables_root, teacher):
     assert meta["recipe"] == recipe.to_dict() and meta["kd"] == plan.kd
     assert set(meta["split_hashes"]) >= {"train", "valid", "test"}
     assert ("teacher_accuracy" in meta) == (teacher != "none")
+    # provenance: the commit the shards were trained with, counted per revision
+    assert meta["code_revision"] == tb.code_revision() != "" and sum(meta["shard_code_revisions"].values()) == \
+        len(meta["shards"])
     assert pq.ParquetFile(out).metadata.num_rows == 4
     assert g.verify() == []
 
