@@ -160,7 +160,7 @@ class FusedCell(nn.Module):
         self.has_pool = [m is not None for m in pool]
         # one grouped conv per (source node, conv op), its groups = the (edge, model) pairs using it
         self.convs = nn.ModuleDict()
-        self.plan: dict[str, tuple[torch.Tensor, list[tuple[int, int, int, torch.Tensor]]]] = {}
+        self.plan: dict[str, tuple[int, list[tuple[int, int, int]]]] = {}  # key -> (source, [(dst, channels, i)])
         for src in range(3):
             edges = [e for e, (dst, s) in enumerate(space.EDGES) if s == src]
             for op in CONV_OPS:
@@ -178,18 +178,16 @@ class FusedCell(nn.Module):
                     users.append(users[0])
                 self.convs[key] = _Conv(convs, bns, ndim)
                 gather = _channels(users, c)
+                # the conv output holds each edge's models in turn: (destination node, channels, indices)
                 scatters = []
-                start = 0
                 for e in edges:
                     models = [k for e2, k in pairs if e2 == e]
                     if models:
-                        n = len(models) * c
-                        scatters.append((space.EDGES[e][0], start, n, _channels(models, c)))
-                        start += n
+                        scatters.append((space.EDGES[e][0], len(models) * c, _channels(models, c)))
                 self.register_buffer(f"g_{key}", gather)
-                for i, (_, _, _, idx) in enumerate(scatters):
+                for i, (_, _, idx) in enumerate(scatters):
                     self.register_buffer(f"sc_{key}_{i}", idx)
-                self.plan[key] = (src, [(dst, a, n, i) for i, (dst, a, n, _) in enumerate(scatters)])
+                self.plan[key] = (src, [(dst, n, i) for i, (dst, n, _) in enumerate(scatters)])
         self._full: dict = {}  # expanded masks by (name, spatial shape); rebuilt from the buffers
 
     def _full_mask(self, name: str, like: torch.Tensor) -> torch.Tensor:
@@ -249,10 +247,10 @@ class FusedCell(nn.Module):
                 if relu is None:
                     relu = F.relu(h)
                 y = self.convs[key](relu.index_select(1, getattr(self, f"g_{key}")))
-                sizes = [n for _, _, n, _ in scatters]
+                sizes = [n for _, n, _ in scatters]
                 rest = y.shape[1] - sum(sizes)  # a padding group's output, never read
                 pieces = y.split(sizes + [rest] if rest else sizes, 1)  # one backward node, not one per piece
-                for (dst, _, n, i), piece in zip(scatters, pieces):
+                for (dst, n, i), piece in zip(scatters, pieces):
                     if n == x.shape[1]:
                         update(dst, lambda: piece, lambda a: a.add_(piece), lambda a: a + piece, fresh_is_view=True)
                     else:
