@@ -269,7 +269,14 @@ class FusedReduction(nn.Module):
 
     def forward(self, x):
         y = self.conv_b(F.relu(self.conv_a(F.relu(x))))
-        return y + F.conv2d(F.avg_pool2d(x, self.pool_k, self.pool_k), self.down_w, None, 1, 0, 1, self.groups)
+        return y + F.conv2d(self._halve(x), self.down_w, None, 1, 0, 1, self.groups)
+
+    def _halve(self, x):
+        """The shortcut's 2-wide, stride-2 average pool. On 1-D rows of even length two strided slices
+        and an add run 2x faster than ``F.avg_pool2d`` with a (1, 2) kernel (docs/performance.md)."""
+        if self.pool_k == (1, 2) and x.shape[-1] % 2 == 0:
+            return (x[..., 0::2] + x[..., 1::2]) * 0.5
+        return F.avg_pool2d(x, self.pool_k, self.pool_k)
 
 
 class FusedStudents(nn.Module):
