@@ -124,7 +124,12 @@ def verify(cfg) -> int:
 def archs(cfg) -> int:
     from . import archinfo
 
-    archinfo.build_file(recipe_for(cfg.dataset, cfg.recipe), _root(cfg))
+    indices = None
+    if cfg.archs != "all":
+        from .generate import arch_set
+
+        indices = sorted(int(a) for a in arch_set(cfg.archs, cfg.arch_sample_seed)[0])
+    archinfo.build_file(recipe_for(cfg.dataset, cfg.recipe), _root(cfg), indices)
     return 0
 
 

@@ -121,7 +121,9 @@ def fit(model: nn.Module, k: int, task: Task, seed: int, progress=None) -> dict:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     gen = torch.Generator().manual_seed(int(seed))
     hist = {"train_loss": [], "train_acc": [], "valid_acc": [], "epoch_seconds": []}
-    vx, vy = task.dataset.x["valid"], task.dataset.y["valid"]
+    # the per-epoch curve may use a prefix of the valid split (tier M: evaluating 5,000 examples every
+    # epoch would cost more than training); the final valid and test metrics always use whole splits
+    vx, vy = task.dataset.x["valid"][:r.valid_curve_n], task.dataset.y["valid"][:r.valid_curve_n]
     model.train()
     for _ in range(r.epochs):
         t0 = time.perf_counter()

@@ -53,6 +53,24 @@ class Plan:
         return cls(**json.loads(text))
 
 
+def arch_set(archs: int | str = "all", arch_sample_seed: int = 0) -> tuple[np.ndarray, bool]:
+    """The architectures of a plan and whether they are a sample: ``"all"`` canonical ones in a seeded
+    order, or a seeded sample of ``archs`` of them (tier M). ``danas-bench archs`` uses the same set."""
+    canon = np.asarray(space.canonical_indices())
+    rng = np.random.default_rng(arch_sample_seed)
+    if archs == "all":
+        # shards take a seeded permutation of the space, so that any set of finished shards is a uniform
+        # random sample of it: a partial table (`merge partial=true`) is unbiased
+        return rng.permutation(canon), False
+    try:
+        n = int(archs)
+    except (TypeError, ValueError):
+        n = 0
+    if not 0 < n <= len(canon):
+        raise ValueError(f"archs must be 'all' or an int in [1, {len(canon)}], got {archs!r}")
+    return np.sort(rng.choice(canon, n, replace=False)), n < len(canon)
+
+
 def make_plan(pair: str, recipe: Recipe, kd: KD, seeds=(0,), archs: int | str = "all",
               arch_sample_seed: int = 0, noise_seeds=(), noise_fraction: float = 0.1,
               shard_size: int = 64) -> Plan:
@@ -73,17 +91,7 @@ def make_plan(pair: str, recipe: Recipe, kd: KD, seeds=(0,), archs: int | str = 
     if int(shard_size) < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     shard_size = int(shard_size)
-    canon = np.asarray(space.canonical_indices())
-    rng = np.random.default_rng(arch_sample_seed)
-    if archs == "all":
-        # shards take a seeded permutation of the space, so that any set of finished shards is a uniform
-        # random sample of it: a partial table (`merge partial=true`) is unbiased
-        base, sampled = rng.permutation(canon), False
-    else:
-        n = int(archs)
-        if not 0 < n <= len(canon):
-            raise ValueError(f"archs must be 'all' or an int in [1, {len(canon)}], got {archs!r}")
-        base, sampled = np.sort(rng.choice(canon, n, replace=False)), n < len(canon)
+    base, sampled = arch_set(archs, arch_sample_seed)
     noise = np.sort(np.random.default_rng(arch_sample_seed + 1).choice(
         base, max(1, int(round(noise_fraction * len(base)))), replace=False)) if noise_seeds else np.array([], int)
     shards, sid = [], 0

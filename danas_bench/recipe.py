@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 KD_TEMPERATURE = 4.0
 KD_ALPHA = 0.9
+LATE_FIELDS = ("valid_curve_n",)
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,19 @@ class Recipe:
     lr: float = 0.1          # SGD, Nesterov momentum, cosine to 0 (NAS-Bench-201's optimiser)
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    valid_curve_n: int | None = None  # per-epoch valid acc on the first n valid examples (None: all)
+
+    def __post_init__(self):
+        for name in ("n_train", "valid_curve_n"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"recipe field {name} must be a positive int or null (all examples), got {v!r}")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The recipe's fields; fields added after the first tables shipped (``LATE_FIELDS``) appear
+        only when set, so the ids of recipes that do not use them stay what the tables carry."""
+        d = dataclasses.asdict(self)
+        return {k: v for k, v in d.items() if not (k in LATE_FIELDS and v is None)}
 
     @property
     def recipe_id(self) -> str:

@@ -43,7 +43,8 @@ def training_flops(index: int, task: Task) -> float:
     """FLOPs of one architecture's whole run: 3x forward per training sample, 1x per evaluation."""
     r, sizes = task.recipe, task.dataset.sizes()
     n_train = r.n_train or sizes["train"]
-    evals = r.epochs * sizes["valid"] + sizes["valid"] + sizes["test"]
+    curve = min(r.valid_curve_n or sizes["valid"], sizes["valid"])
+    evals = r.epochs * curve + sizes["valid"] + sizes["test"]
     return forward_flops(index, r) * (3.0 * n_train * r.epochs + evals)
 
 

@@ -1,5 +1,8 @@
 """The fused engine computes what the plain loop computes, and records everything a row needs."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -117,6 +120,29 @@ def test_recipe_id_is_stable_and_sensitive():
         Recipe.from_dict({"dataset": "digits", "widht": 4})
     with pytest.raises(ValueError, match="alpha"):
         KD("resnet", 4.0, 1.5)
+
+
+def test_shipped_recipes_keep_the_ids_their_tables_carry():
+    """A field added to Recipe must not change the id of recipes that leave it unset."""
+    from danas_bench.commands import recipe_for
+
+    manifest = json.loads((Path(__file__).parents[1] / "tables" / "MANIFEST").read_text())["files"]
+    for dataset in ("digits", "mnist1d"):
+        ids = {e["recipe_id"] for e in manifest.values() if e.get("dataset", e.get("pair", "").split("/")[0]) == dataset}
+        assert ids == {recipe_for(dataset).recipe_id}
+    r = Recipe("digits", width=4)
+    assert "valid_curve_n" not in r.to_dict() and r.replace(valid_curve_n=50).recipe_id != r.recipe_id
+    with pytest.raises(ValueError, match="valid_curve_n must be a positive int"):
+        Recipe("digits", valid_curve_n=0)
+
+
+def test_valid_curve_uses_a_prefix_and_final_metrics_the_whole_split(archs):
+    n = 7
+    task = engine.Task.make(Recipe("digits", width=4, epochs=2, batch_size=64, n_train=64, valid_curve_n=n), KD("none"))
+    rec = engine.train_many(archs[:2], 0, task)
+    for r in rec:
+        assert all(abs(v * n - round(v * n)) < 1e-4 for v in r["valid_acc_curve"])
+        assert abs(r["valid_acc"] * 300 - round(r["valid_acc"] * 300)) < 1e-4  # digits has 300 valid examples
 
 
 def test_forward_flops_reads_the_archs_file_and_agrees_with_counting():

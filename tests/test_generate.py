@@ -501,3 +501,14 @@ def test_slurm_profiles_compose(profile):
     if profile != "slurm":
         text = (Path(g.__file__).parent / "conf" / "executor" / f"{profile}.yaml").read_text()
         assert text.count("CHANGE") >= 3
+
+
+def test_archs_command_covers_the_sample_generate_trains(tables_root):
+    """Tier M: `danas-bench archs archs=N` measures exactly the architectures `generate archs=N` plans."""
+    assert cli.main(["archs", "dataset=digits", "archs=5", TINY_RECIPE_CLI]) == 0
+    facts = pq.read_table(tables_root / "digits" / f"archs-{RID}.parquet").to_pylist()
+    planned = {a for s in _plan(archs=5).shards for a in s["archs"]}
+    assert {r["arch_index"] for r in facts} == planned and len(facts) == 5
+    assert all(r["flops"] > 0 and r["params"] > 0 and r["latency_ms"] > 0 for r in facts)
+    with pytest.raises(ValueError, match="archs must be 'all' or an int"):
+        cli.main(["archs", "dataset=digits", "archs=many", TINY_RECIPE_CLI])
