@@ -2,17 +2,19 @@
 # Generate the tier-S tables round-robin: a few shards of every pair per round, so that at any moment
 # every pair holds a uniform random sample of the space (shards are seeded permutations) and an
 # interrupted run loses at most the shards in flight. Rerun to resume; finished shards are skipped.
-#   scripts/generate_tier_s.sh [shards-per-round]     (env: PAIRS, EXECUTOR, DANAS_TABLES)
+#   scripts/generate_tier_s.sh [shards-per-round]     (env: PAIRS, EXECUTOR, DANAS_TABLES, ARGS)
+# ARGS adds generate overrides, e.g. scripts/generate_tier_m.sh passes a 500-architecture sample.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PER_ROUND=${1:-2}
 PAIRS=${PAIRS:-"digits/none digits/resnet digits/mlp mnist1d/none mnist1d/resnet mnist1d/mlp"}
 EXECUTOR=${EXECUTOR:-local}
 BIN=${BIN:-.venv/bin/danas-bench}
+ARGS=${ARGS:-}
 while :; do
   left=0
   for pair in $PAIRS; do
-    out=$($BIN generate pair="$pair" executor="$EXECUTOR" 'noise_seeds=[1,2]' max_shards="$PER_ROUND" merge=false 2>&1 | tee /dev/stderr)
+    out=$($BIN generate pair="$pair" executor="$EXECUTOR" 'noise_seeds=[1,2]' max_shards="$PER_ROUND" merge=false $ARGS 2>&1 | tee /dev/stderr)
     # "N to run" counts what was pending before this call
     pending=$(sed -n 's/.* \([0-9]*\) to run.*/\1/p' <<<"$out" | head -1)
     left=$((left + ${pending:-0}))
