@@ -8,4 +8,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PAIRS=${PAIRS:-"fashion-mnist/none fashion-mnist/resnet fashion-mnist/mlp"}
 export ARGS=${ARGS:-"archs=500 shard_size=64 chunk=32"}
-exec scripts/generate_tier_s.sh "${1:-1}"
+exec scripts/generate_tier_s.sh "${1:-2}"
