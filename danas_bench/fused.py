@@ -57,19 +57,26 @@ def _pool_matrix(h: int, w: int, kh: int, kw: int) -> torch.Tensor:
     return m / m.sum(0, keepdim=True)
 
 
-def avg_pool_same(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
-    """Average pool (stride 1, 'same' padding, padding excluded from the count).
+def pool_parts(x: torch.Tensor, kh: int, kw: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Average pool (stride 1, 'same' padding, padding excluded from the count) as ``(y, scale)``:
+    the pool is ``y * scale``, or ``y`` itself when ``scale`` is None.
 
-    As one matmul over the flattened positions (forward and backward are a single GEMM each), or, for
-    short 1-D rows where that GEMM is too thin, as a depthwise convolution with a ones kernel; both
-    beat ``F.avg_pool2d`` on CPU at these sizes by 2-6x (docs/performance.md).
+    As one matmul over the flattened positions (forward and backward are a single GEMM each, counts
+    folded into the matrix), or, for short 1-D rows where that GEMM is too thin, as a depthwise
+    convolution with a ones kernel whose per-position 1/count ``scale`` the caller folds into the mask
+    it multiplies by anyway (one full-size multiply less forward and backward). Both beat
+    ``F.avg_pool2d`` on CPU at these sizes by 2-6x (docs/performance.md).
     """
     n, c, h, w = x.shape
     if h == 1 and w < 16:
         ones = torch.ones(c, 1, kh, kw, dtype=x.dtype)
-        y = F.conv2d(x, ones, None, 1, (kh // 2, kw // 2), 1, c)
-        return y * _inv_count(h, w, kh, kw)
-    return (x.reshape(n, c, h * w) @ _pool_matrix(h, w, kh, kw)).reshape(n, c, h, w)
+        return F.conv2d(x, ones, None, 1, (kh // 2, kw // 2), 1, c), _inv_count(h, w, kh, kw)
+    return (x.reshape(n, c, h * w) @ _pool_matrix(h, w, kh, kw)).reshape(n, c, h, w), None
+
+
+def avg_pool_same(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    y, scale = pool_parts(x, kh, kw)
+    return y if scale is None else y * scale
 
 
 def _channels(models, c: int) -> torch.Tensor:
@@ -190,14 +197,15 @@ class FusedCell(nn.Module):
                 self.plan[key] = (src, [(dst, n, i) for i, (dst, n, _) in enumerate(scatters)])
         self._full: dict = {}  # expanded masks by (name, spatial shape); rebuilt from the buffers
 
-    def _full_mask(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        """The (1, C, 1, 1) channel mask expanded to (1, C, H, W) and cached: broadcasting over a
-        short innermost dimension (10 or 4 positions in the last stage) is 3-6x slower on CPU than a
-        mask as long as the whole sample."""
-        key = (name, like.shape[2:])
+    def _full_mask(self, name: str, like: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """The (1, C, 1, 1) channel mask expanded to (1, C, H, W) (times a per-position ``scale``) and
+        cached: broadcasting over a short innermost dimension (10 or 4 positions in the last stage) is
+        3-6x slower on CPU than a mask as long as the whole sample."""
+        key = (name, like.shape[2:], scale is not None)
         full = self._full.get(key)
         if full is None:
-            full = self._full[key] = getattr(self, name).expand(1, -1, *like.shape[2:]).contiguous()
+            full = getattr(self, name).expand(1, -1, *like.shape[2:])
+            full = self._full[key] = (full * scale if scale is not None else full).contiguous()
         return full
 
     def forward(self, x):
@@ -218,8 +226,8 @@ class FusedCell(nn.Module):
                 acc[dst] = outplace(acc[dst])
                 owned.add(dst)
 
-        def add_masked(dst, t, name):  # acc[dst] += t * mask
-            m = self._full_mask(name, t)
+        def add_masked(dst, t, name, scale=None):  # acc[dst] += t * mask (* scale)
+            m = self._full_mask(name, t, scale)
             update(dst, lambda: t * m, lambda a: a.addcmul_(t, m), lambda a: torch.addcmul(a, t, m))
 
         def add_indexed(dst, idx, t):  # acc[dst][:, idx] += t
@@ -230,7 +238,7 @@ class FusedCell(nn.Module):
             if src > 0:
                 nodes[src] = acc[src] if acc[src] is not None else torch.zeros_like(x)
             h = nodes[src]
-            pooled = None  # the pool of a node is the same for every edge leaving it: compute it once
+            pooled = scale = None  # the pool of a node is the same for every edge leaving it: compute it once
             for e, (dst, s) in enumerate(space.EDGES):
                 if s != src:
                     continue
@@ -238,8 +246,8 @@ class FusedCell(nn.Module):
                     add_masked(dst, h, f"skip{e}")
                 if self.has_pool[e]:
                     if pooled is None:
-                        pooled = avg_pool_same(h, *self.pool_k)
-                    add_masked(dst, pooled, f"pool{e}")
+                        pooled, scale = pool_parts(h, *self.pool_k)
+                    add_masked(dst, pooled, f"pool{e}", scale)
             relu = None
             for key, (s, scatters) in self.plan.items():
                 if s != src:
