@@ -136,6 +136,18 @@ def test_shipped_recipes_keep_the_ids_their_tables_carry():
         Recipe("digits", valid_curve_n=0)
 
 
+def test_every_shipped_recipe_file_loads():
+    from danas_bench.commands import RECIPE_DIR, recipe_for
+    from danas_bench.data import TIERS
+
+    files = sorted(RECIPE_DIR.glob("*.yaml"))
+    assert {f.stem for f in files} >= {"digits", "mnist1d", "fashion-mnist"}
+    for f in files:
+        r = recipe_for(f.stem)
+        assert r.dataset == f.stem in TIERS and r.recipe_id == recipe_for(f.stem).recipe_id
+    assert recipe_for("fashion-mnist").valid_curve_n == 1000  # tier M: the curve on 1,000 of 5,000
+
+
 def test_valid_curve_uses_a_prefix_and_final_metrics_the_whole_split(archs):
     n = 7
     task = engine.Task.make(Recipe("digits", width=4, epochs=2, batch_size=64, n_train=64, valid_curve_n=n), KD("none"))
