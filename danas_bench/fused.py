@@ -2,11 +2,16 @@
 
 Each student owns K-th of the channels: model ``k`` lives in channels ``[k*C, (k+1)*C)`` of every
 activation. Architecture-independent layers (stem, reductions, head) become grouped convolutions with
-``groups=K``. Inside a cell, the edges that leave one node and use the same convolution op are
-gathered across all models and edges into *one* grouped convolution (its parameters hold exactly the
-(edge, model) pairs that use it, so no FLOP is spent on an op a model does not have), and the results
-are scattered into the destination nodes with ``index_add``. Skip and pooling edges are
-parameter-free and applied to every channel at once through 0/1 channel masks.
+``groups=K``. Inside a cell, the (edge, model) pairs that leave one node with the same op are
+gathered into one tensor, the op runs once on it (one grouped convolution, whose parameters hold
+exactly the pairs that use it, so no FLOP is spent on an op a model does not have; one pool; nothing
+for a skip), and each edge's slice is added into its destination node with ``index_add``.
+
+Layout: the whole batch is one sample, ``(1, K*C, B, L)`` for 1-D signals and ``(1, K*C, B, H, W)``
+for images, with every kernel 1 wide along the batch axis (conv2d with (1, k) kernels, conv3d with
+(1, k, k) kernels), so no op mixes samples. Each channel is then one contiguous block of memory:
+gathers, scatters and BatchNorm statistics run over contiguous blocks, and the grouped convolutions
+see one large image per group (docs/performance.md has the measurements).
 
 Parameters are copied from K plain :class:`~danas_bench.student.Student` modules, so a fused model
 starts from exactly the weights the plain loop would use; BatchNorm statistics are per channel and
@@ -31,7 +36,8 @@ SKIP, POOL = space.OP_INDEX["skip_connect"], space.OP_INDEX["avg_pool_3x3"]
 
 
 def _cat_bn(bns: list[nn.modules.batchnorm._BatchNorm], ndim: int) -> nn.Module:
-    out = (nn.BatchNorm1d if ndim == 1 else nn.BatchNorm2d)(sum(b.num_features for b in bns))
+    """One BatchNorm over the channels of several; ``ndim`` is the students' (the tall layout adds one)."""
+    out = (nn.BatchNorm2d if ndim == 1 else nn.BatchNorm3d)(sum(b.num_features for b in bns))
     with torch.no_grad():
         for name in ("weight", "bias", "running_mean", "running_var"):
             getattr(out, name).copy_(torch.cat([getattr(b, name) for b in bns]))
@@ -39,43 +45,49 @@ def _cat_bn(bns: list[nn.modules.batchnorm._BatchNorm], ndim: int) -> nn.Module:
 
 
 @functools.lru_cache(maxsize=None)
-def _inv_count(h: int, w: int, kh: int, kw: int) -> torch.Tensor:
-    """1 / (number of non-padding cells) of a stride-1 'same' average pool: count_include_pad=False."""
-    ones = torch.ones(1, 1, h, w)
-    cnt = F.conv2d(ones, torch.ones(1, 1, kh, kw), padding=(kh // 2, kw // 2))
-    return 1.0 / cnt
+def _inv_count(w: int, k: int) -> torch.Tensor:
+    """1 / (number of non-padding cells) of a stride-1 'same' 1-D average pool: count_include_pad=False."""
+    cnt = F.conv1d(torch.ones(1, 1, w), torch.ones(1, 1, k), padding=k // 2)
+    return (1.0 / cnt).reshape(w)
 
 
 @functools.lru_cache(maxsize=None)
-def _pool_matrix(h: int, w: int, kh: int, kw: int) -> torch.Tensor:
-    """(h*w, h*w) matrix M with ``x.flatten(-2) @ M`` = the 'same' average pool, counts folded in."""
-    def band(n: int, k: int) -> torch.Tensor:
+def _pool_matrix(shape: tuple[int, ...], k: int) -> torch.Tensor:
+    """(n, n) matrix M, n = prod(shape), with ``x.flatten() @ M`` = the 'same' k-wide average pool
+    over a plane (or row) of ``shape``, padding excluded from the counts (folded in)."""
+    def band(n: int) -> torch.Tensor:
         i = torch.arange(n)
         return ((i[:, None] - i[None, :]).abs() <= k // 2).float()
 
-    m = torch.kron(band(h, kh), band(w, kw))  # m[i, j] = 1: input position i lies in output j's window
+    m = band(shape[0])
+    for n in shape[1:]:
+        m = torch.kron(m, band(n))  # m[i, j] = 1: input position i lies in output j's window
     return m / m.sum(0, keepdim=True)
 
 
-def pool_parts(x: torch.Tensor, kh: int, kw: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Average pool (stride 1, 'same' padding, padding excluded from the count) as ``(y, scale)``:
-    the pool is ``y * scale``, or ``y`` itself when ``scale`` is None.
+def pool_parts(x: torch.Tensor, ndim: int, k: int = 3) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Average pool over the last ``ndim`` dims (stride 1, 'same' padding, padding excluded from the
+    count) as ``(y, scale)``: the pool is ``y * scale``, or ``y`` itself when ``scale`` is None.
 
     As one matmul over the flattened positions (forward and backward are a single GEMM each, counts
     folded into the matrix), or, for short 1-D rows where that GEMM is too thin, as a depthwise
-    convolution with a ones kernel whose per-position 1/count ``scale`` the caller folds into the mask
-    it multiplies by anyway (one full-size multiply less forward and backward). Both beat
-    ``F.avg_pool2d`` on CPU at these sizes by 2-6x (docs/performance.md).
+    convolution with a ones kernel and a per-position 1/count ``scale``. Both beat ``F.avg_pool2d`` on
+    CPU at these sizes by 2-6x (docs/performance.md).
     """
-    n, c, h, w = x.shape
-    if h == 1 and w < 16:
-        ones = torch.ones(c, 1, kh, kw, dtype=x.dtype)
-        return F.conv2d(x, ones, None, 1, (kh // 2, kw // 2), 1, c), _inv_count(h, w, kh, kw)
-    return (x.reshape(n, c, h * w) @ _pool_matrix(h, w, kh, kw)).reshape(n, c, h, w), None
+    shape = tuple(x.shape[-ndim:])
+    if ndim == 1 and shape[0] < 16:
+        c = x.shape[1]
+        ones = torch.ones(c, 1, *([1] * (x.dim() - 3)), k, dtype=x.dtype)
+        pad = (0,) * (x.dim() - 3) + (k // 2,)
+        conv = F.conv2d if x.dim() == 4 else F.conv1d
+        return conv(x, ones, None, 1, pad, 1, c), _inv_count(shape[0], k)
+    n = shape[0] if ndim == 1 else shape[0] * shape[1]
+    return (x.reshape(-1, n) @ _pool_matrix(shape, k)).reshape(x.shape), None
 
 
-def avg_pool_same(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
-    y, scale = pool_parts(x, kh, kw)
+def avg_pool_same(x: torch.Tensor, ndim: int, k: int = 3) -> torch.Tensor:
+    """The 'same' k-wide average pool over the last ``ndim`` dims (NAS-Bench-201's avg_pool_3x3)."""
+    y, scale = pool_parts(x, ndim, k)
     return y if scale is None else y * scale
 
 
@@ -83,10 +95,14 @@ def _channels(models, c: int) -> torch.Tensor:
     return (torch.as_tensor(models, dtype=torch.long)[:, None] * c + torch.arange(c)[None, :]).reshape(-1)
 
 
-def _w2d(weights: list[torch.Tensor]) -> nn.Parameter:
-    """Concatenate conv weights; 1-D kernels become (1, k) 2-D kernels."""
-    w = torch.cat([t.detach() for t in weights]).clone()
-    return nn.Parameter(w.unsqueeze(2) if w.dim() == 3 else w)
+def _tall(weights: list[torch.Tensor]) -> nn.Parameter:
+    """Concatenate conv weights and give them a kernel size 1 along the batch axis of the tall layout:
+    (C_out, C_in, k) -> (C_out, C_in, 1, k) and (C_out, C_in, k, k) -> (C_out, C_in, 1, k, k)."""
+    return nn.Parameter(torch.cat([t.detach() for t in weights]).clone().unsqueeze(2))
+
+
+def _conv(x, w, bias=None, stride=1, padding=0, groups=1):
+    return (F.conv2d if w.dim() == 4 else F.conv3d)(x, w, bias, stride, padding, 1, groups)
 
 
 def pack_factor(c_in: int, groups: int) -> int:
@@ -100,6 +116,19 @@ def pack_factor(c_in: int, groups: int) -> int:
     return pack
 
 
+def grouped_conv(x, w, bias, stride, padding, groups: int, bmm: bool) -> torch.Tensor:
+    """A grouped convolution on the tall layout, or, for a 1x1 stride-1 kernel, one batched matmul over
+    the groups: PyTorch sends a single image with a 1x1 kernel to its slow native kernel (no oneDNN)
+    and ``bmm`` runs 2-4x faster than either."""
+    if not bmm:
+        return _conv(x, w, bias, stride, padding, groups)
+    c = x.shape[1]
+    cols = x.reshape(groups, c // groups, -1)
+    w3 = w.reshape(groups, -1, c // groups)
+    y = torch.bmm(w3, cols) if bias is None else torch.baddbmm(bias.view(groups, -1, 1), w3, cols)
+    return y.view(1, -1, *x.shape[2:])
+
+
 class _Conv(nn.Module):
     """A grouped ``Conv-BN`` over whole per-model channel blocks (ReLU is applied by the caller).
 
@@ -110,10 +139,13 @@ class _Conv(nn.Module):
 
     def __init__(self, convs: list[nn.Module], bns: list[nn.Module], ndim: int):
         super().__init__()
-        w = _w2d([cv.weight for cv in convs]).detach()
+        w = _tall([cv.weight for cv in convs]).detach()
         g = len(convs)
         co, ci = convs[0].weight.shape[:2]
-        pack = pack_factor(ci, g)
+        s, p = convs[0].stride[-1], convs[0].padding[-1]
+        # on the 1-D layout a 1x1 stride-1 kernel is a batched matmul, which needs no packing
+        self.bmm = w.shape[-1] == 1 and s == 1
+        pack = 1 if self.bmm else pack_factor(ci, g)
         if pack > 1:
             blocks = torch.zeros(g // pack, pack * co, pack * ci, *w.shape[2:])
             mask = torch.zeros_like(blocks)
@@ -127,91 +159,74 @@ class _Conv(nn.Module):
             self.mask = None
         self.weight = nn.Parameter(w)
         self.groups = g // pack
-        s, p = convs[0].stride[-1], convs[0].padding[-1]
-        self.stride = (1, s) if ndim == 1 else convs[0].stride
-        self.padding = (0, p) if ndim == 1 else convs[0].padding
-        self.bn = _cat_bn(bns, 2)
+        self.stride = (1,) + (s,) * ndim
+        self.padding = (0,) + (p,) * ndim
+        self.bn = _cat_bn(bns, ndim)
 
     def forward(self, x):  # x is already ReLU'd where the op needs it
         w = self.weight if self.mask is None else self.weight * self.mask
         if self.training:
-            return self.bn(F.conv2d(x, w, None, self.stride, self.padding, 1, self.groups))
+            return self.bn(grouped_conv(x, w, None, self.stride, self.padding, self.groups, self.bmm))
         # evaluation: BatchNorm with running statistics is an affine map, folded into the convolution
         bn = self.bn
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-        w = w * scale.view(-1, 1, 1, 1)
-        return F.conv2d(x, w, bn.bias - bn.running_mean * scale, self.stride, self.padding, 1, self.groups)
+        w = w * scale.view(-1, *[1] * (w.dim() - 1))
+        return grouped_conv(x, w, bn.bias - bn.running_mean * scale, self.stride, self.padding, self.groups, self.bmm)
 
 
 class FusedCell(nn.Module):
+    """One cell of K students. Every edge op is applied to exactly the (edge, model) pairs that use it:
+    per source node and op, the users' channels are gathered with one ``index_select``, the op runs
+    on them (a grouped conv, the pool, or nothing for a skip), and each edge's slice of the result is
+    added into its destination node with ``index_add``. Gathering only the users costs about a fifth
+    of the memory traffic of multiplying whole nodes by 0/1 channel masks (docs/performance.md)."""
+
     def __init__(self, cells: list[Cell], c: int, ndim: int):
         super().__init__()
         k_models = len(cells)
         self.c = c
-        self.pool_k = (1, 3) if ndim == 1 else (3, 3)
+        self.ndim = ndim
         ops = [cell.ops for cell in cells]
-        mask_shape = (1, k_models * c, 1, 1)
-        skip, pool = [], []
-        for e in range(space.N_EDGES):
-            for which, store in ((SKIP, skip), (POOL, pool)):
-                users = [k for k in range(k_models) if ops[k][e] == which]
-                m = torch.zeros(k_models * c)
-                m[_channels(users, c)] = 1.0 if users else 0.0
-                store.append(m.reshape(mask_shape) if users else None)
-        for e in range(space.N_EDGES):
-            if skip[e] is not None:
-                self.register_buffer(f"skip{e}", skip[e])
-            if pool[e] is not None:
-                self.register_buffer(f"pool{e}", pool[e])
-        self.has_skip = [m is not None for m in skip]
-        self.has_pool = [m is not None for m in pool]
-        # one grouped conv per (source node, conv op), its groups = the (edge, model) pairs using it
         self.convs = nn.ModuleDict()
-        self.plan: dict[str, tuple[int, list[tuple[int, int, int]]]] = {}  # key -> (source, [(dst, channels, i)])
+        # key -> (source, op, [(dst, channels, i)]); gathers in g_<key>, scatters in sc_<key>_<i>
+        self.plan: dict[str, tuple[int, int, list[tuple[int, int, int]]]] = {}
+        self.identity: set[str] = set()  # skips that every model takes on one edge: no gather needed
         for src in range(3):
             edges = [e for e, (dst, s) in enumerate(space.EDGES) if s == src]
-            for op in CONV_OPS:
+            for op in (SKIP, POOL) + CONV_OPS:
                 pairs = [(e, k) for e in edges for k in range(k_models) if ops[k][e] == op]
                 if not pairs:
                     continue
                 key = f"s{src}o{op}"
-                mods = [cells[k].edges[e] for e, k in pairs]
-                convs, bns, users = [m[1] for m in mods], [m[2] for m in mods], [k for _, k in pairs]
-                if len(pairs) % 2 and pack_factor(c, len(pairs) + 1) > 1:
-                    # an even group count lets _Conv pack groups: add a zero group whose output is never read
-                    convs.append(copy.deepcopy(convs[0]).requires_grad_(False))
-                    nn.init.zeros_(convs[-1].weight)
-                    bns.append(copy.deepcopy(bns[0]))
-                    users.append(users[0])
-                self.convs[key] = _Conv(convs, bns, ndim)
-                gather = _channels(users, c)
-                # the conv output holds each edge's models in turn: (destination node, channels, indices)
+                users = [k for _, k in pairs]
+                if op in CONV_OPS:
+                    mods = [cells[k].edges[e] for e, k in pairs]
+                    convs, bns = [m[1] for m in mods], [m[2] for m in mods]
+                    packs = op != CONV_OPS[0]  # 1x1 convs are a bmm, unpacked
+                    if packs and len(pairs) % 2 and pack_factor(c, len(pairs) + 1) > 1:
+                        # an even group count lets _Conv pack groups: a zero group whose output is never read
+                        convs.append(copy.deepcopy(convs[0]).requires_grad_(False))
+                        nn.init.zeros_(convs[-1].weight)
+                        bns.append(copy.deepcopy(bns[0]))
+                        users.append(users[0])
+                    self.convs[key] = _Conv(convs, bns, ndim)
+                elif op == SKIP and users == list(range(k_models)):
+                    self.identity.add(key)
+                # the op's output holds each edge's models in turn: (destination node, channels, indices)
                 scatters = []
                 for e in edges:
                     models = [k for e2, k in pairs if e2 == e]
                     if models:
                         scatters.append((space.EDGES[e][0], len(models) * c, _channels(models, c)))
-                self.register_buffer(f"g_{key}", gather)
+                self.register_buffer(f"g_{key}", _channels(users, c))
                 for i, (_, _, idx) in enumerate(scatters):
                     self.register_buffer(f"sc_{key}_{i}", idx)
-                self.plan[key] = (src, [(dst, n, i) for i, (dst, n, _) in enumerate(scatters)])
-        self._full: dict = {}  # expanded masks by (name, spatial shape); rebuilt from the buffers
-
-    def _full_mask(self, name: str, like: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-        """The (1, C, 1, 1) channel mask expanded to (1, C, H, W) (times a per-position ``scale``) and
-        cached: broadcasting over a short innermost dimension (10 or 4 positions in the last stage) is
-        3-6x slower on CPU than a mask as long as the whole sample."""
-        key = (name, like.shape[2:], scale is not None)
-        full = self._full.get(key)
-        if full is None:
-            full = getattr(self, name).expand(1, -1, *like.shape[2:])
-            full = self._full[key] = (full * scale if scale is not None else full).contiguous()
-        return full
+                self.plan[key] = (src, op, [(dst, n, i) for i, (dst, n, _) in enumerate(scatters)])
 
     def forward(self, x):
         nodes = {0: x}
         acc: dict[int, torch.Tensor | None] = {1: None, 2: None, 3: None}
-        # A node's sum is updated in place once it is a tensor this forward made (not a view of a conv
+        # A node's sum is updated in place once it is a tensor this forward made (not a view of an op's
         # output): no op saves a sum for its backward, and a node is complete before it is read.
         owned: set[int] = set()
 
@@ -226,10 +241,6 @@ class FusedCell(nn.Module):
                 acc[dst] = outplace(acc[dst])
                 owned.add(dst)
 
-        def add_masked(dst, t, name, scale=None):  # acc[dst] += t * mask (* scale)
-            m = self._full_mask(name, t, scale)
-            update(dst, lambda: t * m, lambda a: a.addcmul_(t, m), lambda a: torch.addcmul(a, t, m))
-
         def add_indexed(dst, idx, t):  # acc[dst][:, idx] += t
             update(dst, lambda: torch.zeros_like(x).index_add_(1, idx, t), lambda a: a.index_add_(1, idx, t),
                    lambda a: a.index_add(1, idx, t))
@@ -238,26 +249,23 @@ class FusedCell(nn.Module):
             if src > 0:
                 nodes[src] = acc[src] if acc[src] is not None else torch.zeros_like(x)
             h = nodes[src]
-            pooled = scale = None  # the pool of a node is the same for every edge leaving it: compute it once
-            for e, (dst, s) in enumerate(space.EDGES):
-                if s != src:
-                    continue
-                if self.has_skip[e]:
-                    add_masked(dst, h, f"skip{e}")
-                if self.has_pool[e]:
-                    if pooled is None:
-                        pooled, scale = pool_parts(h, *self.pool_k)
-                    add_masked(dst, pooled, f"pool{e}", scale)
             relu = None
-            for key, (s, scatters) in self.plan.items():
+            for key, (s, op, scatters) in self.plan.items():
                 if s != src:
                     continue
-                if relu is None:
-                    relu = F.relu(h)
-                y = self.convs[key](relu.index_select(1, getattr(self, f"g_{key}")))
+                if key in self.identity:
+                    y = h
+                elif op == SKIP:
+                    y = h.index_select(1, getattr(self, f"g_{key}"))
+                elif op == POOL:
+                    y = avg_pool_same(h.index_select(1, getattr(self, f"g_{key}")), self.ndim)
+                else:
+                    if relu is None:
+                        relu = F.relu(h)
+                    y = self.convs[key](relu.index_select(1, getattr(self, f"g_{key}")))
                 sizes = [n for _, n, _ in scatters]
                 rest = y.shape[1] - sum(sizes)  # a padding group's output, never read
-                pieces = y.split(sizes + [rest] if rest else sizes, 1)  # one backward node, not one per piece
+                pieces = y.split(sizes + [rest] if rest else sizes, 1) if len(sizes) > 1 or rest else [y]
                 for (dst, n, i), piece in zip(scatters, pieces):
                     if n == x.shape[1]:
                         update(dst, lambda: piece, lambda a: a.add_(piece), lambda a: a + piece, fresh_is_view=True)
@@ -271,20 +279,25 @@ class FusedReduction(nn.Module):
         super().__init__()
         self.conv_a = _Conv([r.conv_a[1] for r in reds], [r.conv_a[2] for r in reds], ndim)
         self.conv_b = _Conv([r.conv_b[1] for r in reds], [r.conv_b[2] for r in reds], ndim)
-        self.down_w = _w2d([r.down[1].weight for r in reds])
+        self.down_w = _tall([r.down[1].weight for r in reds])
         self.groups = len(reds)
-        self.pool_k = (1, 2) if ndim == 1 else 2
+        self.ndim = ndim
 
     def forward(self, x):
         y = self.conv_b(F.relu(self.conv_a(F.relu(x))))
-        return y + F.conv2d(self._halve(x), self.down_w, None, 1, 0, 1, self.groups)
+        return y + grouped_conv(self._halve(x), self.down_w, None, 1, 0, self.groups, True)
 
     def _halve(self, x):
         """The shortcut's 2-wide, stride-2 average pool. On 1-D rows of even length two strided slices
-        and an add run 2x faster than ``F.avg_pool2d`` with a (1, 2) kernel (docs/performance.md)."""
-        if self.pool_k == (1, 2) and x.shape[-1] % 2 == 0:
+        and an add run 2x faster than ``F.avg_pool2d`` with a (1, 2) kernel (docs/performance.md), on
+        even planes four slices beat ``F.avg_pool3d``."""
+        if self.ndim == 1 and x.shape[-1] % 2 == 0:
             return (x[..., 0::2] + x[..., 1::2]) * 0.5
-        return F.avg_pool2d(x, self.pool_k, self.pool_k)
+        if self.ndim == 1:
+            return F.avg_pool2d(x, (1, 2), (1, 2))
+        if x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:  # likewise four strided slices on planes
+            return (x[..., 0::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 0::2] + x[..., 1::2, 1::2]) * 0.25
+        return F.avg_pool3d(x, (1, 2, 2), (1, 2, 2))
 
 
 class FusedStudents(nn.Module):
@@ -296,9 +309,9 @@ class FusedStudents(nn.Module):
         ndim = 1 if isinstance(s0.stem[0], nn.Conv1d) else 2
         self.k = len(students)
         self.ndim = ndim
-        self.stem_w = _w2d([s.stem[0].weight for s in students])
-        self.stem_pad = (0, 1) if ndim == 1 else 1
-        self.stem_bn = _cat_bn([s.stem[1] for s in students], 2)
+        self.stem_w = _tall([s.stem[0].weight for s in students])
+        self.stem_pad = (0,) + (1,) * ndim
+        self.stem_bn = _cat_bn([s.stem[1] for s in students], ndim)
         layers = []
         for pos, layer in enumerate(s0.layers):
             if isinstance(layer, Cell):
@@ -306,7 +319,7 @@ class FusedStudents(nn.Module):
             else:
                 layers.append(FusedReduction([s.layers[pos] for s in students], ndim))
         self.layers = nn.Sequential(*layers)
-        self.head_bn = _cat_bn([s.head_bn for s in students], 2)
+        self.head_bn = _cat_bn([s.head_bn for s in students], ndim)
         self.cls_w = nn.Parameter(torch.stack([s.classifier.weight.detach() for s in students]).clone())
         self.cls_b = nn.Parameter(torch.stack([s.classifier.bias.detach() for s in students]).clone())
 
@@ -319,12 +332,11 @@ class FusedStudents(nn.Module):
         return c
 
     def forward(self, x):
-        if self.ndim == 1:
-            x = x.unsqueeze(2)
-        h = self.stem_bn(F.conv2d(x, self.stem_w, None, 1, self.stem_pad))
+        x = x.transpose(0, 1).unsqueeze(0)  # (B, C, *S) -> the tall layout (1, C, B, *S)
+        h = self.stem_bn(_conv(x, self.stem_w, None, 1, self.stem_pad))
         h = torch.relu(self.head_bn(self.layers(h)))
-        b = h.shape[0]
-        feats = h.reshape(b, self.k, -1, h[0, 0].numel()).mean(-1)  # (B, K, C_last)
+        b = h.shape[2]
+        feats = h.reshape(self.k, -1, b, h[0, 0, 0].numel()).mean(-1).permute(2, 0, 1)  # (B, K, C_last)
         return torch.einsum("bkc,koc->bko", feats, self.cls_w) + self.cls_b
 
 

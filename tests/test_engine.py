@@ -67,14 +67,14 @@ def test_pack_factor():
 
 
 def test_avg_pool_same_matches_torch():
+    """The pool over the last dims of the tall layout (batch in a leading axis) equals torch's."""
     x = torch.randn(3, 5, 6, 7)
     ref = torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
-    torch.testing.assert_close(avg_pool_same(x, 3, 3), ref)
-    ref1 = torch.nn.functional.avg_pool1d(x[:, :, 0], 3, 1, 1, count_include_pad=False)
-    torch.testing.assert_close(avg_pool_same(x[:, :, :1], 1, 3)[:, :, 0], ref1)
-    long_row = torch.randn(2, 3, 1, 40)  # long 1-D rows take the matmul path, short ones the convolution
-    ref2 = torch.nn.functional.avg_pool1d(long_row[:, :, 0], 3, 1, 1, count_include_pad=False)
-    torch.testing.assert_close(avg_pool_same(long_row, 1, 3)[:, :, 0], ref2)
+    torch.testing.assert_close(avg_pool_same(x.transpose(0, 1)[None], 2)[0].transpose(0, 1), ref)
+    for length in (7, 40):  # short 1-D rows take the convolution path, long ones the matmul
+        rows = torch.randn(4, 3, length)
+        ref1 = torch.nn.functional.avg_pool1d(rows, 3, 1, 1, count_include_pad=False)
+        torch.testing.assert_close(avg_pool_same(rows.transpose(0, 1)[None], 1)[0].transpose(0, 1), ref1)
 
 
 def test_train_many_matches_plain_loop_and_fills_records(archs):
