@@ -222,6 +222,14 @@ class FusedCell(nn.Module):
                 for i, (_, _, idx) in enumerate(scatters):
                     self.register_buffer(f"sc_{key}_{i}", idx)
                 self.plan[key] = (src, op, [(dst, n, i) for i, (dst, n, _) in enumerate(scatters)])
+        # one gather per source node and input (the node itself for skips and pools, its ReLU for the
+        # convs) instead of one per op: fewer full-size zero-filled gradients in the backward pass
+        self.gathers: dict[tuple[int, bool], list[tuple[str, int]]] = {}  # (src, relu) -> [(key, channels)]
+        for key, (src, op, _) in self.plan.items():
+            if key not in self.identity:
+                self.gathers.setdefault((src, op in CONV_OPS), []).append((key, len(getattr(self, f"g_{key}"))))
+        for (src, relu), parts in self.gathers.items():
+            self.register_buffer(f"gather_{src}_{int(relu)}", torch.cat([getattr(self, f"g_{k}") for k, _ in parts]))
 
     def forward(self, x):
         nodes = {0: x}
@@ -249,20 +257,24 @@ class FusedCell(nn.Module):
             if src > 0:
                 nodes[src] = acc[src] if acc[src] is not None else torch.zeros_like(x)
             h = nodes[src]
-            relu = None
+            inputs = {}  # key -> the gathered input of its op
+            for relu in (False, True):
+                parts = self.gathers.get((src, relu))
+                if parts:
+                    g = (F.relu(h) if relu else h).index_select(1, getattr(self, f"gather_{src}_{int(relu)}"))
+                    pieces = g.split([n for _, n in parts], 1) if len(parts) > 1 else [g]
+                    inputs.update(zip([k for k, _ in parts], pieces))
             for key, (s, op, scatters) in self.plan.items():
                 if s != src:
                     continue
                 if key in self.identity:
                     y = h
                 elif op == SKIP:
-                    y = h.index_select(1, getattr(self, f"g_{key}"))
+                    y = inputs[key]
                 elif op == POOL:
-                    y = avg_pool_same(h.index_select(1, getattr(self, f"g_{key}")), self.ndim)
+                    y = avg_pool_same(inputs[key], self.ndim)
                 else:
-                    if relu is None:
-                        relu = F.relu(h)
-                    y = self.convs[key](relu.index_select(1, getattr(self, f"g_{key}")))
+                    y = self.convs[key](inputs[key])
                 sizes = [n for _, n, _ in scatters]
                 rest = y.shape[1] - sum(sizes)  # a padding group's output, never read
                 pieces = y.split(sizes + [rest] if rest else sizes, 1) if len(sizes) > 1 or rest else [y]
