@@ -143,7 +143,7 @@ class _Conv(nn.Module):
         g = len(convs)
         co, ci = convs[0].weight.shape[:2]
         s, p = convs[0].stride[-1], convs[0].padding[-1]
-        # on the 1-D layout a 1x1 stride-1 kernel is a batched matmul, which needs no packing
+        # a 1x1 stride-1 kernel is a batched matmul (grouped_conv), which needs no packing
         self.bmm = w.shape[-1] == 1 and s == 1
         pack = 1 if self.bmm else pack_factor(ci, g)
         if pack > 1:
@@ -176,8 +176,8 @@ class _Conv(nn.Module):
 
 class FusedCell(nn.Module):
     """One cell of K students. Every edge op is applied to exactly the (edge, model) pairs that use it:
-    per source node and op, the users' channels are gathered with one ``index_select``, the op runs
-    on them (a grouped conv, the pool, or nothing for a skip), and each edge's slice of the result is
+    the users' channels are gathered (one ``index_select`` per source node for its skips and pools,
+    one from its ReLU for its convolutions), each op runs on its slice (a grouped conv, the pool, or nothing for a skip), and each edge's slice of the result is
     added into its destination node with ``index_add``. Gathering only the users costs about a fifth
     of the memory traffic of multiplying whole nodes by 0/1 channel masks (docs/performance.md)."""
 
