@@ -177,7 +177,8 @@ class _Conv(nn.Module):
 class FusedCell(nn.Module):
     """One cell of K students. Every edge op is applied to exactly the (edge, model) pairs that use it:
     the users' channels are gathered (one ``index_select`` per source node for its skips and pools,
-    one from its ReLU for its convolutions), each op runs on its slice (a grouped conv, the pool, or nothing for a skip), and each edge's slice of the result is
+    one from its ReLU for its convolutions), each op runs on its slice (a grouped conv, the pool, or
+    nothing for a skip), and each edge's slice of the result is
     added into its destination node with ``index_add``. Gathering only the users costs about a fifth
     of the memory traffic of multiplying whole nodes by 0/1 channel masks (docs/performance.md)."""
 
