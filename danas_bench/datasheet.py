@@ -178,7 +178,8 @@ def compute(root: Path | None = None) -> dict:
                                    "teacher_test_acc": (p["meta"].get("teacher_accuracy") or {}).get("test"),
                                    "machine": p["meta"].get("machine"),
                                    "versions": {k: p["meta"].get(k) for k in ("code_version", "torch_version")},
-                                   "shard_code_revisions": p["meta"].get("shard_code_revisions")})
+                                   "shard_code_revisions": p["meta"].get("shard_code_revisions"),
+                                   "shard_machines": p["meta"].get("shard_machines")})
         ds, t = tb.split_pair(pair)
         by_ds.setdefault(ds, {})[t] = p["frame"]
     for ds, fr in sorted(by_ds.items()):
@@ -220,7 +221,9 @@ def render(res: dict, figures: list[str]) -> str:
     for pair, s in sorted(res["pairs"].items()):
         m = s.get("machine") or {}
         v = s.get("versions") or {}
-        L.append(f"- **{pair}**: recipe `{s['recipe_id']}` = {s['recipe']}; machine {m.get('host_cpu', '?')} ({m.get('cores', '?')} cores); "
+        where = (f"shards per machine {s['shard_machines']}" if s.get("shard_machines")
+                 else f"machine {m.get('host_cpu', '?')}")
+        L.append(f"- **{pair}**: recipe `{s['recipe_id']}` = {s['recipe']}; {where} ({m.get('cores', '?')} cores); "
                  f"danas-bench {v.get('code_version', '?')}, torch {v.get('torch_version', '?')}"
                  + (f"; shards per code revision: {s['shard_code_revisions']}" if s.get("shard_code_revisions") else "")
                  + ".")

@@ -417,6 +417,14 @@ def _revisions(parts: list[pa.Table]) -> dict[str, int]:
     return {r: revs.count(r) for r in sorted(set(revs))}
 
 
+def _machines(parts: list[pa.Table]) -> dict[str, int]:
+    """Shards per CPU model: a table's training seconds compare across architectures only where the
+    machines agree, so the datasheet shows where they were measured ("unrecorded": not recorded)."""
+    cpus = [(json.loads(t.schema.metadata[tb.META_KEY]).get("machine") or {}).get("host_cpu", "unrecorded")
+            for t in parts]
+    return {c: cpus.count(c) for c in sorted(set(cpus))}
+
+
 def merge(plan: Plan, d: Path, root: Path | None = None, log=print, partial: bool = False) -> Path:
     """Concatenate the shards, check coverage and uniqueness, write the table and the manifest.
 
@@ -445,6 +453,7 @@ def merge(plan: Plan, d: Path, root: Path | None = None, log=print, partial: boo
     coverage = round(table.num_rows / len(plan.rows()), 4)
     meta.update({"sampled": plan.sampled, "partial": partial, "coverage": coverage, "rows": table.num_rows,
                  "shards": sorted(s["id"] for s in done), "shard_code_revisions": _revisions(parts),
+                 "shard_machines": _machines(parts),
                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     out = table_path(plan.pair, plan.recipe_id, root)
     tb.write_atomic(table.replace_schema_metadata({tb.META_KEY: json.dumps(meta, sort_keys=True).encode()}), out)

@@ -396,6 +396,7 @@ def test_debug_executor_rows(tables_root, teacher):
     # provenance: the commit the shards were trained with, counted per revision
     assert meta["code_revision"] == tb.code_revision() != "" and sum(meta["shard_code_revisions"].values()) == \
         len(meta["shards"])
+    assert meta["shard_machines"] == {tb.machine()["host_cpu"]: len(meta["shards"])}  # where seconds were measured
     assert pq.ParquetFile(out).metadata.num_rows == 4
     assert g.verify() == []
 
