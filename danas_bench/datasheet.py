@@ -261,7 +261,11 @@ def render(res: dict, figures: list[str]) -> str:
           "- The recipes are short (see `docs/pilot.md`): single-seed rankings carry the noise above; "
           "compare searchers over many runs and prefer `seed=\"mean\"` where noise seeds exist.",
           "- Partial tables cover a uniform random subset of the space (shards are seeded permutations); "
-          "the query API trains what is missing live with the table's recipe.", ""]
+          "the query API trains what is missing live with the table's recipe.",
+          "- Training seconds (the simulated time budgets charge) were measured on the machines listed per "
+          "table under *Collection process*; where one table's shards ran on different machines, its "
+          "simulated times compare across architectures only approximately (shards are random samples of "
+          "the space, so the bias is spread evenly, not by architecture).", ""]
     return "\n".join(L)
 
 
