@@ -65,14 +65,14 @@ def _pool_matrix(shape: tuple[int, ...], k: int) -> torch.Tensor:
     return m / m.sum(0, keepdim=True)
 
 
-def pool_parts(x: torch.Tensor, ndim: int, k: int = 3) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Average pool over the last ``ndim`` dims (stride 1, 'same' padding, padding excluded from the
-    count) as ``(y, scale)``: the pool is ``y * scale``, or ``y`` itself when ``scale`` is None.
+def avg_pool_same(x: torch.Tensor, ndim: int, k: int = 3) -> torch.Tensor:
+    """The 'same' k-wide average pool over the last ``ndim`` dims (NAS-Bench-201's avg_pool_3x3:
+    stride 1, padding excluded from the count).
 
     As one matmul over the flattened positions (forward and backward are a single GEMM each, counts
     folded into the matrix), or, for short 1-D rows where that GEMM is too thin, as a depthwise
-    convolution with a ones kernel and a per-position 1/count ``scale``. Both beat ``F.avg_pool2d`` on
-    CPU at these sizes by 2-6x (docs/performance.md).
+    convolution with a ones kernel times a per-position 1/count. Both beat ``F.avg_pool2d`` on CPU at
+    these sizes by 2-6x (docs/performance.md).
     """
     shape = tuple(x.shape[-ndim:])
     if ndim == 1 and shape[0] < 16:
@@ -80,15 +80,9 @@ def pool_parts(x: torch.Tensor, ndim: int, k: int = 3) -> tuple[torch.Tensor, to
         ones = torch.ones(c, 1, *([1] * (x.dim() - 3)), k, dtype=x.dtype)
         pad = (0,) * (x.dim() - 3) + (k // 2,)
         conv = F.conv2d if x.dim() == 4 else F.conv1d
-        return conv(x, ones, None, 1, pad, 1, c), _inv_count(shape[0], k)
+        return conv(x, ones, None, 1, pad, 1, c) * _inv_count(shape[0], k)
     n = shape[0] if ndim == 1 else shape[0] * shape[1]
-    return (x.reshape(-1, n) @ _pool_matrix(shape, k)).reshape(x.shape), None
-
-
-def avg_pool_same(x: torch.Tensor, ndim: int, k: int = 3) -> torch.Tensor:
-    """The 'same' k-wide average pool over the last ``ndim`` dims (NAS-Bench-201's avg_pool_3x3)."""
-    y, scale = pool_parts(x, ndim, k)
-    return y if scale is None else y * scale
+    return (x.reshape(-1, n) @ _pool_matrix(shape, k)).reshape(x.shape)
 
 
 def _channels(models, c: int) -> torch.Tensor:
@@ -118,8 +112,8 @@ def pack_factor(c_in: int, groups: int) -> int:
 
 def grouped_conv(x, w, bias, stride, padding, groups: int, bmm: bool) -> torch.Tensor:
     """A grouped convolution on the tall layout, or, for a 1x1 stride-1 kernel, one batched matmul over
-    the groups: PyTorch sends a single image with a 1x1 kernel to its slow native kernel (no oneDNN)
-    and ``bmm`` runs 2-4x faster than either."""
+    the groups: PyTorch sends a single image with a 1x1 kernel to its slow native kernel (no oneDNN);
+    ``bmm`` runs 1.5-2.2x faster than that, and 2-4.7x faster than oneDNN on B images of height 1."""
     if not bmm:
         return _conv(x, w, bias, stride, padding, groups)
     c = x.shape[1]
@@ -189,9 +183,10 @@ class FusedCell(nn.Module):
         self.ndim = ndim
         ops = [cell.ops for cell in cells]
         self.convs = nn.ModuleDict()
-        # key -> (source, op, [(dst, channels, i)]); gathers in g_<key>, scatters in sc_<key>_<i>
+        # key -> (source, op, [(dst, channels, i)]); scatters in sc_<key>_<i>, gathers merged below
         self.plan: dict[str, tuple[int, int, list[tuple[int, int, int]]]] = {}
         self.identity: set[str] = set()  # skips that every model takes on one edge: no gather needed
+        gathers: dict[str, torch.Tensor] = {}  # key -> the input channels of its (edge, model) pairs
         for src in range(3):
             edges = [e for e, (dst, s) in enumerate(space.EDGES) if s == src]
             for op in (SKIP, POOL) + CONV_OPS:
@@ -219,7 +214,7 @@ class FusedCell(nn.Module):
                     models = [k for e2, k in pairs if e2 == e]
                     if models:
                         scatters.append((space.EDGES[e][0], len(models) * c, _channels(models, c)))
-                self.register_buffer(f"g_{key}", _channels(users, c))
+                gathers[key] = _channels(users, c)
                 for i, (_, _, idx) in enumerate(scatters):
                     self.register_buffer(f"sc_{key}_{i}", idx)
                 self.plan[key] = (src, op, [(dst, n, i) for i, (dst, n, _) in enumerate(scatters)])
@@ -228,9 +223,9 @@ class FusedCell(nn.Module):
         self.gathers: dict[tuple[int, bool], list[tuple[str, int]]] = {}  # (src, relu) -> [(key, channels)]
         for key, (src, op, _) in self.plan.items():
             if key not in self.identity:
-                self.gathers.setdefault((src, op in CONV_OPS), []).append((key, len(getattr(self, f"g_{key}"))))
+                self.gathers.setdefault((src, op in CONV_OPS), []).append((key, len(gathers[key])))
         for (src, relu), parts in self.gathers.items():
-            self.register_buffer(f"gather_{src}_{int(relu)}", torch.cat([getattr(self, f"g_{k}") for k, _ in parts]))
+            self.register_buffer(f"gather_{src}_{int(relu)}", torch.cat([gathers[k] for k, _ in parts]))
 
     def forward(self, x):
         nodes = {0: x}

@@ -411,18 +411,15 @@ def table_path(pair: str, recipe_id: str, root: Path | None = None) -> Path:
     return (root or tables_dir()) / dataset / f"{teacher}-{recipe_id}.parquet"
 
 
-def _revisions(parts: list[pa.Table]) -> dict[str, int]:
-    """Shards per code revision ("unrecorded": written before shards carried one)."""
-    revs = [json.loads(t.schema.metadata[tb.META_KEY]).get("code_revision", "unrecorded") for t in parts]
-    return {r: revs.count(r) for r in sorted(set(revs))}
-
-
-def _machines(parts: list[pa.Table]) -> dict[str, int]:
-    """Shards per CPU model: a table's training seconds compare across architectures only where the
-    machines agree, so the datasheet shows where they were measured ("unrecorded": not recorded)."""
-    cpus = [(json.loads(t.schema.metadata[tb.META_KEY]).get("machine") or {}).get("host_cpu", "unrecorded")
-            for t in parts]
-    return {c: cpus.count(c) for c in sorted(set(cpus))}
+def _shard_counts(parts: list[pa.Table]) -> dict[str, dict[str, int]]:
+    """Shards per code revision and per CPU model ("unrecorded": written before shards carried it): a
+    table's training seconds compare across architectures only where the machines agree, so the
+    datasheet shows where they were measured."""
+    metas = [json.loads(t.schema.metadata[tb.META_KEY]) for t in parts]
+    revs = [m.get("code_revision", "unrecorded") for m in metas]
+    cpus = [(m.get("machine") or {}).get("host_cpu", "unrecorded") for m in metas]
+    return {"shard_code_revisions": {r: revs.count(r) for r in sorted(set(revs))},
+            "shard_machines": {c: cpus.count(c) for c in sorted(set(cpus))}}
 
 
 def merge(plan: Plan, d: Path, root: Path | None = None, log=print, partial: bool = False) -> Path:
@@ -452,8 +449,7 @@ def merge(plan: Plan, d: Path, root: Path | None = None, log=print, partial: boo
     meta = shard_meta(plan, None)
     coverage = round(table.num_rows / len(plan.rows()), 4)
     meta.update({"sampled": plan.sampled, "partial": partial, "coverage": coverage, "rows": table.num_rows,
-                 "shards": sorted(s["id"] for s in done), "shard_code_revisions": _revisions(parts),
-                 "shard_machines": _machines(parts),
+                 "shards": sorted(s["id"] for s in done), **_shard_counts(parts),
                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     out = table_path(plan.pair, plan.recipe_id, root)
     tb.write_atomic(table.replace_schema_metadata({tb.META_KEY: json.dumps(meta, sort_keys=True).encode()}), out)
