@@ -35,9 +35,61 @@ CONV_OPS = (space.OP_INDEX["nor_conv_1x1"], space.OP_INDEX["nor_conv_3x3"])
 SKIP, POOL = space.OP_INDEX["skip_connect"], space.OP_INDEX["avg_pool_3x3"]
 
 
+class _TallBNTrain(torch.autograd.Function):
+    """Training-mode BatchNorm of a tall activation ``(1, C, ...)``: the statistics from two row
+    reductions (a sum and a 2-norm per channel) and the output from evaluation-mode BatchNorm with
+    them (one pass); three passes over the input instead of ``native_batch_norm``'s slower training
+    forward (docs/performance.md). The backward is PyTorch's own ``native_batch_norm_backward``."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps: float):
+        rows = x.reshape(x.shape[1], -1)
+        m = rows.shape[1]
+        mean = rows.sum(1).div_(m)
+        # var = E[x^2] - E[x]^2 loses digits only where the mean is far larger than the spread, which
+        # BatchNorm inputs here are not (tests/test_engine.py compares it with nn.BatchNorm)
+        var = torch.linalg.vector_norm(rows, 2, 1).square_().div_(m).sub_(mean * mean).clamp_min_(0.0)
+        # the affine pass: evaluation-mode BatchNorm with these statistics is one vectorised pass
+        out = F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
+        invstd = (var + eps).rsqrt_()
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.eps = eps
+        ctx.set_materialize_grads(False)
+        unbiased = var.mul_(m / max(m - 1, 1))  # for the running statistics
+        ctx.mark_non_differentiable(mean, unbiased)
+        return out, mean, unbiased
+
+    @staticmethod
+    def backward(ctx, grad, _mean, _var):
+        x, weight, mean, invstd = ctx.saved_tensors
+        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
+            grad.contiguous(), x, weight, None, None, mean, invstd, True, ctx.eps, list(ctx.needs_input_grad[:3]))
+        return gx, gw, gb, None
+
+
+class TallBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm over the channels of the tall layout (any rank): :class:`_TallBNTrain` in training,
+    ``F.batch_norm`` with the running statistics in evaluation."""
+
+    def _check_input_dim(self, x):
+        if x.dim() < 3 or x.shape[0] != 1:
+            raise ValueError(f"TallBatchNorm expects a tall activation (1, C, ...), got shape {tuple(x.shape)}")
+
+    def forward(self, x):
+        self._check_input_dim(x)
+        if not self.training:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        out, mean, var = _TallBNTrain.apply(x, self.weight, self.bias, self.eps)
+        with torch.no_grad():
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var, self.momentum)
+            self.num_batches_tracked.add_(1)
+        return out
+
+
 def _cat_bn(bns: list[nn.modules.batchnorm._BatchNorm], ndim: int) -> nn.Module:
-    """One BatchNorm over the channels of several; ``ndim`` is the students' (the tall layout adds one)."""
-    out = (nn.BatchNorm2d if ndim == 1 else nn.BatchNorm3d)(sum(b.num_features for b in bns))
+    """One BatchNorm over the channels of several (all of one kind, with momentum and affine)."""
+    out = TallBatchNorm(sum(b.num_features for b in bns), eps=bns[0].eps, momentum=bns[0].momentum)
     with torch.no_grad():
         for name in ("weight", "bias", "running_mean", "running_var"):
             getattr(out, name).copy_(torch.cat([getattr(b, name) for b in bns]))
@@ -257,7 +309,9 @@ class FusedCell(nn.Module):
             for relu in (False, True):
                 parts = self.gathers.get((src, relu))
                 if parts:
-                    g = (F.relu(h) if relu else h).index_select(1, getattr(self, f"gather_{src}_{int(relu)}"))
+                    g = h.index_select(1, getattr(self, f"gather_{src}_{int(relu)}"))
+                    if relu:  # on the gathered copy, in place: no full-size ReLU'd node is made
+                        g = g.relu_()
                     pieces = g.split([n for _, n in parts], 1) if len(parts) > 1 else [g]
                     inputs.update(zip([k for k, _ in parts], pieces))
             for key, (s, op, scatters) in self.plan.items():

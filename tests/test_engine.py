@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from danas_bench import engine, space
-from danas_bench.fused import FusedStudents, avg_pool_same, pack_factor
+from danas_bench.fused import FusedStudents, TallBatchNorm, avg_pool_same, pack_factor
 from danas_bench.recipe import KD, Recipe
 
 TINY = {"width": 4, "epochs": 1, "batch_size": 32}
@@ -75,6 +75,35 @@ def test_avg_pool_same_matches_torch():
         rows = torch.randn(4, 3, length)
         ref1 = torch.nn.functional.avg_pool1d(rows, 3, 1, 1, count_include_pad=False)
         torch.testing.assert_close(avg_pool_same(rows.transpose(0, 1)[None], 1)[0].transpose(0, 1), ref1)
+
+
+@pytest.mark.parametrize("shape", [(1, 12, 16, 40), (1, 6, 8, 5, 5)])
+def test_tall_batch_norm_matches_torch_batch_norm(shape):
+    """The engine's BatchNorm (own forward, native backward) equals nn.BatchNorm on the same channels:
+    output, input and parameter gradients, running statistics, and the evaluation-mode output."""
+    torch.manual_seed(0)
+    ref = (torch.nn.BatchNorm2d if len(shape) == 4 else torch.nn.BatchNorm3d)(shape[1])
+    with torch.no_grad():
+        ref.weight.uniform_(0.5, 1.5)
+        ref.bias.uniform_(-0.5, 0.5)
+    tall = TallBatchNorm(shape[1])
+    tall.load_state_dict(ref.state_dict())
+    x = (torch.randn(shape) * 3 + 2).requires_grad_(True)
+    x2 = x.detach().clone().requires_grad_(True)
+    g = torch.randn(shape)
+    for _ in range(2):  # two steps: the running statistics are updated, not just set
+        (ref(x) * g).sum().backward()
+        (tall(x2) * g).sum().backward()
+    torch.testing.assert_close(tall(x2), ref(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(x2.grad, x.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tall.weight.grad, ref.weight.grad, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(tall.bias.grad, ref.bias.grad)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(tall, name), getattr(ref, name))
+    ref.eval(), tall.eval()
+    torch.testing.assert_close(tall(x2), ref(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="tall activation"):
+        tall(torch.randn(2, shape[1], 4, 4))
 
 
 def test_train_many_matches_plain_loop_and_fills_records(archs):
