@@ -2,7 +2,8 @@
 
 For each tier-S recipe, on the same seeded sample of canonical architectures and the same seed:
 
-* plain loop: :func:`danas_bench.engine.train_plain`, one architecture at a time;
+* plain loop: :func:`danas_bench.engine.train_plain`, one architecture at a time, half of the sample
+  before the engine runs and half after (the machine's speed drifts; this brackets the engine);
 * engine: :func:`danas_bench.engine.train_many`, ``chunk`` architectures fused;
 
 both in this one process with one thread, timed by the process CPU clock, so the figures are per core and
@@ -51,16 +52,24 @@ def training_flops(index: int, task: Task) -> float:
 def bench_recipe(recipe, teacher: str, n: int, chunk: int, seed: int = 0, log=print) -> dict:
     task = Task.make(recipe, KD(teacher))
     archs = [int(a) for a in np.sort(np.random.default_rng(seed).choice(space.canonical_indices(), n, replace=False))]
+    # the plain loop runs half before and half after the engine: this machine's speed drifts over
+    # minutes, and bracketing the engine keeps the ratio from taking a drift for a speed-up
+    half = n // 2
     t0 = time.process_time()
-    plain = [train_plain(a, 0, task) for a in archs]
-    t_plain = time.process_time() - t0
-    log(f"  plain loop: {n} archs in {t_plain:.1f}s")
+    plain = [train_plain(a, 0, task) for a in archs[:half]]
+    t_plain_1 = time.process_time() - t0
     t0 = time.process_time()
     eng = []
     for i in range(0, n, chunk):
         eng += train_many(archs[i:i + chunk], 0, task)
     t_eng = time.process_time() - t0
     log(f"  engine:     {n} archs in {t_eng:.1f}s")
+    t0 = time.process_time()
+    plain += [train_plain(a, 0, task) for a in archs[half:]]
+    t_plain_2 = time.process_time() - t0
+    t_plain = t_plain_1 + t_plain_2
+    log(f"  plain loop: {n} archs in {t_plain:.1f}s ({t_plain_1:.1f}s for the first {half} before the engine, "
+        f"{t_plain_2:.1f}s for the other {n - half} after it)")
     eng1 = []
     for i in range(0, n, chunk):
         eng1 += train_many(archs[i:i + chunk], 1, task)
@@ -74,6 +83,7 @@ def bench_recipe(recipe, teacher: str, n: int, chunk: int, seed: int = 0, log=pr
         "dataset": recipe.dataset, "teacher": teacher, "recipe": recipe.to_dict(), "recipe_id": recipe.recipe_id,
         "n_archs": n, "chunk": chunk,
         "plain_seconds": t_plain, "engine_seconds": t_eng,
+        "plain_seconds_before_engine": t_plain_1, "plain_seconds_after_engine": t_plain_2,
         "plain_archs_per_core_hour": per_hour_plain, "engine_archs_per_core_hour": per_hour_eng,
         "speedup": per_hour_eng / per_hour_plain,
         "equiv_mean_abs_diff": float(np.mean(np.abs(a_eng - a_plain))),

@@ -197,3 +197,21 @@ def test_forward_flops_reads_the_archs_file_and_agrees_with_counting():
     assert len(stored) == space.N_CANONICAL, "the shipped digits archs file lists every canonical architecture"
     for index in list(stored)[:: len(stored) // 4]:
         assert engine.forward_flops(index, recipe) == stored[index] == engine.count_flops(index, recipe)
+
+
+def test_throughput_benchmark_times_both_sides_on_one_sample(tmp_path):
+    """The benchmark's record: plain time = the halves before and after the engine, rates and ratio
+    consistent with the times, equivalence figures in [0, 1], the report written."""
+    from danas_bench import throughput
+
+    res = throughput.bench_recipe(Recipe("digits", n_train=64, **TINY), "resnet", n=4, chunk=4, log=lambda *a: None)
+    assert res["plain_seconds"] == pytest.approx(res["plain_seconds_before_engine"] + res["plain_seconds_after_engine"])
+    assert res["plain_seconds_before_engine"] > 0 and res["plain_seconds_after_engine"] > 0
+    assert res["plain_archs_per_core_hour"] == pytest.approx(3600 * 4 / res["plain_seconds"])
+    assert res["speedup"] == pytest.approx(res["plain_seconds"] / res["engine_seconds"])
+    for key in ("equiv_mean_abs_diff", "equiv_max_abs_diff", "seed_mean_abs_diff", "seed_max_abs_diff"):
+        assert 0.0 <= res[key] <= 1.0
+    assert res["equiv_mean_abs_diff"] <= res["equiv_max_abs_diff"]
+    assert 0.0 < res["engine_share_of_limit"] < 1.0
+    throughput.report([res], tmp_path / "t.md")
+    assert f"**{res['speedup']:.2f}x**" in (tmp_path / "t.md").read_text()
