@@ -215,3 +215,20 @@ def test_throughput_benchmark_times_both_sides_on_one_sample(tmp_path):
     assert 0.0 < res["engine_share_of_limit"] < 1.0
     throughput.report([res], tmp_path / "t.md")
     assert f"**{res['speedup']:.2f}x**" in (tmp_path / "t.md").read_text()
+
+
+def test_freed_activations_stay_in_the_heap():
+    """After keep_freed_memory, a freed multi-megabyte tensor's memory is reused by the next one instead
+    of being unmapped and page-faulted in again (glibc's default for blocks over 128 KB)."""
+    import resource
+    import sys
+
+    if not sys.platform.startswith("linux") or not engine.keep_freed_memory():
+        pytest.skip("needs glibc's mallopt")
+    torch.ones(1 << 20).sum()  # 4 MB: the heap grows once
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(50):
+        torch.ones(1 << 20).sum()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    # measured: 0 faults with the setting, ~3,000 without (the heap top trimmed and faulted in again)
+    assert faults < 200, faults
