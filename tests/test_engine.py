@@ -238,3 +238,21 @@ def test_freed_activations_stay_in_the_heap():
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     # measured in fresh processes: 0 faults with the setting, ~408,000 without (8,000 per step)
     assert faults < 4096, faults
+
+
+def test_engine_optimizer_updates_exactly_like_the_plain_loops():
+    """The engine's fused SGD and the plain loop's default SGD move parameters identically."""
+    torch.manual_seed(0)
+    r = Recipe("digits", **TINY)
+    models = [torch.nn.Sequential(torch.nn.Conv1d(4, 8, 3), torch.nn.BatchNorm1d(8)) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    opts = [engine.optimizer(models[0], r), engine.optimizer(models[1], r, fused=True)]
+    assert opts[1].defaults["fused"] and not opts[0].defaults["fused"]
+    x = torch.randn(16, 4, 10)
+    for _ in range(3):
+        for m, opt in zip(models, opts):
+            opt.zero_grad()
+            m(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
