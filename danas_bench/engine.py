@@ -119,11 +119,16 @@ def keep_freed_memory() -> bool:
     fused model's activations (megabytes, freed every step) are page-faulted in afresh every training
     step (~2,500 faults a step for 64 mnist1d students). Raising the thresholds keeps them
     allocated; the plain loop's tensors are smaller than the default threshold, so this mainly
-    helps the engine (docs/performance.md). A no-op where the C library is not glibc.
+    helps the engine (docs/performance.md). It is process-wide: a process keeps up to 1 GB of freed
+    memory for reuse. A no-op where the C library is not glibc, under a preloaded allocator (jemalloc,
+    tcmalloc: their own policy applies), and with ``DANAS_MALLOPT=0``.
     """
     import ctypes
     import ctypes.util
+    import os
 
+    if os.environ.get("DANAS_MALLOPT", "1") == "0":
+        return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
@@ -135,9 +140,10 @@ def keep_freed_memory() -> bool:
 
 def optimizer(model: nn.Module, r: Recipe, fused: bool = False) -> torch.optim.Optimizer:
     """The recipe's SGD. ``fused``: PyTorch's fused SGD kernel, one call for all parameters instead of
-    several small ops per parameter (a fused model has ~80 parameter tensors): the same updates to the
-    bit, 5x faster on this CPU (docs/performance.md). The engine uses it; the plain loop keeps
-    PyTorch's default, as a researcher's own script would."""
+    several small ops per parameter (a fused model has ~80 parameter tensors), 5x faster on this CPU
+    (docs/performance.md); the same updates up to the last bit of the elements past a multiple of 8 in
+    each tensor (its scalar tail). The engine uses it; the plain loop keeps PyTorch's default, as a
+    researcher's own script would."""
     return torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, nesterov=True,
                            weight_decay=r.weight_decay, fused=fused or None)
 

@@ -15,8 +15,9 @@ see one large image per group (docs/performance.md has the measurements).
 
 Parameters are copied from K plain :class:`~danas_bench.student.Student` modules, so a fused model
 starts from exactly the weights the plain loop would use; BatchNorm statistics are per channel and
-optimiser updates are elementwise, so the models stay independent: only floating-point summation
-order differs from training them one by one.
+optimiser updates are elementwise, so the models stay independent: only floating-point rounding
+differs from training them one by one (summation order, the BatchNorm variance formula, the fused
+optimiser's last bit).
 """
 
 from __future__ import annotations
@@ -46,8 +47,10 @@ class _TallBNTrain(torch.autograd.Function):
         rows = x.reshape(x.shape[1], -1)
         m = rows.shape[1]
         mean = rows.sum(1).div_(m)
-        # var = E[x^2] - E[x]^2 loses digits only where the mean is far larger than the spread, which
-        # BatchNorm inputs here are not (tests/test_engine.py compares it with nn.BatchNorm)
+        # var = E[x^2] - E[x]^2 in float32 loses digits where the mean is far larger than the spread
+        # (relative error ~4e-5 at mean/std 10, 4e-3 at 100); the inputs of every BatchNorm of the
+        # tier-S fused models stay below mean/std 3 at initialisation and through training (session 7
+        # review: error <= 1.1e-6 of var + eps); tests/test_engine.py checks mean/std 10
         var = torch.linalg.vector_norm(rows, 2, 1).square_().div_(m).sub_(mean * mean).clamp_min_(0.0)
         # the affine pass: evaluation-mode BatchNorm with these statistics is one vectorised pass
         out = F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
@@ -74,6 +77,8 @@ class TallBatchNorm(nn.modules.batchnorm._BatchNorm):
     def _check_input_dim(self, x):
         if x.dim() < 3 or x.shape[0] != 1:
             raise ValueError(f"TallBatchNorm expects a tall activation (1, C, ...), got shape {tuple(x.shape)}")
+        if self.training and x[0, 0].numel() < 2:
+            raise ValueError(f"expected more than 1 value per channel when training, got shape {tuple(x.shape)}")
 
     def forward(self, x):
         self._check_input_dim(x)
@@ -87,8 +92,14 @@ class TallBatchNorm(nn.modules.batchnorm._BatchNorm):
         return out
 
 
-def _cat_bn(bns: list[nn.modules.batchnorm._BatchNorm], ndim: int) -> nn.Module:
-    """One BatchNorm over the channels of several (all of one kind, with momentum and affine)."""
+def _cat_bn(bns: list[nn.modules.batchnorm._BatchNorm]) -> nn.Module:
+    """One BatchNorm over the channels of several; they must agree on eps and momentum and be affine
+    with running statistics (the students' defaults), which is what TallBatchNorm implements."""
+    b0 = bns[0]
+    if any((b.eps, b.momentum, b.affine, b.track_running_stats) != (b0.eps, b0.momentum, True, True) for b in bns) \
+            or b0.momentum is None:
+        raise ValueError("fused BatchNorms must share eps and a float momentum, be affine and track running "
+                         "statistics (nn.BatchNorm's defaults)")
     out = TallBatchNorm(sum(b.num_features for b in bns), eps=bns[0].eps, momentum=bns[0].momentum)
     with torch.no_grad():
         for name in ("weight", "bias", "running_mean", "running_var"):
@@ -98,23 +109,28 @@ def _cat_bn(bns: list[nn.modules.batchnorm._BatchNorm], ndim: int) -> nn.Module:
 
 @functools.lru_cache(maxsize=None)
 def _inv_count(w: int, k: int) -> torch.Tensor:
-    """1 / (number of non-padding cells) of a stride-1 'same' 1-D average pool: count_include_pad=False."""
-    cnt = F.conv1d(torch.ones(1, 1, w), torch.ones(1, 1, k), padding=k // 2)
-    return (1.0 / cnt).reshape(w)
+    """1 / (number of non-padding cells) of a stride-1 'same' 1-D average pool: count_include_pad=False.
+    Cached, so made outside inference mode (evaluation) even when first asked for there: an inference
+    tensor cannot be saved for a later training step's backward."""
+    with torch.inference_mode(False):
+        cnt = F.conv1d(torch.ones(1, 1, w), torch.ones(1, 1, k), padding=k // 2)
+        return (1.0 / cnt).reshape(w)
 
 
 @functools.lru_cache(maxsize=None)
 def _pool_matrix(shape: tuple[int, ...], k: int) -> torch.Tensor:
     """(n, n) matrix M, n = prod(shape), with ``x.flatten() @ M`` = the 'same' k-wide average pool
-    over a plane (or row) of ``shape``, padding excluded from the counts (folded in)."""
+    over a plane (or row) of ``shape``, padding excluded from the counts (folded in). Made outside
+    inference mode, like :func:`_inv_count`."""
     def band(n: int) -> torch.Tensor:
         i = torch.arange(n)
         return ((i[:, None] - i[None, :]).abs() <= k // 2).float()
 
-    m = band(shape[0])
-    for n in shape[1:]:
-        m = torch.kron(m, band(n))  # m[i, j] = 1: input position i lies in output j's window
-    return m / m.sum(0, keepdim=True)
+    with torch.inference_mode(False):
+        m = band(shape[0])
+        for n in shape[1:]:
+            m = torch.kron(m, band(n))  # m[i, j] = 1: input position i lies in output j's window
+        return m / m.sum(0, keepdim=True)
 
 
 def avg_pool_same(x: torch.Tensor, ndim: int, k: int = 3) -> torch.Tensor:
@@ -207,7 +223,7 @@ class _Conv(nn.Module):
         self.groups = g // pack
         self.stride = (1,) + (s,) * ndim
         self.padding = (0,) + (p,) * ndim
-        self.bn = _cat_bn(bns, ndim)
+        self.bn = _cat_bn(bns)
 
     def forward(self, x):  # x is already ReLU'd where the op needs it
         w = self.weight if self.mask is None else self.weight * self.mask
@@ -373,7 +389,7 @@ class FusedStudents(nn.Module):
         self.ndim = ndim
         self.stem_w = _tall([s.stem[0].weight for s in students])
         self.stem_pad = (0,) + (1,) * ndim
-        self.stem_bn = _cat_bn([s.stem[1] for s in students], ndim)
+        self.stem_bn = _cat_bn([s.stem[1] for s in students])
         layers = []
         for pos, layer in enumerate(s0.layers):
             if isinstance(layer, Cell):
@@ -381,7 +397,7 @@ class FusedStudents(nn.Module):
             else:
                 layers.append(FusedReduction([s.layers[pos] for s in students], ndim))
         self.layers = nn.Sequential(*layers)
-        self.head_bn = _cat_bn([s.head_bn for s in students], ndim)
+        self.head_bn = _cat_bn([s.head_bn for s in students])
         self.cls_w = nn.Parameter(torch.stack([s.classifier.weight.detach() for s in students]).clone())
         self.cls_b = nn.Parameter(torch.stack([s.classifier.bias.detach() for s in students]).clone())
 

@@ -77,8 +77,8 @@ def test_avg_pool_same_matches_torch():
         torch.testing.assert_close(avg_pool_same(rows.transpose(0, 1)[None], 1)[0].transpose(0, 1), ref1)
 
 
-@pytest.mark.parametrize("shape", [(1, 12, 16, 40), (1, 6, 8, 5, 5)])
-def test_tall_batch_norm_matches_torch_batch_norm(shape):
+@pytest.mark.parametrize("shape,mean", [((1, 12, 16, 40), 2.0), ((1, 6, 8, 5, 5), 2.0), ((1, 12, 16, 40), 30.0)])
+def test_tall_batch_norm_matches_torch_batch_norm(shape, mean):
     """The engine's BatchNorm (own forward, native backward) equals nn.BatchNorm on the same channels:
     output, input and parameter gradients, running statistics, and the evaluation-mode output."""
     torch.manual_seed(0)
@@ -88,20 +88,21 @@ def test_tall_batch_norm_matches_torch_batch_norm(shape):
         ref.bias.uniform_(-0.5, 0.5)
     tall = TallBatchNorm(shape[1])
     tall.load_state_dict(ref.state_dict())
-    x = (torch.randn(shape) * 3 + 2).requires_grad_(True)
+    x = (torch.randn(shape) * 3 + mean).requires_grad_(True)  # mean / std 0.7, and 10: E[x^2] - E[x]^2 holds
     x2 = x.detach().clone().requires_grad_(True)
     g = torch.randn(shape)
+    tol = 1e-5 if mean < 10 else 2e-4  # float32 E[x^2] - E[x]^2 at mean / std 10: ~4e-5 relative
     for _ in range(2):  # two steps: the running statistics are updated, not just set
         (ref(x) * g).sum().backward()
         (tall(x2) * g).sum().backward()
-    torch.testing.assert_close(tall(x2), ref(x), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(x2.grad, x.grad, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(tall.weight.grad, ref.weight.grad, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(tall(x2), ref(x), atol=tol, rtol=tol)
+    torch.testing.assert_close(x2.grad, x.grad, atol=tol, rtol=tol)
+    torch.testing.assert_close(tall.weight.grad, ref.weight.grad, atol=10 * tol, rtol=tol)
     torch.testing.assert_close(tall.bias.grad, ref.bias.grad)
     for name in ("running_mean", "running_var", "num_batches_tracked"):
-        torch.testing.assert_close(getattr(tall, name), getattr(ref, name))
+        torch.testing.assert_close(getattr(tall, name), getattr(ref, name), atol=tol, rtol=tol)
     ref.eval(), tall.eval()
-    torch.testing.assert_close(tall(x2), ref(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tall(x2), ref(x), atol=tol, rtol=tol)
     with pytest.raises(ValueError, match="tall activation"):
         tall(torch.randn(2, shape[1], 4, 4))
 
@@ -241,10 +242,12 @@ def test_freed_activations_stay_in_the_heap():
 
 
 def test_engine_optimizer_updates_exactly_like_the_plain_loops():
-    """The engine's fused SGD and the plain loop's default SGD move parameters identically."""
+    """The engine's fused SGD and the plain loop's default SGD move parameters alike: to the bit on
+    each tensor's first multiple of 8 elements, to the last bit on the rest."""
     torch.manual_seed(0)
     r = Recipe("digits", **TINY)
-    models = [torch.nn.Sequential(torch.nn.Conv1d(4, 8, 3), torch.nn.BatchNorm1d(8)) for _ in range(2)]
+    # 6 channels: sizes 72, 6, 6 with tails past a multiple of 8, where the fused kernel rounds its own way
+    models = [torch.nn.Sequential(torch.nn.Conv1d(4, 6, 3), torch.nn.BatchNorm1d(6)) for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
     opts = [engine.optimizer(models[0], r), engine.optimizer(models[1], r, fused=True)]
     assert opts[1].defaults["fused"] and not opts[0].defaults["fused"]
@@ -255,4 +258,32 @@ def test_engine_optimizer_updates_exactly_like_the_plain_loops():
             m(x).square().mean().backward()
             opt.step()
     for a, b in zip(models[0].parameters(), models[1].parameters()):
-        torch.testing.assert_close(a, b, atol=0, rtol=0)
+        n8 = a.numel() // 8 * 8  # vectorised part: to the bit; the tail: to the last bit
+        torch.testing.assert_close(a.flatten()[:n8], b.flatten()[:n8], atol=0, rtol=0)
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+def test_pool_constants_first_made_in_evaluation_still_serve_training():
+    """The pool's cached constants are ordinary tensors even when evaluation (inference mode) asks for
+    them first: a later training step can save them for its backward."""
+    shapes = [((1, 2, 3, 13), 1), ((1, 2, 3, 5, 7), 2)]  # the conv path (short rows) and the matmul path
+    with torch.inference_mode():
+        for shape, ndim in shapes:
+            avg_pool_same(torch.randn(shape), ndim)
+    for shape, ndim in shapes:
+        x = torch.randn(shape, requires_grad=True)
+        avg_pool_same(x, ndim).square().sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_fused_batch_norm_refuses_students_it_cannot_represent():
+    from danas_bench.fused import _cat_bn
+
+    ok = torch.nn.BatchNorm1d(4)
+    for bad in (torch.nn.BatchNorm1d(4, momentum=None), torch.nn.BatchNorm1d(4, affine=False),
+                torch.nn.BatchNorm1d(4, eps=1e-3), torch.nn.BatchNorm1d(4, track_running_stats=False)):
+        with pytest.raises(ValueError, match="share eps"):
+            _cat_bn([ok, bad])
+    assert _cat_bn([ok, torch.nn.BatchNorm1d(2)]).num_features == 6
+    with pytest.raises(ValueError, match="more than 1 value"):
+        TallBatchNorm(3)(torch.randn(1, 3, 1, 1))
