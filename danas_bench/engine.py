@@ -140,7 +140,7 @@ def keep_freed_memory() -> bool:
 
 def optimizer(model: nn.Module, r: Recipe, fused: bool = False) -> torch.optim.Optimizer:
     """The recipe's SGD. ``fused``: PyTorch's fused SGD kernel, one call for all parameters instead of
-    several small ops per parameter (a fused model has ~80 parameter tensors), 5x faster on this CPU
+    several small ops per parameter (a fused model has ~80 parameter tensors), 3-5x faster on this CPU
     (docs/performance.md); the same updates up to the last bit of the elements past a multiple of 8 in
     each tensor (its scalar tail). The engine uses it; the plain loop keeps PyTorch's default, as a
     researcher's own script would."""

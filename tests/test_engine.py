@@ -214,6 +214,8 @@ def test_throughput_benchmark_times_both_sides_on_one_sample(tmp_path):
         assert 0.0 <= res[key] <= 1.0
     assert res["equiv_mean_abs_diff"] <= res["equiv_max_abs_diff"]
     assert 0.0 < res["engine_share_of_limit"] < 1.0
+    for key in ("plain_mean_test_acc", "engine_mean_test_acc", "engine_seed1_mean_test_acc"):
+        assert 0.0 <= res[key] <= 1.0
     throughput.report([res], tmp_path / "t.md")
     assert f"**{res['speedup']:.2f}x**" in (tmp_path / "t.md").read_text()
 
