@@ -166,10 +166,28 @@ def pareto(cost: np.ndarray, acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array(fx), np.array(fy)
 
 
+def shard_seconds(root: Path, pair: str, recipe_id: str) -> dict | None:
+    """Mean recorded ``train_seconds`` per row of each shard of a table (``tables/shards/...``), or None
+    where the shards are not shipped.
+
+    Shards are seeded random samples of one table's architectures, so their means would agree if every
+    shard had been timed alike; the spread shows how far engine versions, machines and other load on
+    the machine (wall-clock time before session 7, CPU time since) make simulated time differ across
+    a table."""
+    ds, teacher = tb.split_pair(pair)
+    files = sorted((root / "shards" / f"{ds}__{teacher}" / recipe_id).glob("shard-*.parquet"))
+    if not files:
+        return None
+    per = np.array([pl.read_parquet(f, columns=["train_seconds"])["train_seconds"].mean() for f in files])
+    med = float(np.median(per))
+    return {"shards": len(files), "median_s_per_row": med, "min_over_median": float(per.min() / med),
+            "max_over_median": float(per.max() / med), "share_over_1_5x": float(np.mean(per > 1.5 * med))}
+
+
 def compute(root: Path | None = None) -> dict:
     root = root or tables_dir()
     pairs = load_pairs(root)
-    out: dict = {"pairs": {}, "kd": {}, "teachers": {}}
+    out: dict = {"pairs": {}, "kd": {}, "teachers": {}, "shard_seconds": {}}
     by_ds: dict[str, dict] = {}
     for pair, p in pairs.items():
         out["pairs"][pair] = pair_stats(p["frame"], p["meta"])
@@ -180,6 +198,7 @@ def compute(root: Path | None = None) -> dict:
                                    "versions": {k: p["meta"].get(k) for k in ("code_version", "torch_version")},
                                    "shard_code_revisions": p["meta"].get("shard_code_revisions"),
                                    "shard_machines": p["meta"].get("shard_machines")})
+        out["shard_seconds"][pair] = shard_seconds(root, pair, p["meta"]["recipe_id"])
         ds, t = tb.split_pair(pair)
         by_ds.setdefault(ds, {})[t] = p["frame"]
     for ds, fr in sorted(by_ds.items()):
@@ -229,6 +248,24 @@ def render(res: dict, figures: list[str]) -> str:
                  + ".")
     L += ["", "Splits, teachers and recipes: see `docs/teachers.md` and `docs/pilot.md`; each file's metadata "
           "records its split hashes, recipe, KD setting and versions.", "",
+          "### Simulated time across shards", "",
+          "A row's `train_seconds` is its share of its fused chunk's measured time (half by FLOPs, half "
+          "equal), so within a chunk it orders architectures by cost; across chunks it carries whatever "
+          "differed when they ran: the engine version (shards of earlier, slower engines), the machine, and "
+          "other load (until session 7 the engine recorded wall-clock time, which also counted time the "
+          "worker was paused or shared its core; since then it records the process CPU time). Shards are "
+          "seeded random samples of a table's architectures, so their mean seconds per row would agree if "
+          "they had been timed alike:", "",
+          "| pair | shards | median s / row | min / max over median | shards over 1.5x the median |",
+          "|---|---|---|---|---|"]
+    for pair, t in sorted(res.get("shard_seconds", {}).items()):
+        if t is None:
+            L.append(f"| {pair} | - | shards not shipped | - | - |")
+        else:
+            L.append(f"| {pair} | {t['shards']} | {t['median_s_per_row']:.2f} | {t['min_over_median']:.2f} / "
+                     f"{t['max_over_median']:.2f} | {100 * t['share_over_1_5x']:.0f}% |")
+    L += ["", "Simulated-time budgets (`budget.seconds`) therefore compare searchers fairly only as far as this "
+          "spread allows; query-count budgets (the leaderboard's default) are unaffected.", "",
           "## Noise (seeds 1 and 2 on the 10% sample)", "",
           "| pair | archs | seeds | mean seed-to-seed std of test acc | Kendall tau between seeds (mean / min) |",
           "|---|---|---|---|---|"]

@@ -164,7 +164,7 @@ def fit(model: nn.Module, k: int, task: Task, seed: int, progress=None, fused_op
     vx, vy = task.dataset.x["valid"][:r.valid_curve_n], task.dataset.y["valid"][:r.valid_curve_n]
     model.train()
     for _ in range(r.epochs):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         perm = torch.randperm(n, generator=gen)
         loss_sum = torch.zeros(k)
         correct = torch.zeros(k)
@@ -179,7 +179,7 @@ def fit(model: nn.Module, k: int, task: Task, seed: int, progress=None, fused_op
             loss_sum += per_model * len(idx)
             correct += (logits.detach().argmax(-1) == y[idx, None]).float().sum(0)
         valid_acc = (_predict(model, vx).argmax(-1) == vy[:, None]).float().mean(0)
-        hist["epoch_seconds"].append(time.perf_counter() - t0)
+        hist["epoch_seconds"].append(time.process_time() - t0)
         hist["train_loss"].append((loss_sum / n).numpy().astype(np.float64))
         hist["train_acc"].append((correct / n).numpy().astype(np.float64))
         hist["valid_acc"].append(valid_acc.numpy().astype(np.float64))
@@ -234,7 +234,9 @@ def count_flops(index: int, recipe: Recipe) -> int:
 def _records(indices: list[int], seed: int, task: Task, out: dict, total_seconds: float) -> list[dict]:
     """Split the per-model arrays into one record per architecture.
 
-    A fused batch has one wall clock (model building, training, evaluation); each architecture is
+    A fused batch has one clock (model building, training, evaluation), the process CPU time: the
+    core-seconds it cost, not counting time the worker was paused or waited for its core (wall-clock
+    time until session 7; docs/datasheet.md shows what that did across shards); each architecture is
     charged a share: half in proportion to its forward FLOPs, half equally (the FLOP-free work:
     BatchNorm, data, dispatch), so that simulated training time still orders architectures by cost.
     """
@@ -276,16 +278,16 @@ def _students(indices, seed, task):
 
 def train_many(indices, seed: int, task: Task, progress=None) -> list[dict]:
     """The engine: train all ``indices`` (one seed) as one fused model; one record each."""
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     indices = [int(i) for i in indices]
     model = FusedStudents(_students(indices, seed, task))
     out = fit(model, len(indices), task, seed, progress, fused_optimizer=True)
-    return _records(indices, seed, task, out, time.perf_counter() - t0)
+    return _records(indices, seed, task, out, time.process_time() - t0)
 
 
 def train_plain(index: int, seed: int, task: Task) -> dict:
     """The baseline: one architecture, the plain PyTorch loop, same recipe and initial weights."""
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     model = Single(_students([index], seed, task)[0])
     out = fit(model, 1, task, seed)
-    return _records([int(index)], seed, task, out, time.perf_counter() - t0)[0]
+    return _records([int(index)], seed, task, out, time.process_time() - t0)[0]

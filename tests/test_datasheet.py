@@ -55,7 +55,15 @@ def test_datasheet_numbers_come_from_the_tables(tiny_tables, tmp_path):
     assert res["kd"]["digits/resnet"]["tau_kd_none"] == pytest.approx(expect, nan_ok=True)
     assert res["kd"]["digits/resnet"]["mean_gain"] == pytest.approx(float(np.mean(kd - no)), abs=1e-6)
     assert res["teachers"]["digits"]["archs"] == 24
+    # simulated time across shards: one shard per seed here, their mean s / row
+    for pair in PAIRS:
+        t = res["shard_seconds"][pair]
+        per = [pl.read_parquet(f)["train_seconds"].mean()
+               for f in sorted(tiny_tables.glob(f"shards/{pair.replace('/', '__')}/*/shard-*.parquet"))]
+        assert t["shards"] == len(per) == 3
+        assert t["max_over_median"] == pytest.approx(max(per) / float(np.median(per)))
     md = (tmp_path / "datasheet.md").read_text()
+    assert "Simulated time across shards" in md
     assert "digits/resnet" in md and "KD analysis" in md and "Noise" in md
     assert (tmp_path / "figures" / "datasheet_digits_kd_vs_none.png").stat().st_size > 1000
     assert json.loads((tmp_path / "datasheet.json").read_text())["pairs"].keys() == res["pairs"].keys()
