@@ -18,7 +18,7 @@ from scipy.stats import kendalltau
 
 from . import space
 from . import tables as tb
-from .generate import load_manifest
+from .generate import load_manifest, shard_dir
 from .paths import tables_dir
 
 COLUMNS = ["arch_index", "seed", "valid_acc", "test_acc", "train_seconds", "test_agreement", "test_ece"]
@@ -174,8 +174,7 @@ def shard_seconds(root: Path, pair: str, recipe_id: str) -> dict | None:
     shard had been timed alike; the spread shows how far engine versions, machines and other load on
     the machine (wall-clock time before session 7, CPU time since) make simulated time differ across
     a table."""
-    ds, teacher = tb.split_pair(pair)
-    files = sorted((root / "shards" / f"{ds}__{teacher}" / recipe_id).glob("shard-*.parquet"))
+    files = sorted(shard_dir(pair, recipe_id, root).glob("shard-*.parquet"))
     if not files:
         return None
     per = np.array([pl.read_parquet(f, columns=["train_seconds"])["train_seconds"].mean() for f in files])
@@ -299,9 +298,8 @@ def render(res: dict, figures: list[str]) -> str:
           "compare searchers over many runs and prefer `seed=\"mean\"` where noise seeds exist.",
           "- Partial tables cover a uniform random subset of the space (shards are seeded permutations); "
           "the query API trains what is missing live with the table's recipe.",
-          "- Training seconds (the simulated time budgets charge) were measured on the machines listed per "
-          "table under *Collection process*; where one table's shards ran on different machines, its "
-          "simulated times compare across architectures only approximately (shards are random samples of "
+          "- Training seconds (the simulated time budgets charge) differ from shard to shard by engine "
+          "version, machine and load: see *Simulated time across shards* (shards are random samples of "
           "the space, so the bias is spread evenly, not by architecture).", ""]
     return "\n".join(L)
 

@@ -100,7 +100,7 @@ def _cat_bn(bns: list[nn.modules.batchnorm._BatchNorm]) -> nn.Module:
             or b0.momentum is None:
         raise ValueError("fused BatchNorms must share eps and a float momentum, be affine and track running "
                          "statistics (nn.BatchNorm's defaults)")
-    out = TallBatchNorm(sum(b.num_features for b in bns), eps=bns[0].eps, momentum=bns[0].momentum)
+    out = TallBatchNorm(sum(b.num_features for b in bns), eps=b0.eps, momentum=b0.momentum)
     with torch.no_grad():
         for name in ("weight", "bias", "running_mean", "running_var"):
             getattr(out, name).copy_(torch.cat([getattr(b, name) for b in bns]))
@@ -239,9 +239,9 @@ class _Conv(nn.Module):
 class FusedCell(nn.Module):
     """One cell of K students. Every edge op is applied to exactly the (edge, model) pairs that use it:
     the users' channels are gathered (one ``index_select`` per source node for its skips and pools,
-    one from its ReLU for its convolutions), each op runs on its slice (a grouped conv, the pool, or
-    nothing for a skip), and each edge's slice of the result is
-    added into its destination node with ``index_add``. Gathering only the users costs about a fifth
+    one for its convolutions, ReLU'd in place after the gather), each op runs on its slice (a grouped
+    conv, the pool, or nothing for a skip), and each edge's slice of the result is added into its
+    destination node with ``index_add``. Gathering only the users costs about a fifth
     of the memory traffic of multiplying whole nodes by 0/1 channel masks (docs/performance.md)."""
 
     def __init__(self, cells: list[Cell], c: int, ndim: int):
@@ -286,8 +286,8 @@ class FusedCell(nn.Module):
                 for i, (_, _, idx) in enumerate(scatters):
                     self.register_buffer(f"sc_{key}_{i}", idx)
                 self.plan[key] = (src, op, [(dst, n, i) for i, (dst, n, _) in enumerate(scatters)])
-        # one gather per source node and input (the node itself for skips and pools, its ReLU for the
-        # convs) instead of one per op: fewer full-size zero-filled gradients in the backward pass
+        # one gather per source node and input (raw for skips and pools, ReLU'd for the convs) instead
+        # of one per op: fewer full-size zero-filled gradients in the backward pass
         self.gathers: dict[tuple[int, bool], list[tuple[str, int]]] = {}  # (src, relu) -> [(key, channels)]
         for key, (src, op, _) in self.plan.items():
             if key not in self.identity:

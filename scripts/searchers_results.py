@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-SHORT = {  # claim prefix in leaderboard.json -> (bold label, what it tests)
+SHORT = {  # claim prefix in leaderboard.json -> its label in docs/searchers.md
     "AKD": "**AKD** (KD-guided search beats NAS-then-KD)",
     "TRADE: beats conventional": "**TRADE** (beats conventional NAS)",
     "TRADE: beats a hand-picked student (resnet_cell)": "TRADE: beats a hand-picked student (resnet_cell)",
@@ -26,7 +26,7 @@ SHORT = {  # claim prefix in leaderboard.json -> (bold label, what it tests)
 
 
 def _label(claim: str) -> str:
-    return next(v for k, v in SHORT.items() if claim.startswith(k))
+    return next((v for k, v in SHORT.items() if claim.startswith(k)), claim)
 
 
 def block(lb: dict) -> str:

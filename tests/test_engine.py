@@ -111,7 +111,7 @@ def test_train_many_matches_plain_loop_and_fills_records(archs):
     task = engine.Task.make(Recipe("digits", **TINY), KD("resnet"))
     fused = engine.train_many(archs[:4], 0, task)
     plain = [engine.train_plain(a, 0, task) for a in archs[:4]]
-    # same initial weights and minibatches: only float summation order differs, which SGD at lr 0.1
+    # same initial weights and minibatches: only float rounding differs, which SGD at lr 0.1
     # amplifies on some architectures (one of these four ends 0.028 apart with one thread, 0 with two;
     # the plain loop alone differs that much between thread counts), so the bound is on the mean
     diffs = [abs(f["test_acc"] - p["test_acc"]) for f, p in zip(fused, plain)]
