@@ -162,6 +162,7 @@ def fit(model: nn.Module, k: int, task: Task, seed: int, progress=None, fused_op
     # the per-epoch curve may use a prefix of the valid split (tier M: evaluating 5,000 examples every
     # epoch would cost more than training); the final valid and test metrics always use whole splits
     vx, vy = task.dataset.x["valid"][:r.valid_curve_n], task.dataset.y["valid"][:r.valid_curve_n]
+    curve_is_whole_valid = len(vx) == len(task.dataset.x["valid"])
     model.train()
     for _ in range(r.epochs):
         t0 = time.process_time()
@@ -178,7 +179,8 @@ def fit(model: nn.Module, k: int, task: Task, seed: int, progress=None, fused_op
             sched.step()
             loss_sum += per_model * len(idx)
             correct += (logits.detach().argmax(-1) == y[idx, None]).float().sum(0)
-        valid_acc = (_predict(model, vx).argmax(-1) == vy[:, None]).float().mean(0)
+        valid_logits = _predict(model, vx)
+        valid_acc = (valid_logits.argmax(-1) == vy[:, None]).float().mean(0)
         hist["epoch_seconds"].append(time.process_time() - t0)
         hist["train_loss"].append((loss_sum / n).numpy().astype(np.float64))
         hist["train_acc"].append((correct / n).numpy().astype(np.float64))
@@ -188,8 +190,9 @@ def fit(model: nn.Module, k: int, task: Task, seed: int, progress=None, fused_op
     tl = task.teacher_logits
     final = {}
     for split in ("valid", "test"):
-        m = _split_metrics(_predict(model, task.dataset.x[split]), task.dataset.y[split],
-                           None if tl is None else tl[split])
+        # the last epoch's curve point already evaluated this model on the whole valid split
+        logits = valid_logits if split == "valid" and curve_is_whole_valid else _predict(model, task.dataset.x[split])
+        m = _split_metrics(logits, task.dataset.y[split], None if tl is None else tl[split])
         final.update({f"{split}_{key}": v for key, v in m.items()})
     return {"hist": hist, "final": final}
 

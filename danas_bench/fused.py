@@ -29,11 +29,46 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import space
+from . import native, space
 from .student import Cell, Reduction, Student
 
 CONV_OPS = (space.OP_INDEX["nor_conv_1x1"], space.OP_INDEX["nor_conv_3x3"])
 SKIP, POOL = space.OP_INDEX["skip_connect"], space.OP_INDEX["avg_pool_3x3"]
+
+
+def _bn_forward(x, weight, bias, eps: float):
+    """Training-mode BatchNorm of a tall activation: (output, batch mean, biased batch variance)."""
+    rows = x.reshape(x.shape[1], -1)
+    m = rows.shape[1]
+    mean = rows.sum(1).div_(m)
+    # var = E[x^2] - E[x]^2 in float32 loses digits where the mean is far larger than the spread
+    # (relative error ~4e-5 at mean/std 10, 4e-3 at 100); the inputs of every BatchNorm of the
+    # tier-S fused models stay below mean/std 3 at initialisation and through training (session 7
+    # review: error <= 1.1e-6 of var + eps); tests/test_engine.py checks mean/std 10
+    var = torch.linalg.vector_norm(rows, 2, 1).square_().div_(m).sub_(mean * mean).clamp_min_(0.0)
+    # the affine pass: evaluation-mode BatchNorm with these statistics is one vectorised pass
+    return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps), mean, var
+
+
+def _unbiased(var: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    m = x[0, 0].numel()
+    return var.mul_(m / max(m - 1, 1))
+
+
+def _update_running(bn: nn.modules.batchnorm._BatchNorm, mean: torch.Tensor, unbiased: torch.Tensor) -> None:
+    with torch.no_grad():
+        bn.running_mean.lerp_(mean, bn.momentum)
+        bn.running_var.lerp_(unbiased, bn.momentum)
+        bn.num_batches_tracked.add_(1)
+
+
+def _bn_train(bn: nn.modules.batchnorm._BatchNorm, x, weight, bias):
+    """:class:`TallBatchNorm`'s training forward outside autograd: (output, mean, invstd) for
+    ``native_batch_norm_backward``; updates ``bn``'s running statistics."""
+    out, mean, var = _bn_forward(x, weight, bias, bn.eps)
+    invstd = (var + bn.eps).rsqrt()
+    _update_running(bn, mean, _unbiased(var, x))
+    return out, mean, invstd
 
 
 class _TallBNTrain(torch.autograd.Function):
@@ -44,21 +79,12 @@ class _TallBNTrain(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps: float):
-        rows = x.reshape(x.shape[1], -1)
-        m = rows.shape[1]
-        mean = rows.sum(1).div_(m)
-        # var = E[x^2] - E[x]^2 in float32 loses digits where the mean is far larger than the spread
-        # (relative error ~4e-5 at mean/std 10, 4e-3 at 100); the inputs of every BatchNorm of the
-        # tier-S fused models stay below mean/std 3 at initialisation and through training (session 7
-        # review: error <= 1.1e-6 of var + eps); tests/test_engine.py checks mean/std 10
-        var = torch.linalg.vector_norm(rows, 2, 1).square_().div_(m).sub_(mean * mean).clamp_min_(0.0)
-        # the affine pass: evaluation-mode BatchNorm with these statistics is one vectorised pass
-        out = F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
+        out, mean, var = _bn_forward(x, weight, bias, eps)
         invstd = (var + eps).rsqrt_()
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.eps = eps
         ctx.set_materialize_grads(False)
-        unbiased = var.mul_(m / max(m - 1, 1))  # for the running statistics
+        unbiased = _unbiased(var, x)  # for the running statistics
         ctx.mark_non_differentiable(mean, unbiased)
         return out, mean, unbiased
 
@@ -85,10 +111,7 @@ class TallBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not self.training:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         out, mean, var = _TallBNTrain.apply(x, self.weight, self.bias, self.eps)
-        with torch.no_grad():
-            self.running_mean.lerp_(mean, self.momentum)
-            self.running_var.lerp_(var, self.momentum)
-            self.num_batches_tracked.add_(1)
+        _update_running(self, mean, var)
         return out
 
 
@@ -144,13 +167,28 @@ def avg_pool_same(x: torch.Tensor, ndim: int, k: int = 3) -> torch.Tensor:
     """
     shape = tuple(x.shape[-ndim:])
     if ndim == 1 and shape[0] < 16:
-        c = x.shape[1]
-        ones = torch.ones(c, 1, *([1] * (x.dim() - 3)), k, dtype=x.dtype)
-        pad = (0,) * (x.dim() - 3) + (k // 2,)
-        conv = F.conv2d if x.dim() == 4 else F.conv1d
-        return conv(x, ones, None, 1, pad, 1, c) * _inv_count(shape[0], k)
+        return _window_sums(x, k) * _inv_count(shape[0], k)
     n = shape[0] if ndim == 1 else shape[0] * shape[1]
     return (x.reshape(-1, n) @ _pool_matrix(shape, k)).reshape(x.shape)
+
+
+def avg_pool_same_backward(grad: torch.Tensor, ndim: int, k: int = 3) -> torch.Tensor:
+    """The input gradient of :func:`avg_pool_same`, a linear map: the transposed matmul, or the
+    (symmetric) window sums of ``grad / count``."""
+    shape = tuple(grad.shape[-ndim:])
+    if ndim == 1 and shape[0] < 16:
+        return _window_sums(grad * _inv_count(shape[0], k), k)
+    n = shape[0] if ndim == 1 else shape[0] * shape[1]
+    return (grad.reshape(-1, n) @ _pool_matrix(shape, k).T).reshape(grad.shape)
+
+
+def _window_sums(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Zero-padded k-wide window sums along the last dim: a depthwise convolution with a ones kernel."""
+    c = x.shape[1]
+    ones = torch.ones(c, 1, *([1] * (x.dim() - 3)), k, dtype=x.dtype)
+    pad = (0,) * (x.dim() - 3) + (k // 2,)
+    conv = F.conv2d if x.dim() == 4 else F.conv1d
+    return conv(x, ones, None, 1, pad, 1, c)
 
 
 def _channels(models, c: int) -> torch.Tensor:
@@ -191,6 +229,18 @@ def grouped_conv(x, w, bias, stride, padding, groups: int, bmm: bool) -> torch.T
     return y.view(1, -1, *x.shape[2:])
 
 
+def _bmm_conv_backward(grad, x, w, groups: int):
+    """(input gradient, weight gradient) of :func:`grouped_conv`'s batched-matmul path without bias."""
+    cols, w3 = x.reshape(groups, x.shape[1] // groups, -1), w.reshape(groups, -1, x.shape[1] // groups)
+    gy = grad.reshape(groups, w3.shape[1], -1)
+    return torch.bmm(w3.transpose(1, 2), gy).view(x.shape), torch.bmm(gy, cols.transpose(1, 2)).view(w.shape)
+
+
+def uses_native(ndim: int, k: int, stride: int) -> bool:
+    """Whether a convolution runs on the C kernels (:mod:`danas_bench.native`): 1-D, 3 taps, stride 1."""
+    return ndim == 1 and k == 3 and stride == 1 and native.available()
+
+
 class _Conv(nn.Module):
     """A grouped ``Conv-BN`` over whole per-model channel blocks (ReLU is applied by the caller).
 
@@ -205,9 +255,10 @@ class _Conv(nn.Module):
         g = len(convs)
         co, ci = convs[0].weight.shape[:2]
         s, p = convs[0].stride[-1], convs[0].padding[-1]
-        # a 1x1 stride-1 kernel is a batched matmul (grouped_conv), which needs no packing
+        # a 1x1 stride-1 kernel is a batched matmul (grouped_conv), a 1-D 3-tap one a C kernel: no packing
         self.bmm = w.shape[-1] == 1 and s == 1
-        pack = 1 if self.bmm else pack_factor(ci, g)
+        self.native = uses_native(ndim, w.shape[-1], s)
+        pack = 1 if self.bmm or self.native else pack_factor(ci, g)
         if pack > 1:
             blocks = torch.zeros(g // pack, pack * co, pack * ci, *w.shape[2:])
             mask = torch.zeros_like(blocks)
@@ -225,35 +276,68 @@ class _Conv(nn.Module):
         self.padding = (0,) + (p,) * ndim
         self.bn = _cat_bn(bns)
 
+    def effective_weight(self) -> torch.Tensor:
+        """The weight with a packed conv's off-diagonal blocks masked to zero."""
+        return self.weight if self.mask is None else self.weight * self.mask
+
+    def conv(self, x, w, bias=None):
+        """The convolution alone (no BatchNorm). The C kernels have no autograd: where a graph is being
+        recorded through x or w, torch's convolution runs instead (the engine's own backward calls
+        :meth:`conv_backward`)."""
+        if self.native and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)):
+            return native.conv3(x, w, bias, self.groups)
+        return grouped_conv(x, w, bias, self.stride, self.padding, self.groups, self.bmm)
+
+    def conv_backward(self, grad, x, w):
+        """(input gradient, weight gradient) of :meth:`conv` without bias."""
+        if self.native:
+            return native.conv3_backward(grad, x, w, self.groups)
+        if self.bmm:
+            return _bmm_conv_backward(grad, x, w, self.groups)
+        n = w.dim() - 2
+        gx, gw, _ = torch.ops.aten.convolution_backward(grad, x, w, None, list(self.stride), list(self.padding),
+                                                        [1] * n, False, [0] * n, self.groups, [True, True, False])
+        return gx, gw
+
     def forward(self, x):  # x is already ReLU'd where the op needs it
-        w = self.weight if self.mask is None else self.weight * self.mask
+        w = self.effective_weight()
         if self.training:
-            return self.bn(grouped_conv(x, w, None, self.stride, self.padding, self.groups, self.bmm))
+            return self.bn(self.conv(x, w))
         # evaluation: BatchNorm with running statistics is an affine map, folded into the convolution
         bn = self.bn
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
         w = w * scale.view(-1, *[1] * (w.dim() - 1))
-        return grouped_conv(x, w, bn.bias - bn.running_mean * scale, self.stride, self.padding, self.groups, self.bmm)
+        return self.conv(x, w, bn.bias - bn.running_mean * scale)
 
 
 class FusedCell(nn.Module):
     """One cell of K students. Every edge op is applied to exactly the (edge, model) pairs that use it:
     the users' channels are gathered (one ``index_select`` per source node for its skips and pools,
     one for its convolutions, ReLU'd in place after the gather), each op runs on its slice (a grouped
-    conv, the pool, or nothing for a skip), and each edge's slice of the result is added into its
-    destination node with ``index_add``. Gathering only the users costs about a fifth
-    of the memory traffic of multiplying whole nodes by 0/1 channel masks (docs/performance.md)."""
+    conv, the pool, or nothing for a skip), and its output is added into its destination nodes with
+    one ``index_add`` (nodes 1-3 are one buffer, so an op feeding several nodes needs no split).
+    Gathering only the users costs about a fifth of the memory traffic of multiplying whole nodes by
+    0/1 channel masks (docs/performance.md).
+
+    In training the cell is one autograd node (:class:`_CellFn`) with a hand-written backward: node
+    gradients accumulate in one buffer, each op's output gradient is one ``index_select`` from it and
+    each input gradient one ``index_add`` into its source, ReLU's backward runs in place; autograd's
+    own graph of the same ops costs zero-filled gradients for every gather, a concatenation for every
+    split and a fresh tensor for every ReLU (docs/performance.md).
+    """
 
     def __init__(self, cells: list[Cell], c: int, ndim: int):
         super().__init__()
         k_models = len(cells)
         self.c = c
+        self.kc = k_models * c
         self.ndim = ndim
         ops = [cell.ops for cell in cells]
         self.convs = nn.ModuleDict()
-        # key -> (source, op, [(dst, channels, i)]); scatters in sc_<key>_<i>, gathers merged below
+        # key -> (source, op, [(dst, channels, offset of the piece in the op's output)])
         self.plan: dict[str, tuple[int, int, list[tuple[int, int, int]]]] = {}
-        self.identity: set[str] = set()  # skips that every model takes on one edge: no gather needed
+        self.used: dict[str, int] = {}  # key -> channels of its output that are read (not a padding group)
+        self.identity: set[str] = set()  # skips whose users are every model in order: no gather needed
         gathers: dict[str, torch.Tensor] = {}  # key -> the input channels of its (edge, model) pairs
         for src in range(3):
             edges = [e for e, (dst, s) in enumerate(space.EDGES) if s == src]
@@ -266,7 +350,7 @@ class FusedCell(nn.Module):
                 if op in CONV_OPS:
                     mods = [cells[k].edges[e] for e, k in pairs]
                     convs, bns = [m[1] for m in mods], [m[2] for m in mods]
-                    packs = op != CONV_OPS[0]  # 1x1 convs are a bmm, unpacked
+                    packs = op != CONV_OPS[0] and not uses_native(ndim, 3, 1)  # bmm and C kernels: unpacked
                     if packs and len(pairs) % 2 and pack_factor(c, len(pairs) + 1) > 1:
                         # an even group count lets _Conv pack groups: a zero group whose output is never read
                         convs.append(copy.deepcopy(convs[0]).requires_grad_(False))
@@ -276,18 +360,22 @@ class FusedCell(nn.Module):
                     self.convs[key] = _Conv(convs, bns, ndim)
                 elif op == SKIP and users == list(range(k_models)):
                     self.identity.add(key)
-                # the op's output holds each edge's models in turn: (destination node, channels, indices)
-                scatters = []
+                # the op's output holds each edge's models in turn; its channels' places in nodes 1-3
+                scatters, places, off = [], [], 0
                 for e in edges:
                     models = [k for e2, k in pairs if e2 == e]
                     if models:
-                        scatters.append((space.EDGES[e][0], len(models) * c, _channels(models, c)))
-                gathers[key] = _channels(users, c)
-                for i, (_, _, idx) in enumerate(scatters):
-                    self.register_buffer(f"sc_{key}_{i}", idx)
-                self.plan[key] = (src, op, [(dst, n, i) for i, (dst, n, _) in enumerate(scatters)])
+                        dst = space.EDGES[e][0]
+                        scatters.append((dst, len(models) * c, off))
+                        places.append(_channels(models, c) + (dst - 1) * self.kc)
+                        off += len(models) * c
+                self.plan[key] = (src, op, scatters)
+                self.used[key] = off
+                gathers[key] = _channels(users, c)  # with a padding group's copy of its first user
+                self.register_buffer(f"dst_{key}", torch.cat(places))
+                self.register_buffer(f"src_{key}", gathers[key][:off])
         # one gather per source node and input (raw for skips and pools, ReLU'd for the convs) instead
-        # of one per op: fewer full-size zero-filled gradients in the backward pass
+        # of one per op: fewer ops; a padding group reads its model's channels once more
         self.gathers: dict[tuple[int, bool], list[tuple[str, int]]] = {}  # (src, relu) -> [(key, channels)]
         for key, (src, op, _) in self.plan.items():
             if key not in self.identity:
@@ -296,63 +384,126 @@ class FusedCell(nn.Module):
             self.register_buffer(f"gather_{src}_{int(relu)}", torch.cat([gathers[k] for k, _ in parts]))
 
     def forward(self, x):
-        nodes = {0: x}
-        acc: dict[int, torch.Tensor | None] = {1: None, 2: None, 3: None}
-        # A node's sum is updated in place once it is a tensor this forward made (not a view of an op's
-        # output): no op saves a sum for its backward, and a node is complete before it is read.
-        owned: set[int] = set()
+        if not (self.training and torch.is_grad_enabled()):
+            return _cell_forward(self, x, lambda key, g: self.convs[key](g))[:, 2 * self.kc:]
+        params = [t for m in self.convs.values() for t in (m.effective_weight(), m.bn.weight, m.bn.bias)]
+        return _CellFn.apply(self, x, *params)
 
-        def update(dst, fresh, inplace, outplace, fresh_is_view=False):
-            if acc[dst] is None:
-                acc[dst] = fresh()
-                if not fresh_is_view:
-                    owned.add(dst)
-            elif dst in owned:
-                inplace(acc[dst])
+
+def _cell_forward(cell: FusedCell, x: torch.Tensor, conv) -> torch.Tensor:
+    """Nodes 1-3 of the cell as one buffer (1, 3*K*C, ...); ``conv(key, gathered)`` applies a conv op."""
+    kc = cell.kc
+    nodes = x.new_zeros((1, 3 * kc) + x.shape[2:])
+    for src in range(3):
+        h = x if src == 0 else nodes[:, (src - 1) * kc:src * kc]
+        inputs = {}  # key -> the gathered input of its op
+        for relu in (False, True):
+            parts = cell.gathers.get((src, relu))
+            if parts:
+                g = h.index_select(1, getattr(cell, f"gather_{src}_{int(relu)}"))
+                if relu:  # on the gathered copy, in place: no full-size ReLU'd node is made
+                    g = g.relu_()
+                pieces = g.split([n for _, n in parts], 1) if len(parts) > 1 else [g]
+                inputs.update(zip([k for k, _ in parts], pieces))
+        for key, (s, op, scatters) in cell.plan.items():
+            if s != src:
+                continue
+            if key in cell.identity:  # h may be a view of ``nodes``: add each piece into its node's view
+                for dst, n, off in scatters:
+                    out = nodes[:, (dst - 1) * kc:dst * kc]
+                    if n == kc:
+                        out.add_(h)
+                    else:
+                        idx = getattr(cell, f"dst_{key}")[off:off + n] - (dst - 1) * kc
+                        out.index_add_(1, idx, h[:, off:off + n])
+                continue
+            if op == SKIP:
+                y = inputs[key]
+            elif op == POOL:
+                y = avg_pool_same(inputs[key], cell.ndim)
             else:
-                acc[dst] = outplace(acc[dst])
-                owned.add(dst)
+                y = conv(key, inputs[key])
+            nodes.index_add_(1, getattr(cell, f"dst_{key}"), y[:, :cell.used[key]])
+    return nodes
 
-        def add_indexed(dst, idx, t):  # acc[dst][:, idx] += t
-            update(dst, lambda: torch.zeros_like(x).index_add_(1, idx, t), lambda a: a.index_add_(1, idx, t),
-                   lambda a: a.index_add(1, idx, t))
 
-        for src in range(3):
-            if src > 0:
-                nodes[src] = acc[src] if acc[src] is not None else torch.zeros_like(x)
-            h = nodes[src]
-            inputs = {}  # key -> the gathered input of its op
-            for relu in (False, True):
-                parts = self.gathers.get((src, relu))
-                if parts:
-                    g = h.index_select(1, getattr(self, f"gather_{src}_{int(relu)}"))
-                    if relu:  # on the gathered copy, in place: no full-size ReLU'd node is made
-                        g = g.relu_()
-                    pieces = g.split([n for _, n in parts], 1) if len(parts) > 1 else [g]
-                    inputs.update(zip([k for k, _ in parts], pieces))
-            for key, (s, op, scatters) in self.plan.items():
+class _CellFn(torch.autograd.Function):
+    """A training step's :class:`FusedCell` as one autograd node, backward by hand (see FusedCell).
+
+    Inputs: the cell, its input node, then each conv op's (masked weight, BN weight, BN bias). For
+    each conv op the forward keeps its ReLU'd gathered input, the convolution's output and the
+    BatchNorm statistics, as autograd would; pools and skips keep nothing (they are linear)."""
+
+    @staticmethod
+    def forward(ctx, cell: FusedCell, x, *params):
+        saved = {}
+        weights = dict(zip(cell.convs.keys(), zip(params[0::3], params[1::3], params[2::3])))
+
+        def conv(key, g):
+            m = cell.convs[key]
+            w, bn_w, bn_b = weights[key]
+            z = m.conv(g, w)
+            out, mean, invstd = _bn_train(m.bn, z, bn_w, bn_b)
+            saved[key] = (g, z, mean, invstd)
+            return out
+
+        nodes = _cell_forward(cell, x, conv)
+        ctx.save_for_backward(*params)
+        ctx.cell, ctx.saved, ctx.x_shape = cell, saved, x.shape  # intermediates: on ctx, as documented
+        return nodes[:, 2 * cell.kc:]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g3):
+        cell, saved = ctx.cell, ctx.saved
+        params = ctx.saved_tensors
+        weights = dict(zip(cell.convs.keys(), zip(params[0::3], params[1::3])))
+        kc = cell.kc
+        grads = g3.new_empty((1, 3 * kc) + g3.shape[2:])  # gradients of nodes 1-3
+        grads[:, :2 * kc].zero_()
+        grads[:, 2 * kc:].copy_(g3)
+        gx = g3.new_zeros(ctx.x_shape)
+        pgrads = {}
+        for src in (2, 1, 0):  # a node's gradient is complete once the nodes it feeds are done
+            gh = gx if src == 0 else grads[:, (src - 1) * kc:src * kc]
+            for key, (s, op, scatters) in cell.plan.items():
                 if s != src:
                     continue
-                if key in self.identity:
-                    y = h
-                elif op == SKIP:
-                    y = inputs[key]
-                elif op == POOL:
-                    y = avg_pool_same(inputs[key], self.ndim)
+                if key in cell.identity:
+                    for dst, n, off in scatters:
+                        gd = grads[:, (dst - 1) * kc:dst * kc]
+                        if n == kc:
+                            gh.add_(gd)
+                        else:
+                            idx = getattr(cell, f"dst_{key}")[off:off + n] - (dst - 1) * kc
+                            gh[:, off:off + n].add_(gd.index_select(1, idx))
+                    continue
+                dst_idx = getattr(cell, f"dst_{key}")
+                if op in CONV_OPS:
+                    m = cell.convs[key]
+                    g, z, mean, invstd = saved.pop(key)
+                    w, bn_w = weights[key]
+                    gy = torch.empty_like(z)
+                    torch.index_select(grads, 1, dst_idx, out=gy[:, :len(dst_idx)])
+                    gy[:, len(dst_idx):].zero_()  # a padding group: its output is never read
+                    gz, g_bw, g_bb = torch.ops.aten.native_batch_norm_backward(
+                        gy, z, bn_w, None, None, mean, invstd, True, m.bn.eps, [True, True, True])
+                    gin, g_w = m.conv_backward(gz, g, w)
+                    torch.ops.aten.threshold_backward.grad_input(gin, g, 0.0, grad_input=gin)  # ReLU, in place
+                    pgrads[key] = (g_w, g_bw, g_bb)
                 else:
-                    y = self.convs[key](inputs[key])
-                sizes = [n for _, n, _ in scatters]
-                rest = y.shape[1] - sum(sizes)  # a padding group's output, never read
-                pieces = y.split(sizes + [rest] if rest else sizes, 1) if len(sizes) > 1 or rest else [y]
-                for (dst, n, i), piece in zip(scatters, pieces):
-                    if n == x.shape[1]:
-                        update(dst, lambda: piece, lambda a: a.add_(piece), lambda a: a + piece, fresh_is_view=True)
-                    else:
-                        add_indexed(dst, getattr(self, f"sc_{key}_{i}"), piece)
-        return acc[3] if acc[3] is not None else torch.zeros_like(x)
-
+                    gy = grads.index_select(1, dst_idx)
+                    gin = gy if op == SKIP else avg_pool_same_backward(gy, cell.ndim)
+                src_idx = getattr(cell, f"src_{key}")
+                gh.index_add_(1, src_idx, gin[:, :len(src_idx)])
+        flat = [t for key in cell.convs for t in pgrads[key]]
+        return (None, gx, *flat)
 
 class FusedReduction(nn.Module):
+    """K students' NAS-Bench-201 residual blocks (stride 2). In training one autograd node
+    (:class:`_ReductionFn`, backward by hand: ReLU backward in place, the shortcut pool's backward one
+    broadcast add instead of zero-filled strided-slice gradients)."""
+
     def __init__(self, reds: list[Reduction], ndim: int):
         super().__init__()
         self.conv_a = _Conv([r.conv_a[1] for r in reds], [r.conv_a[2] for r in reds], ndim)
@@ -362,8 +513,22 @@ class FusedReduction(nn.Module):
         self.ndim = ndim
 
     def forward(self, x):
+        if self.training and torch.is_grad_enabled():
+            a, b = self.conv_a, self.conv_b
+            return _ReductionFn.apply(self, x, a.effective_weight(), a.bn.weight, a.bn.bias,
+                                      b.effective_weight(), b.bn.weight, b.bn.bias, self.down_w)
         y = self.conv_b(F.relu(self.conv_a(F.relu(x))))
         return y + grouped_conv(self._halve(x), self.down_w, None, 1, 0, self.groups, True)
+
+    def _add_halve_backward(self, gx: torch.Tensor, grad: torch.Tensor) -> None:
+        """Add the input gradient of :meth:`_halve` (a linear map) into ``gx``, which has the input's
+        shape: each input cell gets its window's gradient / count, one broadcast add. Sizes are even:
+        on odd ones the residual block's two branches differ in shape (as in the plain Reduction)."""
+        if self.ndim == 1:
+            gx.view(*grad.shape, 2).add_(grad.unsqueeze(-1), alpha=0.5)
+        else:
+            h, w = grad.shape[-2:]
+            gx.view(*grad.shape[:-2], h, 2, w, 2).add_(grad[..., :, None, :, None], alpha=0.25)
 
     def _halve(self, x):
         """The shortcut's 2-wide, stride-2 average pool. On 1-D rows of even length two strided slices
@@ -376,6 +541,46 @@ class FusedReduction(nn.Module):
         if x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:  # likewise four strided slices on planes
             return (x[..., 0::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 0::2] + x[..., 1::2, 1::2]) * 0.25
         return F.avg_pool3d(x, (1, 2, 2), (1, 2, 2))
+
+
+class _ReductionFn(torch.autograd.Function):
+    """A training step's :class:`FusedReduction` as one autograd node: ReLU-conv_a-BN-ReLU-conv_b-BN plus
+    the pooled 1x1 shortcut. Inputs: the module, x, conv_a's (masked weight, BN weight, BN bias),
+    conv_b's, the shortcut weight."""
+
+    @staticmethod
+    def forward(ctx, red: FusedReduction, x, wa, bn_wa, bn_ba, wb, bn_wb, bn_bb, wd):
+        a, b = red.conv_a, red.conv_b
+        r = F.relu(x)
+        za = a.conv(r, wa)
+        ya, ma, ia = _bn_train(a.bn, za, bn_wa, bn_ba)
+        ya.relu_()
+        zb = b.conv(ya, wb)
+        yb, mb, ib = _bn_train(b.bn, zb, bn_wb, bn_bb)
+        hx = red._halve(x)
+        ctx.save_for_backward(wa, bn_wa, wb, bn_wb, wd)
+        ctx.red, ctx.saved = red, (r, za, ma, ia, ya, zb, mb, ib, hx)
+        return yb.add_(grouped_conv(hx, wd, None, 1, 0, red.groups, True))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        red = ctx.red
+        a, b = red.conv_a, red.conv_b
+        r, za, ma, ia, ya, zb, mb, ib, hx = ctx.saved
+        wa, bn_wa, wb, bn_wb, wd = ctx.saved_tensors
+        del ctx.saved
+        bnb = torch.ops.aten.native_batch_norm_backward
+        g = g.contiguous()
+        gzb, g_bwb, g_bbb = bnb(g, zb, bn_wb, None, None, mb, ib, True, b.bn.eps, [True, True, True])
+        gya, g_wb = b.conv_backward(gzb, ya, wb)
+        torch.ops.aten.threshold_backward.grad_input(gya, ya, 0.0, grad_input=gya)
+        gza, g_bwa, g_bba = bnb(gya, za, bn_wa, None, None, ma, ia, True, a.bn.eps, [True, True, True])
+        gx, g_wa = a.conv_backward(gza, r, wa)
+        torch.ops.aten.threshold_backward.grad_input(gx, r, 0.0, grad_input=gx)
+        ghx, g_wd = _bmm_conv_backward(g, hx, wd, red.groups)
+        red._add_halve_backward(gx, ghx)
+        return None, gx, g_wa, g_bwa, g_bba, g_wb, g_bwb, g_bbb, g_wd
 
 
 class FusedStudents(nn.Module):

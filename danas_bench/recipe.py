@@ -32,6 +32,10 @@ class Recipe:
     valid_curve_n: int | None = None  # per-epoch valid acc on the first n valid examples (None: all)
 
     def __post_init__(self):
+        for name in ("width", "cells", "stages", "epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"recipe field {name} must be a positive int, got {v!r}")
         for name in ("n_train", "valid_curve_n"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):

@@ -1,0 +1,116 @@
+"""The engine's C kernels (``conv3.c``): 3-tap, stride-1 grouped 1-D convolutions on the tall layout.
+
+oneDNN, under ``torch.nn.functional.conv2d``, reorders every activation of such a small-group
+convolution into its blocked layout and back, about half of the call (docs/performance.md); the C
+loops read the plain layout. Built at first use with the system C compiler (``cc``, ``-O3
+-march=native``) into a cache keyed by the source, the compiler and the CPU (``DANAS_NATIVE_CACHE``,
+default ``~/.cache/danas-bench/native``); where that fails, or with ``DANAS_NATIVE=0``, the engine
+keeps using ``conv2d`` (same results up to float rounding) and says so once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+SRC = Path(__file__).with_name("conv3.c")
+_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-shared", "-fPIC"]
+
+
+def _cpu_id() -> str:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        return next((ln for ln in info.splitlines() if ln.startswith("flags")), platform.processor())
+    except OSError:
+        return platform.processor()
+
+
+@functools.lru_cache(maxsize=None)
+def _lib():
+    if os.environ.get("DANAS_NATIVE", "1") == "0":
+        return None
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    try:
+        if cc is None:
+            raise RuntimeError("no C compiler (cc) on PATH")
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
+        key = hashlib.sha256("\0".join([SRC.read_text(), version, " ".join(_FLAGS), _cpu_id()]).encode()).hexdigest()[:16]
+        root = Path(os.environ.get("DANAS_NATIVE_CACHE", Path.home() / ".cache" / "danas-bench" / "native"))
+        so = root / key / "conv3.so"
+        if not so.exists():
+            so.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=so.parent) as tmp:  # build aside, then rename: atomic
+                out = Path(tmp) / "conv3.so"
+                subprocess.run([cc, *_FLAGS, "-o", str(out), str(SRC)], capture_output=True, text=True, check=True)
+                os.replace(out, so)
+        lib = ctypes.CDLL(str(so))
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
+        detail = getattr(e, "stderr", "") or str(e)
+        warnings.warn(f"danas-bench: C kernels unavailable ({detail.strip()[:300]}); the engine uses "
+                      f"torch's conv2d for 1-D 3-tap convolutions (same results up to rounding, slower)", stacklevel=2)
+        return None
+    ptr, long = ctypes.c_void_p, ctypes.c_long
+    for name in ("conv3_forward",):
+        getattr(lib, name).argtypes = [ptr, ptr, ptr, ptr, long, long, long, long, long]
+    lib.conv3_weight_grad.argtypes = [ptr, ptr, ptr, long, long, long, long, long]
+    return lib
+
+
+def available() -> bool:
+    """Whether the C kernels are built and loaded (building them on first call)."""
+    return _lib() is not None
+
+
+def _dims(x: torch.Tensor, w: torch.Tensor, groups: int, *others) -> tuple[int, int, int, int, int]:
+    """(groups, in, out, B, L), after checking every shape: the C loops trust them."""
+    ok = (x.dim() == 4 and x.shape[0] == 1 and groups > 0 and x.shape[1] % groups == 0
+          and w.dim() in (3, 4) and w.shape[-1] == 3 and (w.dim() == 3 or w.shape[2] == 1)
+          and w.shape[0] % groups == 0 and w.shape[1] == x.shape[1] // groups)
+    if not ok or any(t.dtype != torch.float32 for t in (x, w, *others)):
+        raise ValueError(f"conv3 expects a float32 tall 1-D activation (1, G*C, B, L) and a 3-tap weight "
+                         f"(G*C_out, C, 1, 3) for G={groups} groups, got {tuple(x.shape)} {x.dtype} and "
+                         f"{tuple(w.shape)} {w.dtype}")
+    return groups, x.shape[1] // groups, w.shape[0] // groups, x.shape[2], x.shape[3]
+
+
+def _call(name: str, *args) -> None:
+    if getattr(_lib(), name)(*args):
+        raise MemoryError(f"{name}: out of memory for its row masks")
+
+
+def conv3(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, groups: int) -> torch.Tensor:
+    """``conv2d(x, w, bias, 1, (0, 1), 1, groups)`` for w of shape (G*co, ci, 1, 3)."""
+    g, ci, co, b, l = _dims(x, w, groups, *([] if bias is None else [bias]))
+    if bias is not None and bias.numel() != g * co:
+        raise ValueError(f"conv3: bias has {bias.numel()} values for {g * co} output channels")
+    x, w = x.contiguous(), w.detach().contiguous()
+    bias = None if bias is None else bias.detach().contiguous()
+    y = x.new_empty((1, g * co, b, l))
+    _call("conv3_forward", x.data_ptr(), w.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(),
+          g, ci, co, b, l)
+    return y
+
+
+def conv3_backward(grad: torch.Tensor, x: torch.Tensor, w: torch.Tensor, groups: int):
+    """(input gradient, weight gradient) of :func:`conv3` without bias."""
+    g, ci, co, b, l = _dims(x, w, groups, grad)
+    if tuple(grad.shape) != (1, g * co, b, l):
+        raise ValueError(f"conv3_backward: gradient of shape {tuple(grad.shape)} for an output of {(1, g * co, b, l)}")
+    grad, x = grad.contiguous(), x.contiguous()
+    # the input gradient is the forward convolution of grad with each group's weight transposed
+    # (in <-> out) and flipped (tap t <-> 2 - t)
+    wt = w.detach().reshape(g, co, ci, 3).transpose(1, 2).flip(-1).contiguous()
+    gx, gw = torch.empty_like(x), torch.empty((g * co, ci, 3), dtype=x.dtype)
+    _call("conv3_forward", grad.data_ptr(), wt.data_ptr(), None, gx.data_ptr(), g, co, ci, b, l)
+    _call("conv3_weight_grad", grad.data_ptr(), x.data_ptr(), gw.data_ptr(), g, ci, co, b, l)
+    return gx, gw.view(w.shape)
