@@ -237,7 +237,9 @@ def _bmm_conv_backward(grad, x, w, groups: int):
 
 
 def uses_native(ndim: int, k: int, stride: int) -> bool:
-    """Whether a convolution runs on the C kernels (:mod:`danas_bench.native`): 1-D, 3 taps, stride 1."""
+    """Whether a convolution runs on the C kernels (:mod:`danas_bench.native`): 1-D, 3 taps, stride 1.
+    On 2-D 3x3 convolutions the same approach (9 masked taps) was slower than oneDNN's in the
+    backward pass (docs/performance.md), so those keep torch's."""
     return ndim == 1 and k == 3 and stride == 1 and native.available()
 
 

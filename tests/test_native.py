@@ -55,9 +55,12 @@ def test_conv3_refuses_what_it_cannot_run():
         native.conv3(torch.randn(1, 4, 2, 5), torch.randn(4, 4, 1, 5), None, 1)
     with pytest.raises(ValueError, match="float32 tall 1-D"):
         native.conv3(torch.randn(2, 4, 2, 5), torch.randn(4, 4, 1, 3), None, 1)
+    with pytest.raises(ValueError, match="float32 tall 1-D"):  # 2-D activations are torch's
+        native.conv3(torch.randn(1, 4, 2, 5, 5), torch.randn(4, 4, 1, 3, 3), None, 1)
 
 
 def test_unbuildable_kernels_fall_back_with_a_warning(monkeypatch, tmp_path):
+    monkeypatch.delenv("DANAS_NATIVE", raising=False)
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("DANAS_NATIVE_CACHE", str(tmp_path / "cache"))
     native._lib.cache_clear()
