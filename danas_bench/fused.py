@@ -5,7 +5,10 @@ activation. Architecture-independent layers (stem, reductions, head) become grou
 ``groups=K``. Inside a cell, the (edge, model) pairs that leave one node with the same op are
 gathered into one tensor, the op runs once on it (one grouped convolution, whose parameters hold
 exactly the pairs that use it, so no FLOP is spent on an op a model does not have; one pool; nothing
-for a skip), and each edge's slice is added into its destination node with ``index_add``.
+for a skip), and each edge's slice is added into its destination node with ``index_add``. In
+training, each cell and each reduction is one autograd node with a hand-written backward
+(:class:`_CellFn`, :class:`_ReductionFn`), and 1-D 3-tap convolutions run on the C kernels of
+:mod:`danas_bench.native` (torch's where those cannot be built).
 
 Layout: the whole batch is one sample, ``(1, K*C, B, L)`` for 1-D signals and ``(1, K*C, B, H, W)``
 for images, with every kernel 1 wide along the batch axis (conv2d with (1, k) kernels, conv3d with
@@ -17,7 +20,7 @@ Parameters are copied from K plain :class:`~danas_bench.student.Student` modules
 starts from exactly the weights the plain loop would use; BatchNorm statistics are per channel and
 optimiser updates are elementwise, so the models stay independent: only floating-point rounding
 differs from training them one by one (summation order, the BatchNorm variance formula, the fused
-optimiser's last bit).
+optimiser's last bit, the C kernels' order of summation).
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 For each tier-S recipe, on the same seeded sample of canonical architectures and the same seed:
 
-* plain loop: :func:`danas_bench.engine.train_plain`, one architecture at a time, half of the sample
-  before the engine runs and half after (the machine's speed drifts; this brackets the engine);
-* engine: :func:`danas_bench.engine.train_many`, ``chunk`` architectures fused;
+* plain loop: :func:`danas_bench.engine.train_plain`, one architecture at a time, in three parts
+  around the engine's two runs (the machine's speed drifts; this brackets the engine);
+* engine: :func:`danas_bench.engine.train_many`, ``chunk`` architectures fused, run with seed 0 and
+  seed 1 (the seed-to-seed difference), its time the mean of the two;
 
 both in this one process with one thread, timed by the process CPU clock, so the figures are per core and
 less sensitive to other jobs on the machine. It reports architectures per
@@ -52,27 +53,25 @@ def training_flops(index: int, task: Task) -> float:
 def bench_recipe(recipe, teacher: str, n: int, chunk: int, seed: int = 0, log=print) -> dict:
     task = Task.make(recipe, KD(teacher))
     archs = [int(a) for a in np.sort(np.random.default_rng(seed).choice(space.canonical_indices(), n, replace=False))]
-    # the plain loop runs half before and half after the engine: this machine's speed drifts over
-    # minutes, and bracketing the engine keeps the ratio from taking a drift for a speed-up
-    half = n // 2
-    t0 = time.process_time()
-    plain = [train_plain(a, 0, task) for a in archs[:half]]
-    t_plain_1 = time.process_time() - t0
-    t0 = time.process_time()
-    eng = []
-    for i in range(0, n, chunk):
-        eng += train_many(archs[i:i + chunk], 0, task)
-    t_eng = time.process_time() - t0
-    log(f"  engine:     {n} archs in {t_eng:.1f}s")
-    t0 = time.process_time()
-    plain += [train_plain(a, 0, task) for a in archs[half:]]
-    t_plain_2 = time.process_time() - t0
-    t_plain = t_plain_1 + t_plain_2
-    log(f"  plain loop: {n} archs in {t_plain:.1f}s ({t_plain_1:.1f}s for the first {half} before the engine, "
-        f"{t_plain_2:.1f}s for the other {n - half} after it)")
-    eng1 = []
-    for i in range(0, n, chunk):
-        eng1 += train_many(archs[i:i + chunk], 1, task)
+    # this machine's speed drifts over minutes, and the plain loop's more than the engine's: the plain
+    # loop runs in three parts around the engine's two runs (seed 0, and seed 1 for the seed-to-seed
+    # difference), and the engine's time is the mean of its two runs, so that a drift cannot pass for
+    # a speed-up (or hide one)
+    parts = np.array_split(np.arange(n), 3)
+    plain, t_parts, t_runs, runs = [], [], [], {}
+    for what in ("plain", 0, "plain", 1, "plain"):
+        t0 = time.process_time()
+        if what == "plain":
+            plain += [train_plain(archs[i], 0, task) for i in parts[len(t_parts)]]
+            t_parts.append(time.process_time() - t0)
+        else:
+            runs[what] = [rec for i in range(0, n, chunk) for rec in train_many(archs[i:i + chunk], what, task)]
+            t_runs.append(time.process_time() - t0)
+    t_plain, t_eng = sum(t_parts), float(np.mean(t_runs))
+    eng, eng1 = runs[0], runs[1]
+    log(f"  engine:     {n} archs in {t_eng:.1f}s (mean of seed 0 {t_runs[0]:.1f}s and seed 1 {t_runs[1]:.1f}s)")
+    log(f"  plain loop: {n} archs in {t_plain:.1f}s (parts of {', '.join(str(len(q)) for q in parts)} archs: "
+        f"{', '.join(f'{t:.1f}s' for t in t_parts)})")
     a_plain = np.array([r["test_acc"] for r in plain])
     a_eng = np.array([r["test_acc"] for r in eng])
     a_eng1 = np.array([r["test_acc"] for r in eng1])
@@ -83,7 +82,8 @@ def bench_recipe(recipe, teacher: str, n: int, chunk: int, seed: int = 0, log=pr
         "dataset": recipe.dataset, "teacher": teacher, "recipe": recipe.to_dict(), "recipe_id": recipe.recipe_id,
         "n_archs": n, "chunk": chunk,
         "plain_seconds": t_plain, "engine_seconds": t_eng,
-        "plain_seconds_before_engine": t_plain_1, "plain_seconds_after_engine": t_plain_2,
+        "plain_seconds_parts": t_parts, "plain_archs_parts": [len(q) for q in parts],
+        "engine_seconds_seed0": t_runs[0], "engine_seconds_seed1": t_runs[1],
         "plain_archs_per_core_hour": per_hour_plain, "engine_archs_per_core_hour": per_hour_eng,
         "speedup": per_hour_eng / per_hour_plain,
         "equiv_mean_abs_diff": float(np.mean(np.abs(a_eng - a_plain))),

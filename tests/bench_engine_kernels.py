@@ -11,7 +11,11 @@ prints each row's ratio to the fastest of its group):
 - ``bn-forward`` / ``bn-train-step``: training-mode BatchNorm, forward alone and forward + backward,
   ``nn.BatchNorm2d`` (``native_batch_norm``) vs the engine's ``TallBatchNorm``;
 - ``sgd``: one SGD step (Nesterov, weight decay) over 80 parameter tensors shaped like a fused model's,
-  PyTorch's default (per-parameter loop) vs ``fused=True``.
+  PyTorch's default (per-parameter loop) vs ``fused=True``;
+- ``conv3-forward`` / ``conv3-train-step``: a cell's 3-tap convolution (the users of one op, 48 of the
+  64 students' groups), forward alone and forward + both gradients: torch's ``conv2d`` as the engine
+  ran it before (oneDNN, two 4-channel groups packed into one 8-channel block at stage 1) vs the C
+  kernels of ``danas_bench.native`` (unpacked).
 
 glibc's page faults (``engine.keep_freed_memory``) are process-wide, so they are not benchmarked here
 side by side: ``tests/test_engine.py::test_freed_activations_stay_in_the_heap`` counts them.
@@ -22,7 +26,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from danas_bench import engine
+from danas_bench import engine, native
 from danas_bench.fused import TallBatchNorm
 
 SHAPES = {"stage1": (1, 256, 64, 40), "stage3": (1, 1024, 64, 10)}
@@ -69,3 +73,46 @@ def test_sgd_step(benchmark, fused):
         p.grad = torch.randn_like(p)
     opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, fused=fused or None)
     benchmark(opt.step)
+
+
+CONV_SHAPES = {"stage1": (48, 4, 40), "stage2": (48, 8, 20), "stage3": (48, 16, 10)}  # groups, channels, length
+
+
+def _conv3_case(kind: str, stage: str):
+    g, c, length = CONV_SHAPES[stage]
+    pack = 2 if kind == "torch" and c == 4 else 1  # what the engine did with torch's conv2d
+    x = torch.randn(1, g * c, 64, length)
+    w = torch.randn(g * c, c * pack, 1, 3)
+    return x, w, g // pack
+
+
+@pytest.mark.skipif(not native.available(), reason="no C compiler")
+@pytest.mark.parametrize("stage", list(CONV_SHAPES))
+@pytest.mark.parametrize("kind", ["torch", "native"])
+def test_conv3_forward(benchmark, kind, stage):
+    benchmark.group = f"conv3-forward-{stage}"
+    x, w, groups = _conv3_case(kind, stage)
+    if kind == "torch":
+        benchmark(torch.nn.functional.conv2d, x, w, None, 1, (0, 1), 1, groups)
+    else:
+        benchmark(native.conv3, x, w, None, groups)
+
+
+@pytest.mark.skipif(not native.available(), reason="no C compiler")
+@pytest.mark.parametrize("stage", list(CONV_SHAPES))
+@pytest.mark.parametrize("kind", ["torch", "native"])
+def test_conv3_train_step(benchmark, kind, stage):
+    benchmark.group = f"conv3-train-step-{stage}"
+    x, w, groups = _conv3_case(kind, stage)
+    g = torch.randn(x.shape)
+
+    def torch_step():
+        y = torch.nn.functional.conv2d(x, w, None, 1, (0, 1), 1, groups)
+        return torch.ops.aten.convolution_backward(g, x, w, None, [1, 1], [0, 1], [1, 1], False, [0, 0], groups,
+                                                   [True, True, False])
+
+    def native_step():
+        native.conv3(x, w, None, groups)
+        return native.conv3_backward(g, x, w, groups)
+
+    benchmark(torch_step if kind == "torch" else native_step)

@@ -282,13 +282,15 @@ def test_forward_flops_reads_the_archs_file_and_agrees_with_counting():
 
 
 def test_throughput_benchmark_times_both_sides_on_one_sample(tmp_path):
-    """The benchmark's record: plain time = the halves before and after the engine, rates and ratio
-    consistent with the times, equivalence figures in [0, 1], the report written."""
+    """The benchmark's record: plain time = its three parts around the engine's two runs, engine time
+    = their mean, rates and ratio consistent with the times, equivalence figures in [0, 1], the report
+    written."""
     from danas_bench import throughput
 
     res = throughput.bench_recipe(Recipe("digits", n_train=64, **TINY), "resnet", n=4, chunk=4, log=lambda *a: None)
-    assert res["plain_seconds"] == pytest.approx(res["plain_seconds_before_engine"] + res["plain_seconds_after_engine"])
-    assert res["plain_seconds_before_engine"] > 0 and res["plain_seconds_after_engine"] > 0
+    assert res["plain_seconds"] == pytest.approx(sum(res["plain_seconds_parts"]))
+    assert res["plain_archs_parts"] == [2, 1, 1] and all(t > 0 for t in res["plain_seconds_parts"])
+    assert res["engine_seconds"] == pytest.approx((res["engine_seconds_seed0"] + res["engine_seconds_seed1"]) / 2)
     assert res["plain_archs_per_core_hour"] == pytest.approx(3600 * 4 / res["plain_seconds"])
     assert res["speedup"] == pytest.approx(res["plain_seconds"] / res["engine_seconds"])
     for key in ("equiv_mean_abs_diff", "equiv_max_abs_diff", "seed_mean_abs_diff", "seed_max_abs_diff"):
