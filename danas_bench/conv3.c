@@ -4,8 +4,8 @@
  * into and out of its blocked layout (docs/performance.md); these loops read the plain layout.
  *
  * Each group's channel rows are P = B*L floats; position p belongs to row p / L, and a tap that
- * would cross a row edge is multiplied by a 0/1 mask, which keeps the zero padding exact (0 times a
- * finite value is 0). With AVX-512 the loops run over strips of 16 positions with every output
+ * would cross a row edge reads 0 (a masked load, or a select), never the neighbouring sample's value,
+ * so samples stay independent even where one holds an inf or a NaN. With AVX-512 the loops run over strips of 16 positions with every output
  * channel's strip (forward) or eight channels' tap sums (weight gradient) in registers; without it,
  * plain loops that the compiler vectorises. Built and called by danas_bench/native.py. */
 #include <stdlib.h>
@@ -31,9 +31,13 @@ static inline void taps(const float *xi, const float *ml, const float *mr, long 
     __mmask16 k = (__mmask16)(n == 16 ? 0xFFFF : (1u << n) - 1);
     __mmask16 k0 = p0 == 0 ? (__mmask16)(k & ~1u) : k;            /* lane 0 of the first strip: p - 1 < 0 */
     __mmask16 k2 = p0 + n == P ? (__mmask16)(k >> 1) : k;         /* the last position: p + 1 == P */
+    /* the row masks become load masks: a tap across a row edge is never loaded (0, not 0 * x) */
+    __m512 zero = _mm512_setzero_ps();
+    k0 &= _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(k, ml + p0), zero, _CMP_NEQ_OQ);
+    k2 &= _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(k, mr + p0), zero, _CMP_NEQ_OQ);
     *x1 = _mm512_maskz_loadu_ps(k, xi + p0);
-    *x0 = _mm512_mul_ps(_mm512_maskz_loadu_ps(k0, xi + p0 - 1), _mm512_maskz_loadu_ps(k, ml + p0));
-    *x2 = _mm512_mul_ps(_mm512_maskz_loadu_ps(k2, xi + p0 + 1), _mm512_maskz_loadu_ps(k, mr + p0));
+    *x0 = _mm512_maskz_loadu_ps(k0, xi + p0 - 1);
+    *x2 = _mm512_maskz_loadu_ps(k2, xi + p0 + 1);
 }
 
 #define FORWARD_GROUP(OUT)                                                                                \
@@ -114,9 +118,9 @@ static void forward_group(const float *x, const float *w, const float *bias, flo
             const float *wt = w + (o * in + i) * 3;
             float w0 = wt[0], w1 = wt[1], w2 = wt[2];
             if (P == 1) { yo[0] += w1 * xi[0]; continue; }
-            yo[0] += w1 * xi[0] + w2 * xi[1] * mr[0];
-            for (long p = 1; p < P - 1; p++) yo[p] += w0 * xi[p - 1] * ml[p] + w1 * xi[p] + w2 * xi[p + 1] * mr[p];
-            yo[P - 1] += w0 * xi[P - 2] * ml[P - 1] + w1 * xi[P - 1];
+            yo[0] += w1 * xi[0] + w2 * (mr[0] != 0.0f ? xi[1] : 0.0f);
+            for (long p = 1; p < P - 1; p++) yo[p] += w0 * (ml[p] != 0.0f ? xi[p - 1] : 0.0f) + w1 * xi[p] + w2 * (mr[p] != 0.0f ? xi[p + 1] : 0.0f);
+            yo[P - 1] += w0 * (ml[P - 1] != 0.0f ? xi[P - 2] : 0.0f) + w1 * xi[P - 1];
         }
     }
 }
@@ -128,14 +132,14 @@ static void weight_grad_group(const float *gy, const float *x, float *gw, long i
             const float *restrict g = gy + o * P, *restrict xi = x + i * P;
             float s0 = 0.0f, s1 = g[0] * xi[0], s2 = 0.0f;
             if (P > 1) {
-                s2 = g[0] * xi[1] * mr[0];
+                s2 = g[0] * (mr[0] != 0.0f ? xi[1] : 0.0f);
                 s1 += g[P - 1] * xi[P - 1];
-                s0 = g[P - 1] * xi[P - 2] * ml[P - 1];
+                s0 = g[P - 1] * (ml[P - 1] != 0.0f ? xi[P - 2] : 0.0f);
             }
             for (long p = 1; p < P - 1; p++) {
-                s0 += g[p] * xi[p - 1] * ml[p];
+                s0 += g[p] * (ml[p] != 0.0f ? xi[p - 1] : 0.0f);
                 s1 += g[p] * xi[p];
-                s2 += g[p] * xi[p + 1] * mr[p];
+                s2 += g[p] * (mr[p] != 0.0f ? xi[p + 1] : 0.0f);
             }
             float *gt = gw + (o * in + i) * 3;
             gt[0] = s0, gt[1] = s1, gt[2] = s2;

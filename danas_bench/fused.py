@@ -7,7 +7,7 @@ gathered into one tensor, the op runs once on it (one grouped convolution, whose
 exactly the pairs that use it, so no FLOP is spent on an op a model does not have; one pool; nothing
 for a skip), and each edge's slice is added into its destination node with ``index_add``. In
 training, each cell and each reduction is one autograd node with a hand-written backward
-(:class:`_CellFn`, :class:`_ReductionFn`), and 1-D 3-tap convolutions run on the C kernels of
+(:class:`_CellFn`, :class:`_ReductionFn`), and 1-D 3-tap stride-1 convolutions run on the C kernels of
 :mod:`danas_bench.native` (torch's where those cannot be built).
 
 Layout: the whole batch is one sample, ``(1, K*C, B, L)`` for 1-D signals and ``(1, K*C, B, H, W)``
@@ -486,7 +486,7 @@ class _CellFn(torch.autograd.Function):
                 dst_idx = getattr(cell, f"dst_{key}")
                 if op in CONV_OPS:
                     m = cell.convs[key]
-                    g, z, mean, invstd = saved.pop(key)
+                    g, z, mean, invstd = saved[key]  # kept: a retained graph may run backward again
                     w, bn_w = weights[key]
                     gy = torch.empty_like(z)
                     torch.index_select(grads, 1, dst_idx, out=gy[:, :len(dst_idx)])

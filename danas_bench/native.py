@@ -28,11 +28,16 @@ _FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-shared", "-fPIC"]
 
 
 def _cpu_id() -> str:
+    """What ``-march=native`` compiles for: the CPU's model and feature lines (x86 ``model name`` and
+    ``flags``, ARM ``CPU part`` and ``Features``), so a home directory shared by different machines
+    keeps one build per CPU."""
+    keys = ("model name", "flags", "cpu part", "features", "cpu implementer")
     try:
-        info = Path("/proc/cpuinfo").read_text()
-        return next((ln for ln in info.splitlines() if ln.startswith("flags")), platform.processor())
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return platform.processor()
+        lines = []
+    seen = sorted({ln.strip() for ln in lines if ln.lower().startswith(keys)})
+    return "\n".join(seen) or f"{platform.machine()} {platform.processor()}"
 
 
 @functools.lru_cache(maxsize=None)
@@ -60,8 +65,7 @@ def _lib():
                       f"torch's conv2d for 1-D 3-tap convolutions (same results up to rounding, slower)", stacklevel=2)
         return None
     ptr, long = ctypes.c_void_p, ctypes.c_long
-    for name in ("conv3_forward",):
-        getattr(lib, name).argtypes = [ptr, ptr, ptr, ptr, long, long, long, long, long]
+    lib.conv3_forward.argtypes = [ptr, ptr, ptr, ptr, long, long, long, long, long]
     lib.conv3_weight_grad.argtypes = [ptr, ptr, ptr, long, long, long, long, long]
     return lib
 
@@ -72,7 +76,15 @@ def available() -> bool:
 
 
 def _dims(x: torch.Tensor, w: torch.Tensor, groups: int, *others) -> tuple[int, int, int, int, int]:
-    """(groups, in, out, B, L), after checking every shape: the C loops trust them."""
+    """(groups, in, out, B, L), after checking every shape, dtype and device: the C loops trust them.
+    The kernels are not differentiable, so tensors that autograd is recording are refused (the engine
+    calls them from its hand-written backward)."""
+    tensors = (x, w, *others)
+    if any(t.device.type != "cpu" for t in tensors):
+        raise ValueError(f"conv3 runs on CPU tensors, got {[str(t.device) for t in tensors]}")
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        raise ValueError("conv3 is not differentiable: call it under torch.no_grad() (the engine does, in its own "
+                         "backward), or use torch's convolution")
     ok = (x.dim() == 4 and x.shape[0] == 1 and groups > 0 and x.shape[1] % groups == 0
           and w.dim() in (3, 4) and w.shape[-1] == 3 and (w.dim() == 3 or w.shape[2] == 1)
           and w.shape[0] % groups == 0 and w.shape[1] == x.shape[1] // groups)
@@ -93,8 +105,8 @@ def conv3(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, groups: i
     g, ci, co, b, l = _dims(x, w, groups, *([] if bias is None else [bias]))
     if bias is not None and bias.numel() != g * co:
         raise ValueError(f"conv3: bias has {bias.numel()} values for {g * co} output channels")
-    x, w = x.contiguous(), w.detach().contiguous()
-    bias = None if bias is None else bias.detach().contiguous()
+    x, w = x.contiguous(), w.contiguous()
+    bias = None if bias is None else bias.contiguous()
     y = x.new_empty((1, g * co, b, l))
     _call("conv3_forward", x.data_ptr(), w.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(),
           g, ci, co, b, l)
@@ -109,7 +121,7 @@ def conv3_backward(grad: torch.Tensor, x: torch.Tensor, w: torch.Tensor, groups:
     grad, x = grad.contiguous(), x.contiguous()
     # the input gradient is the forward convolution of grad with each group's weight transposed
     # (in <-> out) and flipped (tap t <-> 2 - t)
-    wt = w.detach().reshape(g, co, ci, 3).transpose(1, 2).flip(-1).contiguous()
+    wt = w.reshape(g, co, ci, 3).transpose(1, 2).flip(-1).contiguous()
     gx, gw = torch.empty_like(x), torch.empty((g * co, ci, 3), dtype=x.dtype)
     _call("conv3_forward", grad.data_ptr(), wt.data_ptr(), None, gx.data_ptr(), g, co, ci, b, l)
     _call("conv3_weight_grad", grad.data_ptr(), x.data_ptr(), gw.data_ptr(), g, ci, co, b, l)

@@ -59,7 +59,7 @@ def test_fused_gradients_equal_plain_and_packed_blocks_stay_zero(dataset, archs,
         torch.testing.assert_close(fused.stem_w.grad[k * c:(k + 1) * c].reshape(s.stem[0].weight.shape),
                                    s.stem[0].weight.grad, rtol=1e-3, atol=1e-5)
     packed = [m for m in fused.modules() if getattr(m, "mask", None) is not None]
-    if n % 2 == 0 or not native.available():  # 3-wide stride-1 convs run unpacked on the C kernels
+    if n % 2 == 0 or dataset == "digits" or not native.available():  # 1-D 3-tap convs: unpacked C kernels
         assert packed, "width 4 should pack groups"
     opt = torch.optim.SGD(fused.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     opt.step()
@@ -72,17 +72,55 @@ def _block(w: torch.Tensor, j: int, co: int, ci: int, pack: int) -> torch.Tensor
     return w[j * co:(j + 1) * co, (j % pack) * ci:(j % pack + 1) * ci].squeeze(2)
 
 
+@pytest.fixture(params=["native", "torch"])
+def kernels(request, monkeypatch):
+    """Run a test with the C kernels (where they build) and with torch's convolutions (DANAS_NATIVE=0);
+    the choice is made when a fused model is built."""
+    if request.param == "native" and not native.available():
+        pytest.skip("no C compiler")
+    if request.param == "torch":
+        monkeypatch.setenv("DANAS_NATIVE", "0")
+        native._lib.cache_clear()
+    yield request.param
+    monkeypatch.undo()
+    native._lib.cache_clear()
+
+
+def _ops(*names):
+    return space.to_index([space.OP_INDEX[n] for n in names])
+
+
+# three architectures whose cells take every path of the fused cell: on source 0 every model skips on
+# a different edge (an identity skip split into pieces), on source 1 all skip on edge 3<-1 (a whole-node
+# identity), one skip on 3<-2 (a gathered skip), and convolutions and pools around them
+IDENTITY_ARCHS = [
+    _ops("skip_connect", "nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3", "skip_connect", "nor_conv_3x3"),
+    _ops("nor_conv_3x3", "skip_connect", "avg_pool_3x3", "nor_conv_1x1", "skip_connect", "skip_connect"),
+    _ops("nor_conv_1x1", "avg_pool_3x3", "nor_conv_3x3", "skip_connect", "skip_connect", "nor_conv_1x1"),
+]
+
+
 @pytest.mark.parametrize("dataset", ["digits", "mnist1d"])
-def test_fused_cell_parameter_gradients_equal_plain(dataset, archs):
-    """The cells' hand-written backward gives every (edge, model) pair's conv and BatchNorm parameters
-    the gradient that pair's plain module gets (the stem test above covers the input gradients)."""
+@pytest.mark.parametrize("which", ["sample", "identity-skips"])
+def test_fused_training_step_equals_plain(dataset, archs, which, kernels):
+    """One training step (forward with autograd, the hand-written backward) gives every (edge, model)
+    pair's conv and BatchNorm parameters, and the stem, the gradients the pair's plain module gets, and
+    leaves the same BatchNorm running statistics."""
     task = engine.Task.make(Recipe(dataset, **TINY), KD("none"))
-    students = engine._students(archs[:9], 4, task)
+    students = engine._students(archs[:9] if which == "sample" else IDENTITY_ARCHS, 4, task)
     fused = FusedStudents(students)
+    cells = [m for m in fused.layers if isinstance(m, FusedCell)]
+    if which == "identity-skips":
+        assert all(cell.identity == {"s0o1", "s1o1"} for cell in cells), [cell.identity for cell in cells]
     x, y = task.dataset.x["train"][:16], task.dataset.y["train"][:16]
     torch.nn.functional.cross_entropy(fused(x).reshape(-1, 10), y.repeat_interleave(len(students))).backward()
     for s in students:
         torch.nn.functional.cross_entropy(s(x), y).div(len(students)).backward()
+    tol = {"rtol": 1e-3, "atol": 1e-6}
+    c = students[0].stem[0].weight.shape[0]
+    for k, s in enumerate(students):
+        torch.testing.assert_close(fused.stem_w.grad[k * c:(k + 1) * c].reshape(s.stem[0].weight.shape),
+                                   s.stem[0].weight.grad, **tol)
     checked = 0
     for pos, layer in enumerate(fused.layers):
         if not isinstance(layer, FusedCell):
@@ -97,40 +135,46 @@ def test_fused_cell_parameter_gradients_equal_plain(dataset, archs):
             pack = conv.weight.shape[1] // ci
             for j, (e, k) in enumerate(pairs):
                 plain = students[k].layers[pos].edges[e]
-                torch.testing.assert_close(_block(conv.weight.grad, j, co, ci, pack), plain[1].weight.grad,
-                                           rtol=1e-3, atol=1e-6)
-                torch.testing.assert_close(conv.bn.weight.grad[j * co:(j + 1) * co], plain[2].weight.grad,
-                                           rtol=1e-3, atol=1e-6)
-                torch.testing.assert_close(conv.bn.bias.grad[j * co:(j + 1) * co], plain[2].bias.grad,
-                                           rtol=1e-3, atol=1e-6)
+                torch.testing.assert_close(_block(conv.weight.grad, j, co, ci, pack), plain[1].weight.grad, **tol)
+                rows = slice(j * co, (j + 1) * co)
+                for name in ("weight", "bias"):
+                    torch.testing.assert_close(getattr(conv.bn, name).grad[rows], getattr(plain[2], name).grad, **tol)
+                for name in ("running_mean", "running_var"):
+                    torch.testing.assert_close(getattr(conv.bn, name)[rows], getattr(plain[2], name), rtol=1e-4, atol=1e-6)
                 checked += 1
-    assert checked > 20
+    assert checked >= 3 * len(cells)
 
 
 @pytest.mark.parametrize("ndim,size", [(1, (8,)), (1, (40,)), (2, (4, 4)), (2, (4, 6))])
-def test_fused_reduction_backward_equals_plain(ndim, size):
+@pytest.mark.parametrize("groups", [3, 4])
+def test_fused_reduction_backward_equals_plain(ndim, size, groups, kernels):
     """The reduction's hand-written backward (the shortcut pool's included) gives the input and every
-    parameter the plain blocks' gradients."""
+    parameter the plain blocks' gradients; 4 groups pack the stride-2 convolution's weights."""
     torch.manual_seed(0)
-    reds = [Reduction(4, 8, ndim) for _ in range(3)]
+    reds = [Reduction(4, 8, ndim) for _ in range(groups)]
     fused = FusedReduction(reds, ndim)
-    x = torch.randn(6, 3 * 4, *size)
-    xs = [x[:, 4 * k:4 * (k + 1)].clone().requires_grad_(True) for k in range(3)]
+    assert (fused.conv_a.mask is not None) == (groups == 4)
+    x = torch.randn(6, groups * 4, *size)
+    xs = [x[:, 4 * k:4 * (k + 1)].clone().requires_grad_(True) for k in range(groups)]
     xt = x.transpose(0, 1).unsqueeze(0).clone().requires_grad_(True)  # the tall layout
     out = fused(xt)
     g = torch.randn_like(out)
     (out * g).sum().backward()
+    tol = {"rtol": 1e-4, "atol": 1e-5}
     for k, (red, xk) in enumerate(zip(reds, xs)):
         ref = red(xk)
-        torch.testing.assert_close(out[0, 8 * k:8 * (k + 1)].transpose(0, 1), ref, rtol=1e-4, atol=1e-5)
-        (ref * g[0, 8 * k:8 * (k + 1)].transpose(0, 1)).sum().backward()
-        torch.testing.assert_close(xt.grad[0, 4 * k:4 * (k + 1)].transpose(0, 1), xk.grad, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(fused.down_w.grad[8 * k:8 * (k + 1)].squeeze(2), red.down[1].weight.grad,
-                                   rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(_block(fused.conv_b.weight.grad, k, 8, 8, 1), red.conv_b[1].weight.grad,
-                                   rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(fused.conv_a.bn.weight.grad[8 * k:8 * (k + 1)], red.conv_a[2].weight.grad,
-                                   rtol=1e-4, atol=1e-5)
+        rows = slice(8 * k, 8 * (k + 1))
+        torch.testing.assert_close(out[0, rows].transpose(0, 1), ref, **tol)
+        (ref * g[0, rows].transpose(0, 1)).sum().backward()
+        torch.testing.assert_close(xt.grad[0, 4 * k:4 * (k + 1)].transpose(0, 1), xk.grad, **tol)
+        torch.testing.assert_close(fused.down_w.grad[rows].squeeze(2), red.down[1].weight.grad, **tol)
+        for mine, plain, ci in ((fused.conv_a, red.conv_a, 4), (fused.conv_b, red.conv_b, 8)):
+            pack = mine.weight.shape[1] // ci
+            torch.testing.assert_close(_block(mine.weight.grad, k, 8, ci, pack), plain[1].weight.grad, **tol)
+            for name in ("weight", "bias"):
+                torch.testing.assert_close(getattr(mine.bn, name).grad[rows], getattr(plain[2], name).grad, **tol)
+            for name in ("running_mean", "running_var"):
+                torch.testing.assert_close(getattr(mine.bn, name)[rows], getattr(plain[2], name), **tol)
 
 
 def test_avg_pool_same_backward_is_the_adjoint():

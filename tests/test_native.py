@@ -1,6 +1,8 @@
 """The C kernels equal torch's convolutions, refuse what they cannot run, and the engine falls back
 to torch where they cannot be built."""
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -48,15 +50,34 @@ def test_conv3_keeps_rows_apart():
 
 
 @needs_kernels
+def test_a_non_finite_sample_stays_in_its_row():
+    """An inf at one sample's row end reaches none of its neighbours (padding reads 0, it does not
+    multiply the neighbour's value by 0), in the forward and in both gradients."""
+    x = torch.randn(1, 2, 3, 5)
+    x[0, :, 1, -1] = float("inf")
+    y = native.conv3(x, torch.randn(2, 2, 1, 3), None, 1)
+    assert torch.isfinite(y[0, :, 0]).all() and torch.isfinite(y[0, :, 2]).all()
+    grad = torch.randn(1, 2, 3, 5)
+    grad[0, :, 1, 0] = float("inf")
+    gx, _ = native.conv3_backward(grad, torch.randn(1, 2, 3, 5), torch.randn(2, 2, 1, 3), 1)
+    assert torch.isfinite(gx[0, :, 0]).all() and torch.isfinite(gx[0, :, 2]).all()
+
+
+@needs_kernels
 def test_conv3_refuses_what_it_cannot_run():
-    with pytest.raises(ValueError, match="float32 tall 1-D"):
+    """Each refusal names what was wrong: the dtype, the weight, the layout, the device."""
+    with pytest.raises(ValueError, match=r"got \(1, 4, 2, 5\) torch.float64"):
         native.conv3(torch.randn(1, 4, 2, 5, dtype=torch.float64), torch.randn(4, 4, 1, 3), None, 1)
-    with pytest.raises(ValueError, match="3-tap"):
+    with pytest.raises(ValueError, match=r"and \(4, 4, 1, 5\) torch.float32"):
         native.conv3(torch.randn(1, 4, 2, 5), torch.randn(4, 4, 1, 5), None, 1)
-    with pytest.raises(ValueError, match="float32 tall 1-D"):
+    with pytest.raises(ValueError, match=r"got \(2, 4, 2, 5\)"):
         native.conv3(torch.randn(2, 4, 2, 5), torch.randn(4, 4, 1, 3), None, 1)
-    with pytest.raises(ValueError, match="float32 tall 1-D"):  # 2-D activations are torch's
+    with pytest.raises(ValueError, match=r"got \(1, 4, 2, 5, 5\)"):  # 2-D activations are torch's
         native.conv3(torch.randn(1, 4, 2, 5, 5), torch.randn(4, 4, 1, 3, 3), None, 1)
+    with pytest.raises(ValueError, match="not differentiable"):
+        native.conv3(torch.randn(1, 4, 2, 5, requires_grad=True), torch.randn(4, 4, 1, 3), None, 1)
+    with pytest.raises(ValueError, match="CPU tensors"):
+        native.conv3(torch.randn(1, 4, 2, 5, device="meta"), torch.randn(4, 4, 1, 3), None, 1)
 
 
 def test_unbuildable_kernels_fall_back_with_a_warning(monkeypatch, tmp_path):
@@ -95,3 +116,11 @@ def test_conv3_refuses_mismatched_shapes():
         native.conv3(x, w, torch.randn(7), 2)
     with pytest.raises(ValueError, match="gradient of shape"):
         native.conv3_backward(torch.randn(1, 8, 2, 4), x, w, 2)
+
+
+def test_kernels_build_where_required():
+    """CI (``.ci/run`` sets DANAS_REQUIRE_NATIVE=1, after installing a compiler) must not pass by
+    silently falling back to torch's convolutions, which would skip the kernel tests above."""
+    if os.environ.get("DANAS_REQUIRE_NATIVE") != "1":
+        pytest.skip("only where DANAS_REQUIRE_NATIVE=1 (CI)")
+    assert native.available()
