@@ -376,6 +376,10 @@ class FusedCell(nn.Module):
                         off += len(models) * c
                 self.plan[key] = (src, op, scatters)
                 self.used[key] = off
+                if key in self.identity:  # each piece's channels within its destination node
+                    for i, (dst, n, _) in enumerate(scatters):
+                        if n != self.kc:
+                            self.register_buffer(f"id_{key}_{i}", places[i] - (dst - 1) * self.kc)
                 gathers[key] = _channels(users, c)  # with a padding group's copy of its first user
                 self.register_buffer(f"dst_{key}", torch.cat(places))
                 self.register_buffer(f"src_{key}", gathers[key][:off])
@@ -387,6 +391,12 @@ class FusedCell(nn.Module):
                 self.gathers.setdefault((src, op in CONV_OPS), []).append((key, len(gathers[key])))
         for (src, relu), parts in self.gathers.items():
             self.register_buffer(f"gather_{src}_{int(relu)}", torch.cat([gathers[k] for k, _ in parts]))
+
+    def identity_pieces(self, key: str):
+        """An identity skip's pieces: (destination node, the source channels, their channels in the
+        destination, or None where the piece is the whole node)."""
+        for i, (dst, n, off) in enumerate(self.plan[key][2]):
+            yield dst, slice(off, off + n), getattr(self, f"id_{key}_{i}", None)
 
     def forward(self, x):
         if not (self.training and torch.is_grad_enabled()):
@@ -410,17 +420,13 @@ def _cell_forward(cell: FusedCell, x: torch.Tensor, conv) -> torch.Tensor:
                     g = g.relu_()
                 pieces = g.split([n for _, n in parts], 1) if len(parts) > 1 else [g]
                 inputs.update(zip([k for k, _ in parts], pieces))
-        for key, (s, op, scatters) in cell.plan.items():
+        for key, (s, op, _) in cell.plan.items():
             if s != src:
                 continue
             if key in cell.identity:  # h may be a view of ``nodes``: add each piece into its node's view
-                for dst, n, off in scatters:
+                for dst, chans, idx in cell.identity_pieces(key):
                     out = nodes[:, (dst - 1) * kc:dst * kc]
-                    if n == kc:
-                        out.add_(h)
-                    else:
-                        idx = getattr(cell, f"dst_{key}")[off:off + n] - (dst - 1) * kc
-                        out.index_add_(1, idx, h[:, off:off + n])
+                    out.add_(h) if idx is None else out.index_add_(1, idx, h[:, chans])
                 continue
             if op == SKIP:
                 y = inputs[key]
@@ -471,17 +477,13 @@ class _CellFn(torch.autograd.Function):
         pgrads = {}
         for src in (2, 1, 0):  # a node's gradient is complete once the nodes it feeds are done
             gh = gx if src == 0 else grads[:, (src - 1) * kc:src * kc]
-            for key, (s, op, scatters) in cell.plan.items():
+            for key, (s, op, _) in cell.plan.items():
                 if s != src:
                     continue
                 if key in cell.identity:
-                    for dst, n, off in scatters:
+                    for dst, chans, idx in cell.identity_pieces(key):
                         gd = grads[:, (dst - 1) * kc:dst * kc]
-                        if n == kc:
-                            gh.add_(gd)
-                        else:
-                            idx = getattr(cell, f"dst_{key}")[off:off + n] - (dst - 1) * kc
-                            gh[:, off:off + n].add_(gd.index_select(1, idx))
+                        gh.add_(gd) if idx is None else gh[:, chans].add_(gd.index_select(1, idx))
                     continue
                 dst_idx = getattr(cell, f"dst_{key}")
                 if op in CONV_OPS:

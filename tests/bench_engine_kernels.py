@@ -89,30 +89,23 @@ def _conv3_case(kind: str, stage: str):
 @pytest.mark.skipif(not native.available(), reason="no C compiler")
 @pytest.mark.parametrize("stage", list(CONV_SHAPES))
 @pytest.mark.parametrize("kind", ["torch", "native"])
-def test_conv3_forward(benchmark, kind, stage):
-    benchmark.group = f"conv3-forward-{stage}"
-    x, w, groups = _conv3_case(kind, stage)
-    if kind == "torch":
-        benchmark(torch.nn.functional.conv2d, x, w, None, 1, (0, 1), 1, groups)
-    else:
-        benchmark(native.conv3, x, w, None, groups)
-
-
-@pytest.mark.skipif(not native.available(), reason="no C compiler")
-@pytest.mark.parametrize("stage", list(CONV_SHAPES))
-@pytest.mark.parametrize("kind", ["torch", "native"])
-def test_conv3_train_step(benchmark, kind, stage):
-    benchmark.group = f"conv3-train-step-{stage}"
+@pytest.mark.parametrize("what", ["forward", "train-step"])
+def test_conv3(benchmark, kind, stage, what):
+    """Forward alone, or forward + input and weight gradients."""
+    benchmark.group = f"conv3-{what}-{stage}"
     x, w, groups = _conv3_case(kind, stage)
     g = torch.randn(x.shape)
 
-    def torch_step():
-        y = torch.nn.functional.conv2d(x, w, None, 1, (0, 1), 1, groups)
-        return torch.ops.aten.convolution_backward(g, x, w, None, [1, 1], [0, 1], [1, 1], False, [0, 0], groups,
-                                                   [True, True, False])
+    def forward():
+        if kind == "torch":
+            return torch.nn.functional.conv2d(x, w, None, 1, (0, 1), 1, groups)
+        return native.conv3(x, w, None, groups)
 
-    def native_step():
-        native.conv3(x, w, None, groups)
+    def step():
+        forward()
+        if kind == "torch":
+            return torch.ops.aten.convolution_backward(g, x, w, None, [1, 1], [0, 1], [1, 1], False, [0, 0], groups,
+                                                       [True, True, False])
         return native.conv3_backward(g, x, w, groups)
 
-    benchmark(torch_step if kind == "torch" else native_step)
+    benchmark(forward if what == "forward" else step)
