@@ -24,13 +24,18 @@ static float *row_masks(long P, long L) {
 #ifdef __AVX512F__
 #include <immintrin.h>
 
+/* the lanes of the strip p0 .. p0+15 that lie before P */
+static inline __mmask16 strip(long P, long p0) {
+    long n = P - p0 < 16 ? P - p0 : 16;
+    return (__mmask16)(n == 16 ? 0xFFFF : (1u << n) - 1);
+}
+
 /* the three taps of row xi at positions p0 .. p0+15: masked loads (no access past either end) */
 static inline void taps(const float *xi, const float *ml, const float *mr, long P, long p0,
                         __m512 *x0, __m512 *x1, __m512 *x2) {
-    long n = P - p0 < 16 ? P - p0 : 16;
-    __mmask16 k = (__mmask16)(n == 16 ? 0xFFFF : (1u << n) - 1);
+    __mmask16 k = strip(P, p0);
     __mmask16 k0 = p0 == 0 ? (__mmask16)(k & ~1u) : k;            /* lane 0 of the first strip: p - 1 < 0 */
-    __mmask16 k2 = p0 + n == P ? (__mmask16)(k >> 1) : k;         /* the last position: p + 1 == P */
+    __mmask16 k2 = p0 + 16 >= P ? (__mmask16)(k >> 1) : k;       /* the last position: p + 1 == P */
     /* the row masks become load masks: a tap across a row edge is never loaded (0, not 0 * x) */
     __m512 zero = _mm512_setzero_ps();
     k0 &= _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(k, ml + p0), zero, _CMP_NEQ_OQ);
@@ -56,8 +61,7 @@ static inline void taps(const float *xi, const float *ml, const float *mr, long 
                     acc[o] = _mm512_fmadd_ps(_mm512_set1_ps(wt[2]), x2, acc[o]);                          \
                 }                                                                                         \
             }                                                                                             \
-            long n = P - p0 < 16 ? P - p0 : 16;                                                           \
-            __mmask16 k = (__mmask16)(n == 16 ? 0xFFFF : (1u << n) - 1);                                  \
+            __mmask16 k = strip(P, p0);                                                                   \
             for (int o = 0; o < OUT; o++) _mm512_mask_storeu_ps(y + o * P + p0, k, acc[o]);               \
         }                                                                                                 \
     }
@@ -84,8 +88,7 @@ static void weight_grad_block(const float *gyo, const float *xi, float *gw, long
     for (long p0 = 0; p0 < P; p0 += 16) {
         __m512 x0, x1, x2;
         taps(xi, ml, mr, P, p0, &x0, &x1, &x2);
-        long n = P - p0 < 16 ? P - p0 : 16;
-        __mmask16 k = (__mmask16)(n == 16 ? 0xFFFF : (1u << n) - 1);
+        __mmask16 k = strip(P, p0);
         for (int o = 0; o < ob; o++) {
             __m512 g = _mm512_maskz_loadu_ps(k, gyo + o * P + p0);
             acc[o][0] = _mm512_fmadd_ps(g, x0, acc[o][0]);

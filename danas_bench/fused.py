@@ -53,9 +53,13 @@ def _bn_forward(x, weight, bias, eps: float):
     return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps), mean, var
 
 
-def _unbiased(var: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _bn_train_stats(x, weight, bias, eps: float):
+    """(output, mean, invstd for ``native_batch_norm_backward``, unbiased variance for the running
+    statistics) of a training-mode BatchNorm of a tall activation."""
+    out, mean, var = _bn_forward(x, weight, bias, eps)
+    invstd = (var + eps).rsqrt()
     m = x[0, 0].numel()
-    return var.mul_(m / max(m - 1, 1))
+    return out, mean, invstd, var.mul_(m / max(m - 1, 1))
 
 
 def _update_running(bn: nn.modules.batchnorm._BatchNorm, mean: torch.Tensor, unbiased: torch.Tensor) -> None:
@@ -68,9 +72,8 @@ def _update_running(bn: nn.modules.batchnorm._BatchNorm, mean: torch.Tensor, unb
 def _bn_train(bn: nn.modules.batchnorm._BatchNorm, x, weight, bias):
     """:class:`TallBatchNorm`'s training forward outside autograd: (output, mean, invstd) for
     ``native_batch_norm_backward``; updates ``bn``'s running statistics."""
-    out, mean, var = _bn_forward(x, weight, bias, bn.eps)
-    invstd = (var + bn.eps).rsqrt()
-    _update_running(bn, mean, _unbiased(var, x))
+    out, mean, invstd, unbiased = _bn_train_stats(x, weight, bias, bn.eps)
+    _update_running(bn, mean, unbiased)
     return out, mean, invstd
 
 
@@ -82,12 +85,10 @@ class _TallBNTrain(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps: float):
-        out, mean, var = _bn_forward(x, weight, bias, eps)
-        invstd = (var + eps).rsqrt_()
+        out, mean, invstd, unbiased = _bn_train_stats(x, weight, bias, eps)
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.eps = eps
         ctx.set_materialize_grads(False)
-        unbiased = _unbiased(var, x)  # for the running statistics
         ctx.mark_non_differentiable(mean, unbiased)
         return out, mean, unbiased
 
@@ -246,6 +247,12 @@ def uses_native(ndim: int, k: int, stride: int) -> bool:
     return ndim == 1 and k == 3 and stride == 1 and native.available()
 
 
+def conv_pack(ndim: int, k: int, stride: int, c_in: int, groups: int) -> int:
+    """How many groups a :class:`_Conv` packs per block: none for a 1x1 stride-1 kernel (a batched
+    matmul) or a C kernel, else :func:`pack_factor`."""
+    return 1 if (k == 1 and stride == 1) or uses_native(ndim, k, stride) else pack_factor(c_in, groups)
+
+
 class _Conv(nn.Module):
     """A grouped ``Conv-BN`` over whole per-model channel blocks (ReLU is applied by the caller).
 
@@ -260,10 +267,9 @@ class _Conv(nn.Module):
         g = len(convs)
         co, ci = convs[0].weight.shape[:2]
         s, p = convs[0].stride[-1], convs[0].padding[-1]
-        # a 1x1 stride-1 kernel is a batched matmul (grouped_conv), a 1-D 3-tap one a C kernel: no packing
-        self.bmm = w.shape[-1] == 1 and s == 1
+        self.bmm = w.shape[-1] == 1 and s == 1  # a batched matmul (grouped_conv)
         self.native = uses_native(ndim, w.shape[-1], s)
-        pack = 1 if self.bmm or self.native else pack_factor(ci, g)
+        pack = conv_pack(ndim, w.shape[-1], s, ci, g)
         if pack > 1:
             blocks = torch.zeros(g // pack, pack * co, pack * ci, *w.shape[2:])
             mask = torch.zeros_like(blocks)
@@ -304,6 +310,22 @@ class _Conv(nn.Module):
                                                         [1] * n, False, [0] * n, self.groups, [True, True, False])
         return gx, gw
 
+    def train_forward(self, x, w, bn_w, bn_b):
+        """Conv-BN of a ReLU output ``x`` in a training step outside autograd: (output, what
+        :meth:`train_backward` needs); updates the BatchNorm's running statistics."""
+        z = self.conv(x, w)
+        out, mean, invstd = _bn_train(self.bn, z, bn_w, bn_b)
+        return out, (x, z, mean, invstd)
+
+    def train_backward(self, grad, saved, w, bn_w):
+        """(input gradient through the ReLU that made ``x``, weight, BN weight and BN bias gradients)."""
+        x, z, mean, invstd = saved
+        gz, g_bw, g_bb = torch.ops.aten.native_batch_norm_backward(
+            grad, z, bn_w, None, None, mean, invstd, True, self.bn.eps, [True, True, True])
+        gx, g_w = self.conv_backward(gz, x, w)
+        torch.ops.aten.threshold_backward.grad_input(gx, x, 0.0, grad_input=gx)  # ReLU, in place
+        return gx, g_w, g_bw, g_bb
+
     def forward(self, x):  # x is already ReLU'd where the op needs it
         w = self.effective_weight()
         if self.training:
@@ -341,7 +363,6 @@ class FusedCell(nn.Module):
         self.convs = nn.ModuleDict()
         # key -> (source, op, [(dst, channels, offset of the piece in the op's output)])
         self.plan: dict[str, tuple[int, int, list[tuple[int, int, int]]]] = {}
-        self.used: dict[str, int] = {}  # key -> channels of its output that are read (not a padding group)
         self.identity: set[str] = set()  # skips whose users are every model in order: no gather needed
         gathers: dict[str, torch.Tensor] = {}  # key -> the input channels of its (edge, model) pairs
         for src in range(3):
@@ -355,8 +376,8 @@ class FusedCell(nn.Module):
                 if op in CONV_OPS:
                     mods = [cells[k].edges[e] for e, k in pairs]
                     convs, bns = [m[1] for m in mods], [m[2] for m in mods]
-                    packs = op != CONV_OPS[0] and not uses_native(ndim, 3, 1)  # bmm and C kernels: unpacked
-                    if packs and len(pairs) % 2 and pack_factor(c, len(pairs) + 1) > 1:
+                    width = convs[0].weight.shape[-1]
+                    if len(pairs) % 2 and conv_pack(ndim, width, 1, c, len(pairs) + 1) > 1:
                         # an even group count lets _Conv pack groups: a zero group whose output is never read
                         convs.append(copy.deepcopy(convs[0]).requires_grad_(False))
                         nn.init.zeros_(convs[-1].weight)
@@ -375,7 +396,6 @@ class FusedCell(nn.Module):
                         places.append(_channels(models, c) + (dst - 1) * self.kc)
                         off += len(models) * c
                 self.plan[key] = (src, op, scatters)
-                self.used[key] = off
                 if key in self.identity:  # each piece's channels within its destination node
                     for i, (dst, n, _) in enumerate(scatters):
                         if n != self.kc:
@@ -434,7 +454,8 @@ def _cell_forward(cell: FusedCell, x: torch.Tensor, conv) -> torch.Tensor:
                 y = avg_pool_same(inputs[key], cell.ndim)
             else:
                 y = conv(key, inputs[key])
-            nodes.index_add_(1, getattr(cell, f"dst_{key}"), y[:, :cell.used[key]])
+            dst_idx = getattr(cell, f"dst_{key}")
+            nodes.index_add_(1, dst_idx, y[:, :len(dst_idx)])  # a padding group's output is never read
     return nodes
 
 
@@ -451,11 +472,7 @@ class _CellFn(torch.autograd.Function):
         weights = dict(zip(cell.convs.keys(), zip(params[0::3], params[1::3], params[2::3])))
 
         def conv(key, g):
-            m = cell.convs[key]
-            w, bn_w, bn_b = weights[key]
-            z = m.conv(g, w)
-            out, mean, invstd = _bn_train(m.bn, z, bn_w, bn_b)
-            saved[key] = (g, z, mean, invstd)
+            out, saved[key] = cell.convs[key].train_forward(g, *weights[key])
             return out
 
         nodes = _cell_forward(cell, x, conv)
@@ -468,7 +485,7 @@ class _CellFn(torch.autograd.Function):
     def backward(ctx, g3):
         cell, saved = ctx.cell, ctx.saved
         params = ctx.saved_tensors
-        weights = dict(zip(cell.convs.keys(), zip(params[0::3], params[1::3])))
+        weights = dict(zip(cell.convs.keys(), zip(params[0::3], params[1::3])))  # (conv, BN) weights
         kc = cell.kc
         grads = g3.new_empty((1, 3 * kc) + g3.shape[2:])  # gradients of nodes 1-3
         grads[:, :2 * kc].zero_()
@@ -487,17 +504,11 @@ class _CellFn(torch.autograd.Function):
                     continue
                 dst_idx = getattr(cell, f"dst_{key}")
                 if op in CONV_OPS:
-                    m = cell.convs[key]
-                    g, z, mean, invstd = saved[key]  # kept: a retained graph may run backward again
-                    w, bn_w = weights[key]
+                    z = saved[key][1]  # saved is kept: a retained graph may run backward again
                     gy = torch.empty_like(z)
                     torch.index_select(grads, 1, dst_idx, out=gy[:, :len(dst_idx)])
                     gy[:, len(dst_idx):].zero_()  # a padding group: its output is never read
-                    gz, g_bw, g_bb = torch.ops.aten.native_batch_norm_backward(
-                        gy, z, bn_w, None, None, mean, invstd, True, m.bn.eps, [True, True, True])
-                    gin, g_w = m.conv_backward(gz, g, w)
-                    torch.ops.aten.threshold_backward.grad_input(gin, g, 0.0, grad_input=gin)  # ReLU, in place
-                    pgrads[key] = (g_w, g_bw, g_bb)
+                    gin, *pgrads[key] = cell.convs[key].train_backward(gy, saved[key], *weights[key])
                 else:
                     gy = grads.index_select(1, dst_idx)
                     gin = gy if op == SKIP else avg_pool_same_backward(gy, cell.ndim)
@@ -557,34 +568,22 @@ class _ReductionFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, red: FusedReduction, x, wa, bn_wa, bn_ba, wb, bn_wb, bn_bb, wd):
-        a, b = red.conv_a, red.conv_b
-        r = F.relu(x)
-        za = a.conv(r, wa)
-        ya, ma, ia = _bn_train(a.bn, za, bn_wa, bn_ba)
-        ya.relu_()
-        zb = b.conv(ya, wb)
-        yb, mb, ib = _bn_train(b.bn, zb, bn_wb, bn_bb)
+        ya, sa = red.conv_a.train_forward(F.relu(x), wa, bn_wa, bn_ba)
+        yb, sb = red.conv_b.train_forward(ya.relu_(), wb, bn_wb, bn_bb)
         hx = red._halve(x)
         ctx.save_for_backward(wa, bn_wa, wb, bn_wb, wd)
-        ctx.red, ctx.saved = red, (r, za, ma, ia, ya, zb, mb, ib, hx)
+        ctx.red, ctx.saved = red, (sa, sb, hx)
         return yb.add_(grouped_conv(hx, wd, None, 1, 0, red.groups, True))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
         red = ctx.red
-        a, b = red.conv_a, red.conv_b
-        r, za, ma, ia, ya, zb, mb, ib, hx = ctx.saved
+        sa, sb, hx = ctx.saved  # kept: a retained graph may run backward again
         wa, bn_wa, wb, bn_wb, wd = ctx.saved_tensors
-        del ctx.saved
-        bnb = torch.ops.aten.native_batch_norm_backward
         g = g.contiguous()
-        gzb, g_bwb, g_bbb = bnb(g, zb, bn_wb, None, None, mb, ib, True, b.bn.eps, [True, True, True])
-        gya, g_wb = b.conv_backward(gzb, ya, wb)
-        torch.ops.aten.threshold_backward.grad_input(gya, ya, 0.0, grad_input=gya)
-        gza, g_bwa, g_bba = bnb(gya, za, bn_wa, None, None, ma, ia, True, a.bn.eps, [True, True, True])
-        gx, g_wa = a.conv_backward(gza, r, wa)
-        torch.ops.aten.threshold_backward.grad_input(gx, r, 0.0, grad_input=gx)
+        gya, g_wb, g_bwb, g_bbb = red.conv_b.train_backward(g, sb, wb, bn_wb)
+        gx, g_wa, g_bwa, g_bba = red.conv_a.train_backward(gya, sa, wa, bn_wa)
         ghx, g_wd = _bmm_conv_backward(g, hx, wd, red.groups)
         red._add_halve_backward(gx, ghx)
         return None, gx, g_wa, g_bwa, g_bba, g_wb, g_bwb, g_bbb, g_wd

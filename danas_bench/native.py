@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 SRC = Path(__file__).with_name("conv3.c")
-_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-shared", "-fPIC"]
+_FLAGS = ["-O3", "-march=native", "-shared", "-fPIC"]
 
 
 def _cpu_id() -> str:
@@ -88,7 +88,7 @@ def _dims(x: torch.Tensor, w: torch.Tensor, groups: int, *others) -> tuple[int, 
     ok = (x.dim() == 4 and x.shape[0] == 1 and groups > 0 and x.shape[1] % groups == 0
           and w.dim() in (3, 4) and w.shape[-1] == 3 and (w.dim() == 3 or w.shape[2] == 1)
           and w.shape[0] % groups == 0 and w.shape[1] == x.shape[1] // groups)
-    if not ok or any(t.dtype != torch.float32 for t in (x, w, *others)):
+    if not ok or any(t.dtype != torch.float32 for t in tensors):
         raise ValueError(f"conv3 expects a float32 tall 1-D activation (1, G*C, B, L) and a 3-tap weight "
                          f"(G*C_out, C, 1, 3) for G={groups} groups, got {tuple(x.shape)} {x.dtype} and "
                          f"{tuple(w.shape)} {w.dtype}")
