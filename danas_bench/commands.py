@@ -28,22 +28,30 @@ def teachers(cfg) -> int:
 def pilot(cfg) -> int:
     from . import pilot as p
     from .pilot_report import write_report
+    from .recipe import Recipe
 
     crit = p.Criteria(**cfg.criteria)
     out = Path(cfg.out_dir)
-    path = out / "pilot.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
+    cells = p.sample_cells(cfg.n_cells, cfg.sample_seed)
+    recipes = {ds: [Recipe(dataset=ds, **c) for c in OmegaConf.to_container(cfg.candidates[ds])]
+               for ds in cfg.datasets}
+    if cfg.train:
+        p.run_candidates([r for ds in cfg.datasets for r in recipes[ds]], cells, tuple(cfg.seeds), cfg.chunk,
+                         cfg.workers, out)
+    results = {}
     for ds in cfg.datasets:
-        cands = OmegaConf.to_container(cfg.candidates[ds])
-        res = p.run(ds, cands, cfg.n_archs, cfg.sample_seed, cfg.workers, out, crit, cfg.stop_at_first)
-        results[ds] = res
-        path.write_text(json.dumps(results, indent=1))
-        if cfg.write_recipes and res["chosen"]:
+        measured = [m for r in recipes[ds] if (df := p._read_runs(p.runs_path(out, r))) is not None
+                    and (m := p.measure(df, r, cells, crit)) is not None]
+        pick = p.choose(measured, cfg.budget_core_seconds[ds], crit) if measured else {"chosen": None}
+        results[ds] = {"candidates": measured, "cells": [int(c) for c in cells], "n_planned": len(recipes[ds]),
+                       "budget_core_seconds": cfg.budget_core_seconds[ds], "criteria": crit.__dict__, **pick}
+        if cfg.write_recipes and pick.get("chosen") and len(measured) == len(recipes[ds]):
             RECIPE_DIR.mkdir(parents=True, exist_ok=True)
-            (RECIPE_DIR / f"{ds}.yaml").write_text(
-                "# chosen by `danas-bench pilot` (docs/pilot.md)\n" + OmegaConf.to_yaml(res["chosen"]))
-        print(f"{ds}: chosen recipe {res['chosen']}")
-    write_report(results, out / "pilot.md")
+            (RECIPE_DIR / f"{ds}-v2.yaml").write_text(
+                "# chosen by `danas-bench pilot` (docs/pilot.md)\n" + OmegaConf.to_yaml(pick["recipe"]))
+        print(f"{ds}: {len(measured)}/{len(recipes[ds])} candidates measured; chosen {pick.get('chosen')}")
+    (out / "pilot.json").write_text(json.dumps(results, indent=1))
+    write_report(results, out)
     return 0
 
 

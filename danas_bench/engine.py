@@ -14,6 +14,7 @@ share batches); the initial weights depend on (architecture index, seed) via
 from __future__ import annotations
 
 import functools
+import math
 import time
 from dataclasses import dataclass
 
@@ -148,6 +149,24 @@ def optimizer(model: nn.Module, r: Recipe, fused: bool = False) -> torch.optim.O
                            weight_decay=r.weight_decay, fused=fused or None)
 
 
+def lr_schedule(opt: torch.optim.Optimizer, r: Recipe, n: int):
+    """Cosine to 0 over all steps (NAS-Bench-201's schedule), after a linear warmup from 0 over
+    ``warmup_epochs`` when the recipe asks for one: KD's T^2-scaled soft loss at a high learning rate
+    can collapse tiny students in their first steps (docs/pilot.md)."""
+    per_epoch = (n + r.batch_size - 1) // r.batch_size
+    steps = r.epochs * per_epoch
+    if not r.warmup_epochs:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    warm = r.warmup_epochs * per_epoch
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
 def fit(model: nn.Module, k: int, task: Task, seed: int, progress=None, fused_optimizer: bool = False) -> dict:
     """Train ``model`` (logits (B, K, C)) with the task's recipe; return per-model arrays."""
     keep_freed_memory()
@@ -155,8 +174,7 @@ def fit(model: nn.Module, k: int, task: Task, seed: int, progress=None, fused_op
     x, y, t = task.train_split()
     n = len(x)
     opt = optimizer(model, r, fused_optimizer)
-    steps = r.epochs * ((n + r.batch_size - 1) // r.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    sched = lr_schedule(opt, r, n)
     gen = torch.Generator().manual_seed(int(seed))
     hist = {"train_loss": [], "train_acc": [], "valid_acc": [], "epoch_seconds": []}
     # the per-epoch curve may use a prefix of the valid split (tier M: evaluating 5,000 examples every

@@ -1,167 +1,213 @@
-"""The pilot study that fixes each dataset's recipe (DESIGN.md, "Pilot study").
+"""The recipe search that fixes each dataset's student recipe (DESIGN.md, "Pilot study").
 
-For each candidate recipe, cheapest first, a seeded sample of canonical architectures is trained with
-two seeds, with KD (the dataset's first teacher) and without. A recipe passes when
+Every candidate recipe trains the same seeded sample of non-zero canonical cells with two seeds, once
+without KD and once with every teacher of the dataset. Its raw runs go to
+``docs/recipe_search/<dataset>-<recipe_id>.parquet`` as they finish, so a killed search resumes where it
+stopped. Each candidate is then judged on four things (``measure``):
 
-(a) the test accuracy spreads widely (IQR >= ``min_iqr``) and the best student stays below the
-    teacher's accuracy (the skeleton alone must not reach the ceiling),
-(b) the seed-to-seed Kendall tau over the sample is >= ``min_tau`` for KD and for no-KD,
-(c) KD changes the picture measurably: tau(KD, no-KD) < ``max_tau_kd`` or the share of
-    architectures KD helps differs from one half by more than ``min_share_shift``.
+* converged: the median validation curve gains < ``max_late_gain`` over the last quarter of epochs;
+* reliable: single-run ICC(1) of test accuracy over cells, and the held-out percentile of the top 10%
+  of cells picked by one seed's valid accuracy, scored on the other seed's test accuracy;
+* KD stable and meaningful: share of KD runs collapsed (> 5 pp below the same cell and seed without
+  KD), KD's mean gain with a 95% CI, share of cells helped, the teacher's margin over the best student;
+* affordable: core-seconds per training, against the dataset's share of the generation budget.
 
-The cheapest passing recipe is chosen. Every number lands in ``docs/pilot.md`` (and a JSON beside it)
-so the choice can be checked.
+``choose`` applies the rule written in docs/pilot.md; the report is rendered by ``pilot_report``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import kendalltau
+import polars as pl
+from scipy import stats
 
 from . import space, teachers
-from .pilot_report import BUDGET_CORE_SECONDS
 from .recipe import KD, Recipe
 from .workers import pool, train_chunk
 
+RUN_COLUMNS = ["arch_index", "seed", "teacher", "valid_acc", "test_acc", "valid_acc_curve", "train_acc",
+               "train_seconds"]
 
-@dataclass
+
+@dataclass(frozen=True)
 class Criteria:
-    min_tau: float = 0.7
-    min_iqr: float = 0.02
-    max_tau_kd: float = 0.9
-    min_share_shift: float = 0.1
+    max_late_gain: float = 0.01      # converged: last quarter of epochs adds < 1 pp (median curve)
+    max_collapsed: float = 0.02      # share of KD runs > 5 pp below the same cell's no-KD run
+    collapse_gap: float = 0.05
+    min_teacher_margin: float = 0.02  # teacher test acc - best seed-mean student
+    near_best_icc: float = 0.02      # candidates this close to the best ICC are ranked by top-10% percentile
 
 
-def run_recipe(recipe: Recipe, teacher: str, archs: np.ndarray, seeds=(0, 1), chunk: int = 50,
-               workers: int | None = None, log=print) -> dict:
-    """Train the sample with both seeds, KD and no-KD; return test accuracies and cost."""
-    jobs = []
-    for kd in (KD(teacher), KD("none")):
-        for seed in seeds:
-            for i in range(0, len(archs), chunk):
-                jobs.append((kd, seed, [int(a) for a in archs[i:i + chunk]]))
-    acc: dict[tuple[str, int], dict[int, float]] = {}
-    valid: dict[tuple[str, int], dict[int, float]] = {}
-    secs = []
+def sample_cells(n: int, seed: int) -> np.ndarray:
+    """A seeded sample of ``n`` non-zero canonical cells (a zero cell is a constant classifier)."""
+    canon = space.canonical_indices()
+    live = canon[~space.zero_cells(canon)]
+    return np.sort(np.random.default_rng(seed).choice(live, n, replace=False))
+
+
+def runs_path(out_dir: Path, recipe: Recipe) -> Path:
+    return out_dir / "recipe_search" / f"{recipe.dataset}-{recipe.recipe_id}.parquet"
+
+
+def _read_runs(path: Path) -> pl.DataFrame | None:
+    return pl.read_parquet(path) if path.exists() else None
+
+
+def _write_runs(path: Path, df: pl.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    df.sort(["teacher", "seed", "arch_index"]).write_parquet(tmp)
+    os.replace(tmp, path)
+
+
+def run_candidates(recipes: list[Recipe], cells: np.ndarray, seeds=(0, 1), chunk: int = 64,
+                   workers: int | None = None, out_dir: Path = Path("docs"), log=print) -> None:
+    """Train every (recipe, KD setting, seed, chunk of cells) not yet on disk; the pool runs them in
+    the order given, so candidates finish one after the other and each is written as it completes."""
+    jobs, have = [], {}
+    for r in recipes:
+        done = _read_runs(runs_path(out_dir, r))
+        have[r] = done
+        for kd in [KD("none")] + [KD(t) for t in teachers.TEACHERS[r.dataset]]:
+            for seed in seeds:
+                for i in range(0, len(cells), chunk):
+                    idx = [int(a) for a in cells[i:i + chunk]]
+                    if done is not None and done.filter((pl.col("teacher") == kd.teacher) & (pl.col("seed") == seed)
+                                                        & pl.col("arch_index").is_in(idx)).height == len(idx):
+                        continue
+                    jobs.append((r, kd, seed, idx))
+    if not jobs:
+        return
+    log(f"recipe search: {len(jobs)} tasks of <= {chunk} students to train")
     t0 = time.perf_counter()
     with pool(workers) as ex:
-        futs = [(kd, seed, ex.submit(train_chunk, recipe.to_dict(), kd.__dict__, seed, idx)) for kd, seed, idx in jobs]
-        for n, (kd, seed, fut) in enumerate(futs, 1):
-            for rec in fut.result():
-                acc.setdefault((kd.teacher, seed), {})[rec["arch_index"]] = rec["test_acc"]
-                valid.setdefault((kd.teacher, seed), {})[rec["arch_index"]] = rec["valid_acc"]
-                secs.append(rec["train_seconds"])
-            if n % max(1, len(futs) // 10) == 0:
-                el = time.perf_counter() - t0
-                log(f"    {n}/{len(futs)} chunks, {el:.0f}s elapsed, ETA {el / n * (len(futs) - n):.0f}s")
-    wall = time.perf_counter() - t0
-    order = [int(a) for a in archs]
-    arr = {k: np.array([v[a] for a in order]) for k, v in acc.items()}
-    return {"acc": arr, "wall_seconds": wall, "core_seconds_per_arch": float(np.mean(secs)),
-            "n_trainings": len(secs)}
+        futs = [(r, ex.submit(train_chunk, r.to_dict(), kd.__dict__, seed, idx)) for r, kd, seed, idx in jobs]
+        for n, (r, fut) in enumerate(futs, 1):
+            recs = fut.result()
+            new = pl.DataFrame([{k: rec[k] for k in RUN_COLUMNS[:-2]} | {"train_acc": rec["train_acc"][-1],
+                                "train_seconds": rec["train_seconds"]} for rec in recs])
+            old = _read_runs(runs_path(out_dir, r))
+            df = new if old is None else pl.concat([old, new], how="vertical_relaxed").unique(
+                ["teacher", "seed", "arch_index"], keep="last")
+            _write_runs(runs_path(out_dir, r), df)
+            el = time.perf_counter() - t0
+            log(f"  {n}/{len(futs)} tasks ({r.dataset} {r.recipe_id}), {el:.0f}s, ETA {el / n * (len(futs) - n):.0f}s")
 
 
-def summarise(res: dict, teacher: str, teacher_acc: float, crit: Criteria) -> dict:
-    a = res["acc"]
-    kd0, kd1, no0, no1 = a[(teacher, 0)], a[(teacher, 1)], a[("none", 0)], a[("none", 1)]
-    kd, no = (kd0 + kd1) / 2, (no0 + no1) / 2
-    q = lambda x, p: float(np.percentile(x, p))  # noqa: E731
-    gain = kd - no
-    out = {
-        "kd_range": [float(kd.min()), float(kd.max())], "none_range": [float(no.min()), float(no.max())],
-        "kd_iqr": q(kd, 75) - q(kd, 25), "none_iqr": q(no, 75) - q(no, 25),
-        "kd_median": q(kd, 50), "none_median": q(no, 50),
-        "seed_tau_kd": float(kendalltau(kd0, kd1).statistic),
-        "seed_tau_none": float(kendalltau(no0, no1).statistic),
-        "seed_abs_diff_kd": float(np.mean(np.abs(kd0 - kd1))),
-        "seed_abs_diff_none": float(np.mean(np.abs(no0 - no1))),
-        "tau_kd_none": float(kendalltau(kd, no).statistic),
-        "kd_gain_mean": float(gain.mean()), "kd_helps_share": float((gain > 0).mean()),
-        "teacher_test_acc": teacher_acc,
-        "core_seconds_per_arch": res["core_seconds_per_arch"],
-    }
-    out["pass_spread"] = bool(min(out["kd_iqr"], out["none_iqr"]) >= crit.min_iqr
-                              and max(out["kd_range"][1], out["none_range"][1]) < teacher_acc)
-    out["pass_seed_tau"] = bool(min(out["seed_tau_kd"], out["seed_tau_none"]) >= crit.min_tau)
-    out["pass_kd_effect"] = bool(out["tau_kd_none"] < crit.max_tau_kd
-                                 or abs(out["kd_helps_share"] - 0.5) > crit.min_share_shift)
-    out["pass"] = out["pass_spread"] and out["pass_seed_tau"] and out["pass_kd_effect"]
+# --- measures ---------------------------------------------------------------------------------
+
+def icc1(a: np.ndarray) -> tuple[float, float]:
+    """One-way random-effects ICC(1) and ICC(k) for an (n cells, k seeds) array: the share of a single
+    run's (and of the k-seed mean's) variance that is the cell's."""
+    n, k = a.shape
+    grand = a.mean()
+    msb = k * ((a.mean(1) - grand) ** 2).sum() / (n - 1)
+    msw = ((a - a.mean(1, keepdims=True)) ** 2).sum() / (n * (k - 1))
+    return float((msb - msw) / (msb + (k - 1) * msw)), float((msb - msw) / msb) if msb > 0 else float("nan")
+
+
+def top_heldout_percentile(pick: np.ndarray, score: np.ndarray, top: float = 0.1) -> float:
+    """Mean percentile, under ``score``, of the top ``top`` share of cells by ``pick`` (100 = best)."""
+    n = len(pick)
+    m = max(1, int(round(top * n)))
+    chosen = np.argsort(-pick, kind="stable")[:m]
+    pct = stats.rankdata(score) / n * 100
+    return float(pct[chosen].mean())
+
+
+def mean_ci(x: np.ndarray) -> tuple[float, float, float]:
+    """Mean and its 95% t-interval."""
+    m = float(x.mean())
+    h = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    return m, m - h, m + h
+
+
+def _wide(df: pl.DataFrame, teacher: str, col: str, cells: np.ndarray, seeds=(0, 1)) -> np.ndarray:
+    sub = df.filter(pl.col("teacher") == teacher)
+    out = np.full((len(cells), len(seeds)), np.nan)
+    pos = {int(c): i for i, c in enumerate(cells)}
+    for j, s in enumerate(seeds):
+        part = sub.filter(pl.col("seed") == s)
+        for a, v in zip(part["arch_index"].to_list(), part[col].to_list()):
+            if a in pos:
+                out[pos[a], j] = v
     return out
 
 
-def plot(dataset: str, res: dict, teacher: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    a = res["acc"]
-    fig, ax = plt.subplots(1, 3, figsize=(12, 3.6))
-    ax[0].scatter(a[(teacher, 0)], a[(teacher, 1)], s=6)
-    ax[0].set(title=f"{dataset}: seed 0 vs seed 1 (KD)", xlabel="test acc, seed 0", ylabel="seed 1")
-    kd = (a[(teacher, 0)] + a[(teacher, 1)]) / 2
-    no = (a[("none", 0)] + a[("none", 1)]) / 2
-    ax[1].scatter(no, kd, s=6)
-    lo, hi = min(no.min(), kd.min()), max(no.max(), kd.max())
-    ax[1].plot([lo, hi], [lo, hi], "k--", lw=0.8)
-    ax[1].set(title=f"KD ({teacher}) vs no-KD", xlabel="no-KD test acc", ylabel="KD test acc")
-    ax[2].hist([no, kd], bins=30, label=["no-KD", "KD"])
-    ax[2].legend()
-    ax[2].set(title="test accuracy over the sample", xlabel="test acc")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def late_gain(curves: list[list[float]]) -> float:
+    """Gain of the median validation curve over its last quarter of epochs."""
+    med = np.median(np.array(curves, dtype=np.float64), axis=0)
+    e = len(med)
+    start = e - max(1, e // 4) - 1
+    return float(med[-1] - med[start])
 
 
-def run(dataset: str, candidates: list[dict], n_archs: int = 200, sample_seed: int = 0,
-        workers: int | None = None, out_dir: Path = Path("docs"), crit: Criteria = Criteria(),
-        stop_at_first: bool = True, budget_core_seconds: float = BUDGET_CORE_SECONDS, log=print) -> dict:
-    """``budget_core_seconds``: what one training may cost for the whole tier-S generation to fit in 8 h
-    on two cores (8 h x 2 cores x 3600 / (6,466 architectures x 6 pairs) = 1.48 core-seconds)."""
-    teacher = teachers.TEACHERS[dataset][0]
-    teacher_acc = teachers.info(dataset, teacher)["accuracy"]["test"]
-    archs = np.sort(np.random.default_rng(sample_seed).choice(space.canonical_indices(), n_archs, replace=False))
-    results = []
-    chosen = None
-    for cand in candidates:
-        recipe = Recipe(dataset=dataset, **cand)
-        log(f"  {dataset}: recipe {cand} ({recipe.recipe_id}) on {len(archs)} architectures")
-        res = run_recipe(recipe, teacher, archs, workers=workers, log=log)
-        summ = summarise(res, teacher, teacher_acc, crit)
-        summ.update({"recipe": recipe.to_dict(), "recipe_id": recipe.recipe_id,
-                     "wall_seconds": res["wall_seconds"], "n_archs": int(len(archs))})
-        log("    " + json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summ.items()
-                                 if k not in ("recipe",)}))
-        results.append(summ)
-        (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-        plot(dataset, res, teacher, out_dir / "figures" / f"pilot_{dataset}_{recipe.recipe_id}.png")
-        if summ["pass"] and chosen is None:
-            chosen = summ
-            if stop_at_first:
-                break
-    fallback = None
-    if chosen is None:
-        fallback = best_effort(results, budget_core_seconds)
-        if fallback is not None:
-            log(f"  {dataset}: no candidate passed; best effort {fallback['recipe_id']} "
-                f"(highest seed tau among those that fit the budget, or among all when none fits, preferring those that spread)")
-    pick = chosen or fallback
-    return {"dataset": dataset, "teacher": teacher, "sample_seed": sample_seed,
-            "archs": [int(a) for a in archs], "candidates": results,
-            "chosen": pick["recipe"] if pick else None, "chosen_id": pick["recipe_id"] if pick else None,
-            "all_criteria_met": chosen is not None, "criteria": crit.__dict__,
-            "loadavg": round(os.getloadavg()[1], 1)}
+def measure(df: pl.DataFrame, recipe: Recipe, cells: np.ndarray, crit: Criteria = Criteria()) -> dict:
+    """Every figure of one candidate (see the module docstring); None where its runs are incomplete."""
+    settings = ["none"] + list(teachers.TEACHERS[recipe.dataset])
+    per: dict[str, dict] = {}
+    test = {t: _wide(df, t, "test_acc", cells) for t in settings}
+    if any(np.isnan(v).any() for v in test.values()):
+        return None
+    valid = {t: _wide(df, t, "valid_acc", cells) for t in settings}
+    for t in settings:
+        a, v = test[t], valid[t]
+        mean = a.mean(1)
+        icc, icc_k = icc1(a)
+        curves = df.filter(pl.col("teacher") == t)["valid_acc_curve"].to_list()
+        per[t] = {
+            "icc1": icc, "icc_mean2": icc_k,
+            "seed_abs_diff": float(np.abs(a[:, 0] - a[:, 1]).mean()),
+            "kendall_tau": float(stats.kendalltau(a[:, 0], a[:, 1]).statistic),
+            "top10_heldout_pct": 0.5 * (top_heldout_percentile(v[:, 0], a[:, 1])
+                                        + top_heldout_percentile(v[:, 1], a[:, 0])),
+            "mean": float(mean.mean()), "iqr": float(np.subtract(*np.percentile(mean, [75, 25]))),
+            "min": float(mean.min()), "max": float(mean.max()),
+            "late_gain": late_gain(curves),
+            "train_acc": float(df.filter(pl.col("teacher") == t)["train_acc"].median()),
+        }
+        if t != "none":
+            gain = mean - test["none"].mean(1)
+            m, lo, hi = mean_ci(gain)
+            collapsed = (a < test["none"] - crit.collapse_gap).mean()
+            acc_t = teachers.info(recipe.dataset, t)["accuracy"]["test"]
+            per[t].update({"kd_gain": m, "kd_gain_ci": [lo, hi], "helped": float((gain > 0).mean()),
+                           "collapsed": float(collapsed), "teacher_acc": acc_t})
+    best_student = max(per[t]["max"] for t in settings)
+    for t in settings[1:]:
+        per[t]["teacher_margin"] = per[t]["teacher_acc"] - best_student
+    cost = float(df["train_seconds"].mean())
+    kd_ts = settings[1:]
+    checks = {
+        "converged": all(per[t]["late_gain"] < crit.max_late_gain for t in settings),
+        "kd_stable": all(per[t]["collapsed"] < crit.max_collapsed for t in kd_ts),
+        "kd_helps": any(per[t]["kd_gain_ci"][0] > 0 for t in kd_ts),
+        "teachers_ahead": all(per[t]["teacher_margin"] >= crit.min_teacher_margin for t in kd_ts),
+    }
+    return {"recipe": recipe.to_dict(), "recipe_id": recipe.recipe_id, "n_cells": int(len(cells)),
+            "settings": per, "core_seconds": cost,
+            "icc1_min": min(per[t]["icc1"] for t in settings),
+            "top10_min": min(per[t]["top10_heldout_pct"] for t in settings),
+            "checks": checks}
 
 
-def best_effort(results: list[dict], budget_core_seconds: float) -> dict | None:
-    """When no candidate meets every criterion: the one with the highest seed tau (the weakest link on a
-    two-core budget) among those that fit the generation budget, preferring those that spread."""
-    fits = [c for c in results if c["core_seconds_per_arch"] <= budget_core_seconds] or results
-    spread = [c for c in fits if c["pass_spread"]] or fits
-    return max(spread, key=lambda c: min(c["seed_tau_kd"], c["seed_tau_none"]), default=None)
+def choose(results: list[dict], budget_core_seconds: float, crit: Criteria = Criteria()) -> dict:
+    """The rule of docs/pilot.md: among candidates that fit the budget and pass every check, the most
+    reliable (highest minimum ICC(1) over KD settings; within ``near_best_icc`` of it, the highest
+    minimum top-10% held-out percentile). When none passes every check, the candidates that fit and
+    fail the fewest checks compete by the same rule, and the failures are reported as the shortfall."""
+    fits = [c for c in results if c["core_seconds"] <= budget_core_seconds]
+    if not fits:
+        return {"chosen": None, "shortfall": ["no candidate fits the budget"]}
+    fewest = min(sum(not v for v in c["checks"].values()) for c in fits)
+    pool_ = [c for c in fits if sum(not v for v in c["checks"].values()) == fewest]
+    best_icc = max(c["icc1_min"] for c in pool_)
+    near = [c for c in pool_ if c["icc1_min"] >= best_icc - crit.near_best_icc]
+    pick = max(near, key=lambda c: (c["top10_min"], c["icc1_min"]))
+    return {"chosen": pick["recipe_id"], "recipe": pick["recipe"],
+            "shortfall": [k for k, v in pick["checks"].items() if not v]}

@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 
 KD_TEMPERATURE = 4.0
 KD_ALPHA = 0.9
-LATE_FIELDS = ("valid_curve_n",)
+LATE_FIELDS = ("valid_curve_n", "warmup_epochs")
 
 
 @dataclass(frozen=True)
@@ -30,16 +31,23 @@ class Recipe:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     valid_curve_n: int | None = None  # per-epoch valid acc on the first n valid examples (None: all)
+    warmup_epochs: int | None = None  # linear learning-rate warmup from 0 before the cosine (None: none)
 
     def __post_init__(self):
         for name in ("width", "cells", "stages", "epochs", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"recipe field {name} must be a positive int, got {v!r}")
-        for name in ("n_train", "valid_curve_n"):
+        for name in ("n_train", "valid_curve_n", "warmup_epochs"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):
-                raise ValueError(f"recipe field {name} must be a positive int or null (all examples), got {v!r}")
+                raise ValueError(f"recipe field {name} must be a positive int or null, got {v!r}")
+        if self.warmup_epochs is not None and self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
+        for name in ("lr", "momentum", "weight_decay"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"recipe field {name} must be a finite number >= 0, got {v!r}")
 
     def to_dict(self) -> dict:
         """The recipe's fields; fields added after the first tables shipped (``LATE_FIELDS``) appear
