@@ -12,7 +12,9 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
+RECIPE_DIR = Path(__file__).parent / "conf" / "recipe"
 KD_TEMPERATURE = 4.0
 KD_ALPHA = 0.9
 LATE_FIELDS = ("valid_curve_n", "warmup_epochs")
@@ -83,9 +85,47 @@ class KD:
     alpha: float = KD_ALPHA
 
     def __post_init__(self):
+        # checked before anything trains: a NaN or inf setting would train, cache a NaN row and never dedupe
+        object.__setattr__(self, "temperature", check_kd("temperature", self.temperature))
         if self.teacher == "none":
             object.__setattr__(self, "alpha", 0.0)
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"KD alpha must lie in [0, 1], got {self.alpha}")
-        if self.temperature <= 0:
-            raise ValueError(f"KD temperature must be > 0, got {self.temperature}")
+        object.__setattr__(self, "alpha", check_kd("alpha", self.alpha))
+
+
+KD_TEMPERATURE_MAX = 1000.0
+
+
+def check_kd(name: str, value) -> float:
+    """A KD ``temperature`` (finite, in (0, 1000]) or ``alpha`` (finite, in [0, 1]) as a float;
+    ValueError naming the valid range otherwise (strings and bools are refused, not converted)."""
+    import numbers
+
+    lo, hi = (0.0, KD_TEMPERATURE_MAX) if name == "temperature" else (0.0, 1.0)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and (lo < value <= hi if name == "temperature" else lo <= value <= hi):
+        return float(value)
+    valid = f"a finite number in (0, {hi:g}]" if name == "temperature" else "a finite number in [0, 1]"
+    raise ValueError(f"KD {name} must be {valid}, got {value!r}")
+
+
+def recipe_for(dataset: str, override=None) -> Recipe:
+    """The dataset's recipe. ``override``: None for the default (``conf/recipe/<dataset>.yaml``), a
+    version name such as ``"v2"`` for ``conf/recipe/<dataset>-v2.yaml`` (a recipe chosen by the recipe
+    search before its tables are complete), or a mapping of Recipe fields."""
+    if override is not None and not isinstance(override, str):
+        from omegaconf import DictConfig, OmegaConf
+
+        d = OmegaConf.to_container(override) if isinstance(override, DictConfig) else dict(override)
+        d.setdefault("dataset", dataset)
+        return Recipe.from_dict(d)
+    name = dataset if override is None else f"{dataset}-{override}"
+    path = RECIPE_DIR / f"{name}.yaml"
+    if not path.exists():
+        have = sorted(p.stem for p in RECIPE_DIR.glob(f"{dataset}*.yaml"))
+        raise ValueError(f"no recipe {name!r}: {path} is missing (recipes of {dataset}: {have or 'none'}); run "
+                         f"`danas-bench pilot datasets=[{dataset}]` or pass recipe={{width: 8, epochs: 4, ...}}")
+    import yaml
+
+    d = yaml.safe_load(path.read_text()) or {}
+    d["dataset"] = dataset
+    return Recipe.from_dict(d)

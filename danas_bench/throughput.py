@@ -128,13 +128,15 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=64, help="architectures in the sample (>= 50 for the equivalence check)")
     ap.add_argument("--chunk", type=int, default=64, help="architectures fused per engine call")
     ap.add_argument("--out", default="docs/throughput.json")
+    ap.add_argument("--recipe", default=None, help="recipe version, e.g. v2 (conf/recipe/<dataset>-v2.yaml); "
+                    "default: each dataset's current recipe")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    from .commands import recipe_for
+    from .recipe import recipe_for
 
     results = []
     for ds in args.datasets:
-        recipe = recipe_for(ds)
+        recipe = recipe_for(ds, args.recipe)
         data_mod.load(ds)
         print(f"{ds}: recipe {recipe.recipe_id}")
         results.append(bench_recipe(recipe, "resnet", args.n, args.chunk))

@@ -1,0 +1,130 @@
+"""The recipe search: its reliability measures, its choice rule, and one real (tiny) search end to end;
+the recipe features it relies on (warmup, versioned recipes, paired-seed plans)."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from danas_bench import pilot, space
+from danas_bench.generate import make_plan
+from danas_bench.recipe import KD, Recipe, recipe_for
+
+
+def test_icc_is_one_for_identical_seeds_and_near_zero_for_pure_noise():
+    rng = np.random.default_rng(0)
+    cell = rng.normal(size=(400, 1))
+    assert pilot.icc1(np.hstack([cell, cell]))[0] == pytest.approx(1.0)
+    noise = rng.normal(size=(4000, 2))
+    assert abs(pilot.icc1(noise)[0]) < 0.05
+    # half the variance is the cell's: ICC(1) ~ 0.5, the two-seed mean's reliability ~ 2/3
+    half = np.hstack([cell, cell]).repeat(10, 0) + rng.normal(size=(4000, 2))
+    icc, icc2 = pilot.icc1(half)
+    assert icc == pytest.approx(0.5, abs=0.05) and icc2 == pytest.approx(2 / 3, abs=0.05)
+
+
+def test_top_heldout_percentile_perfect_and_chance():
+    x = np.arange(1000, dtype=float)
+    assert pilot.top_heldout_percentile(x, x) == pytest.approx(95.05, abs=0.01)
+    rng = np.random.default_rng(1)
+    assert pilot.top_heldout_percentile(rng.normal(size=20000), rng.normal(size=20000)) == pytest.approx(50, abs=2)
+
+
+def test_late_gain_reads_the_last_quarter_of_the_median_curve():
+    curves = [[0.1, 0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97]] * 3
+    assert pilot.late_gain(curves) == pytest.approx(0.97 - 0.9)
+
+
+def _cand(rid, icc, top, cost, **checks):
+    base = {"converged": True, "kd_stable": True, "kd_helps": True, "teachers_ahead": True}
+    return {"recipe_id": rid, "recipe": {"id": rid}, "icc1_min": icc, "top10_min": top, "core_seconds": cost,
+            "checks": base | checks}
+
+
+def test_choose_prefers_passing_candidates_within_budget_then_reliability():
+    cands = [_cand("fails", 0.95, 90, 1.0, converged=False), _cand("costly", 0.99, 95, 5.0),
+             _cand("ok-low", 0.80, 80, 1.0), _cand("ok-high", 0.86, 70, 1.0), _cand("ok-near", 0.85, 85, 1.0)]
+    out = pilot.choose(cands, budget_core_seconds=2.0)
+    # ok-near is within 0.02 of the best ICC among passing candidates and has the better top-10% figure
+    assert out["chosen"] == "ok-near" and out["shortfall"] == []
+
+
+def test_choose_states_the_shortfall_when_nothing_passes():
+    cands = [_cand("a", 0.9, 80, 1.0, converged=False, kd_helps=False), _cand("b", 0.7, 80, 1.0, kd_helps=False)]
+    out = pilot.choose(cands, budget_core_seconds=2.0)
+    assert out["chosen"] == "b" and out["shortfall"] == ["kd_helps"]
+    assert pilot.choose(cands, budget_core_seconds=0.5)["chosen"] is None
+
+
+def test_sample_cells_are_canonical_non_zero_and_seeded():
+    a, b = pilot.sample_cells(128, 0), pilot.sample_cells(128, 0)
+    assert np.array_equal(a, b) and len(set(a.tolist())) == 128
+    assert set(a.tolist()) <= set(space.canonical_indices().tolist())
+    assert not space.zero_cells(a).any()
+
+
+def test_a_real_tiny_search_measures_every_setting_and_resumes(tmp_path):
+    """Digits, 6 cells, 2 epochs: every KD setting and seed is trained, measured, and a rerun trains nothing."""
+    cells = pilot.sample_cells(6, 0)
+    r = Recipe("digits", width=4, epochs=4, batch_size=32, n_train=100, lr=0.1, warmup_epochs=1)
+    pilot.run_candidates([r], cells, chunk=3, workers=1, out_dir=tmp_path, log=lambda *_: None)
+    df = pl.read_parquet(pilot.runs_path(tmp_path, r))
+    assert df.height == 6 * 2 * 3 and set(df["teacher"]) == {"none", "resnet", "mlp"}
+    m = pilot.measure(df, r, cells)
+    assert set(m["settings"]) == {"none", "resnet", "mlp"}
+    for t in ("resnet", "mlp"):
+        lo, hi = m["settings"][t]["kd_gain_ci"]
+        assert lo <= m["settings"][t]["kd_gain"] <= hi and 0 <= m["settings"][t]["collapsed"] <= 1
+    assert m["core_seconds"] > 0 and json.dumps(m)
+    before = pilot.runs_path(tmp_path, r).stat().st_mtime_ns
+    pilot.run_candidates([r], cells, chunk=3, workers=1, out_dir=tmp_path, log=lambda *_: None)
+    assert pilot.runs_path(tmp_path, r).stat().st_mtime_ns == before
+    # an incomplete candidate is not measured (no figure from a partial sample)
+    assert pilot.measure(df.filter(pl.col("teacher") != "mlp"), r, cells) is None
+
+
+def test_warmup_rises_linearly_then_follows_the_cosine_to_zero():
+    from danas_bench.engine import lr_schedule
+
+    r = Recipe("digits", epochs=4, batch_size=10, lr=1.0, warmup_epochs=1)
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=r.lr)
+    sched = lr_schedule(opt, r, n=50)  # 5 steps per epoch, 20 in all
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:])) and lrs[-1] < 0.02
+    # no warmup: PyTorch's cosine, as in tables v1 (their recipe ids are unchanged)
+    assert Recipe("digits", epochs=4).recipe_id == Recipe("digits", epochs=4, warmup_epochs=None).recipe_id
+
+
+@pytest.mark.parametrize("bad", [{"warmup_epochs": 4}, {"warmup_epochs": 0}, {"lr": float("nan")},
+                                 {"weight_decay": -1.0}])
+def test_bad_recipe_fields_are_refused(bad):
+    with pytest.raises(ValueError, match="recipe field|warmup_epochs"):
+        Recipe("digits", epochs=4, **bad)
+
+
+def test_versioned_recipe_lookup():
+    assert recipe_for("digits").dataset == "digits"
+    with pytest.raises(ValueError, match="digits-v9.yaml is missing"):
+        recipe_for("digits", "v9")
+    assert recipe_for("digits", {"width": 2, "epochs": 1}).width == 2
+
+
+def test_paired_seed_plans_alternate_seeds_per_slice_and_v1_plans_are_unchanged():
+    r = Recipe("digits", epochs=2)
+    plan = make_plan("digits/none", r, KD("none"), seeds=[0, 1, 2], archs=20, shard_size=8, paired_seeds=2)
+    order = [(s["seed"], tuple(s["archs"])) for s in plan.shards]
+    assert [s for s, _ in order] == [0, 1, 0, 1, 0, 1, 2, 2, 2]
+    assert order[0][1] == order[1][1] and order[2][1] == order[3][1]
+    assert len(plan.rows()) == 60
+    v1 = make_plan("digits/none", r, KD("none"), seeds=[0, 1], archs=20, shard_size=8)
+    assert [s["seed"] for s in v1.shards] == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(ValueError, match="paired_seeds"):
+        make_plan("digits/none", r, KD("none"), seeds=[0], archs=20, paired_seeds=2)
