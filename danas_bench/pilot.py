@@ -27,6 +27,7 @@ import polars as pl
 from scipy import stats
 
 from . import space, teachers
+from .reliability import icc1, late_gain, mean_ci, top_heldout_percentile  # noqa: F401
 from .recipe import KD, Recipe
 from .workers import pool, train_chunk
 
@@ -101,32 +102,6 @@ def run_candidates(recipes: list[Recipe], cells: np.ndarray, seeds=(0, 1), chunk
 
 # --- measures ---------------------------------------------------------------------------------
 
-def icc1(a: np.ndarray) -> tuple[float, float]:
-    """One-way random-effects ICC(1) and ICC(k) for an (n cells, k seeds) array: the share of a single
-    run's (and of the k-seed mean's) variance that is the cell's."""
-    n, k = a.shape
-    grand = a.mean()
-    msb = k * ((a.mean(1) - grand) ** 2).sum() / (n - 1)
-    msw = ((a - a.mean(1, keepdims=True)) ** 2).sum() / (n * (k - 1))
-    return float((msb - msw) / (msb + (k - 1) * msw)), float((msb - msw) / msb) if msb > 0 else float("nan")
-
-
-def top_heldout_percentile(pick: np.ndarray, score: np.ndarray, top: float = 0.1) -> float:
-    """Mean percentile, under ``score``, of the top ``top`` share of cells by ``pick`` (100 = best)."""
-    n = len(pick)
-    m = max(1, int(round(top * n)))
-    chosen = np.argsort(-pick, kind="stable")[:m]
-    pct = stats.rankdata(score) / n * 100
-    return float(pct[chosen].mean())
-
-
-def mean_ci(x: np.ndarray) -> tuple[float, float, float]:
-    """Mean and its 95% t-interval."""
-    m = float(x.mean())
-    h = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
-    return m, m - h, m + h
-
-
 def _wide(df: pl.DataFrame, teacher: str, col: str, cells: np.ndarray, seeds=(0, 1)) -> np.ndarray:
     sub = df.filter(pl.col("teacher") == teacher)
     out = np.full((len(cells), len(seeds)), np.nan)
@@ -137,14 +112,6 @@ def _wide(df: pl.DataFrame, teacher: str, col: str, cells: np.ndarray, seeds=(0,
             if a in pos:
                 out[pos[a], j] = v
     return out
-
-
-def late_gain(curves: list[list[float]]) -> float:
-    """Gain of the median validation curve over its last quarter of epochs."""
-    med = np.median(np.array(curves, dtype=np.float64), axis=0)
-    e = len(med)
-    start = e - max(1, e // 4) - 1
-    return float(med[-1] - med[start])
 
 
 def measure(df: pl.DataFrame, recipe: Recipe, cells: np.ndarray, crit: Criteria = Criteria()) -> dict:

@@ -128,3 +128,42 @@ def test_paired_seed_plans_alternate_seeds_per_slice_and_v1_plans_are_unchanged(
     assert [s["seed"] for s in v1.shards] == [0, 0, 0, 1, 1, 1]
     with pytest.raises(ValueError, match="paired_seeds"):
         make_plan("digits/none", r, KD("none"), seeds=[0], archs=20, paired_seeds=2)
+
+
+def _frame(cells, seeds, acc_fn):
+    rows = [{"arch_index": int(c), "seed": s, "test_acc": acc_fn(i, s), "valid_acc": acc_fn(i, s),
+             "valid_acc_curve": [0.5, 0.8, 0.9, acc_fn(i, s)]} for i, c in enumerate(cells) for s in seeds]
+    return pl.DataFrame(rows)
+
+
+def test_table_figures_recover_a_known_structure():
+    from danas_bench import reliability
+
+    rng = np.random.default_rng(3)
+    cells = pilot.sample_cells(400, 1)
+    effect = rng.normal(0.9, 0.02, len(cells))
+    noise = {s: rng.normal(0, 0.02, len(cells)) for s in (0, 1)}
+    none = _frame(cells, (0, 1), lambda i, s: effect[i] + noise[s][i])
+    # KD: +1 pp on every cell, except 10% of cells whose seed-0 run collapses by 20 pp
+    bad = set(range(0, 400, 10))
+    kd = _frame(cells, (0, 1), lambda i, s: effect[i] + noise[s][i] + 0.01 - (0.2 if (i in bad and s == 0) else 0))
+    r = reliability.table_figures(kd, none, teacher_acc=0.99)
+    assert r["cells"] == 400 and r["seeds"] == [0, 1]
+    assert r["collapsed"] == pytest.approx(0.05)  # 40 of 800 runs
+    assert r["kd_gain_ci"][0] <= 0.01 - 0.2 * 0.1 / 2 <= r["kd_gain_ci"][1]
+    assert r["helped"] == pytest.approx(0.9)
+    assert r["teacher_margin"] == pytest.approx(0.99 - r["best_seed_mean"])
+    n = reliability.table_figures(none)
+    assert n["icc1"] == pytest.approx(0.5, abs=0.1) and 50 < n["top10_heldout_pct"] < 95
+
+
+def test_reliability_of_the_shipped_v1_tables_uses_every_multi_seed_cell():
+    """v1 digits: seed 0 everywhere, seeds 1 and 2 on a 10% sample; 647 of those cells are non-zero."""
+    from danas_bench import reliability
+    from danas_bench.recipe import recipe_for
+
+    rid = recipe_for("digits").recipe_id
+    frame = pl.read_parquet(f"tables/digits/none-{rid}.parquet", columns=reliability.COLUMNS)
+    r = reliability.table_figures(frame)
+    assert r["cells"] == 647 and r["seeds"] == [0, 1, 2]
+    assert 0 < r["icc1"] < r["icc_mean3"] < 1
