@@ -404,6 +404,7 @@ class Bench:
         self._tasks: dict = {}
         self._facts = None
         self._live_facts: dict = {}
+        self._exp: dict | None = None  # metric -> (array, stdlib array) of the expected view
         # torch threads while training live (restored after): tiny students train fastest on one
         # thread, as the generation workers do (10x faster than 2 contended threads on a busy box);
         # None keeps torch's own setting
@@ -510,8 +511,36 @@ class Bench:
                              f"{', '.join(k for k, v in allowed.items() if v)}")
         return (curve, epoch) if epoch < self.epochs or curve != metric else curve
 
+    def _expected(self, metric, epoch, test: bool, kd_temperature=None, kd_alpha=None) -> tuple:
+        """(array, stdlib array) of ``metric``'s estimates over all indices from the pair's expected file
+        (``danas-bench expected``): read once, never trained or fitted live."""
+        if epoch is not None:
+            raise ValueError("seed='expected' estimates final metrics only; pass epoch=None")
+        if (kd_temperature is not None or kd_alpha is not None) and \
+                self._kd_store(kd_temperature, kd_alpha) is not self._main:
+            raise ValueError(f"{self.pair}: seed='expected' covers the table's own KD setting only")
+        if self._exp is None:
+            from . import expected
+
+            arrs = expected.load(self.path, self.pair, self.root, getattr(self, "allow_unlisted", False))
+            self._exp = {m: (a, _pyarr("d", a)) for m, a in arrs.items()}
+        got = self._exp.get(metric)
+        if got is None or (not test and metric.startswith("test_")):
+            shown = [m for m in self._exp if test or not m.startswith("test_")]
+            hint = " (test metrics through bench.test / test_many)" if metric in self._exp else ""
+            raise ValueError(f"{self.pair}: no expected {metric!r} for this call{hint}; expected metrics: "
+                             f"{', '.join(shown)}")
+        return got
+
+    def _expected_cost(self, idx):
+        """Simulated seconds of expected queries: the canonical architecture's recorded cost (seed mean),
+        or the table's mean cost where the table lacks the architecture (deterministic either way)."""
+        cost = self._table_store.cost
+        c = cost[_canon()[idx]]
+        return np.where(np.isfinite(c), c, np.nanmean(cost))
+
     def _check_seed(self, seed) -> None:
-        if seed is None or (isinstance(seed, str) and seed == "mean"):
+        if seed is None or (isinstance(seed, str) and seed in ("mean", "expected")):
             return
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise ValueError(f"seed must be None (sample a recorded seed), 'mean' or an int; got {seed!r}; "
@@ -525,7 +554,8 @@ class Bench:
         """A validation / training metric of one architecture (string, index or op list).
 
         ``seed``: None samples one recorded seed with ``rng`` (default: the bench's own); "mean" averages
-        the recorded seeds; an int reads that seed. ``epoch``: None is the final value, 1..epochs reads
+        the recorded seeds; "expected" reads the cross-fitted estimate of the seed mean (the file
+        `danas-bench expected` writes); an int reads that seed. ``epoch``: None is the final value, 1..epochs reads
         the curve. ``budget`` is charged one query and the recorded training seconds (scaled to the
         epoch) before the answer; :class:`BudgetExhausted` is raised when that does not fit.
         """
@@ -558,6 +588,11 @@ class Bench:
                 return self._miss(i, st, seed, budget, lambda s: self.query(
                     arch, metric, epoch, s, rng, budget, kd_temperature, kd_alpha))
             v = lst[r]
+        elif type(seed) is str and seed == "expected":
+            v = self._expected(metric, epoch, False, kd_temperature, kd_alpha)[1][i]
+            if budget is not None:
+                budget.charge(float(self._expected_cost(i)))
+            return v
         elif type(seed) is str and seed == "mean":
             if st.n_have_l[i] == 0:
                 return self._miss(i, st, seed, budget, lambda s: self.query(
@@ -656,6 +691,11 @@ class Bench:
 
     def _many(self, archs, metric, epoch, seed, rng, budget, kd_temperature, kd_alpha, test: bool):
         idx = _indices(archs)
+        if type(seed) is str and seed == "expected":
+            vals = self._expected(metric, epoch, test, kd_temperature, kd_alpha)[0][idx]
+            if budget is not None:
+                budget.charge(float(self._expected_cost(idx).sum()), queries=len(idx))
+            return vals
         colkey = self._colkey(metric, epoch, test)
         self._check_seed(seed)
         st = self._main if kd_temperature is None and kd_alpha is None else \
@@ -725,6 +765,8 @@ class Bench:
     def test(self, arch, metric: str = "test_acc", seed="mean", kd_temperature=None, kd_alpha=None) -> float:
         """A test (or any) metric, for scoring; never charged to a budget."""
         i = arch if type(arch) is int and 0 <= arch < N else _index(arch)
+        if type(seed) is str and seed == "expected":
+            return self._expected(metric, None, True, kd_temperature, kd_alpha)[1][i]
         st = self._main if kd_temperature is None and kd_alpha is None else \
             self._kd_store(kd_temperature, kd_alpha)
         colkey = self._colkey(metric, None, True)
@@ -763,6 +805,10 @@ class Bench:
     def best(self, metric: str = "test_acc", seed="mean") -> tuple[int, float]:
         """The table's best architecture for ``metric`` (max, or min for losses / ECE / KL / seconds)
         and its value: the oracle that regret is measured against. Table rows only, never the overlay."""
+        if type(seed) is str and seed == "expected":  # over the table's architectures, like the mean
+            vals = self._expected(metric, None, True)[0][self.archs]
+            j = int(np.nanargmin(vals) if metric in LOWER_IS_BETTER else np.nanargmax(vals))
+            return int(self.archs[j]), float(vals[j])
         colkey = self._colkey(metric, None, True)
         self._check_seed(seed)
         st = self._table_store

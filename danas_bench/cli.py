@@ -19,6 +19,7 @@ COMMANDS = {
     "datasheet": "Compute docs/datasheet.md (noise, KD analysis, Pareto fronts) from the shipped tables",
     "query": 'Print one architecture\'s record: danas-bench query "<arch>" pair=dataset/teacher',
     "leaderboard": "Run every searcher on every pair over many seeds; writes docs/leaderboard.md and plots",
+    "expected": "Fit the cross-fitted expected accuracy of every architecture per pair (seed=\"expected\")",
 }
 
 

@@ -159,3 +159,15 @@ def leaderboard(cfg) -> int:
     from .leaderboard import main
 
     return main(cfg)
+
+
+def expected(cfg) -> int:
+    from . import expected as ex
+
+    root = _root(cfg)
+    cands = OmegaConf.to_container(cfg.candidates)
+    for pair in ex.pairs_of(cfg.pair, root):
+        ex.fit_pair(pair, root, cfg.get("recipe_id"), cands, cfg.model, int(cfg.folds), int(cfg.fold_seed))
+    if cfg.docs:
+        print(f"wrote {ex.write_docs(root, Path(cfg.out_dir))}")
+    return 0

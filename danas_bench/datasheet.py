@@ -208,6 +208,9 @@ def compute(root: Path | None = None) -> dict:
         if len(kd_teachers) >= 2:
             a, b = kd_teachers[:2]
             out["teachers"][ds] = {"a": a, "b": b, **teacher_stats(fr[a], fr[b])}
+    from .expected import collect
+
+    out["expected"] = collect(root)  # the validation `danas-bench expected` wrote into its files
     return out
 
 
@@ -292,6 +295,9 @@ def render(res: dict, figures: list[str]) -> str:
             L.append(f"| {ds} | {t['a']} / {t['b']} | {t['archs']} | {_f(t['tau'])} | {_f(t['top_overlap'], 2)} | "
                      f"`{t['best_a']}` | `{t['best_b']}` |")
     L += [""] + [f"![{f}](figures/{f})" for f in figures]
+    from .expected import datasheet_lines
+
+    L += [""] + datasheet_lines(res.get("expected") or {})
     L += ["", "## Uses and limits", "",
           "- Intended for comparing architecture searchers for distillation on equal, simulated budgets.",
           "- The recipes are short (see `docs/pilot.md`): single-seed rankings carry the noise above; "

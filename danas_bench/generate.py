@@ -543,6 +543,11 @@ def verify(root: Path | None = None, log=print) -> list[str]:
             problems.append(f"{rel}: {table.num_rows} rows, MANIFEST says {entry.get('rows')}")
         if meta.get("recipe_id") != entry.get("recipe_id"):
             problems.append(f"{rel}: recipe_id {meta.get('recipe_id')} differs from MANIFEST {entry.get('recipe_id')}")
+        if entry.get("kind") == "expected":  # estimates fitted on an older table are stale
+            src = p.with_name(str(meta.get("source")))
+            if not src.is_file() or tb.sha256(src) != meta.get("source_sha256"):
+                problems.append(f"{rel}: fitted on another version of {meta.get('source')}; rerun "
+                                f"`danas-bench expected pair={entry.get('pair')}`")
         if entry.get("kind") == "table":
             ids = set(table.column("recipe_id").unique().to_pylist())
             if ids != {meta.get("recipe_id")}:

@@ -1,0 +1,171 @@
+"""The expected-accuracy view (issue 20): cross-fitting, isomorphism, verification, no live training.
+
+Everything runs on copies of the shipped digits tables in ``tmp_path`` (never the repository's
+``tables/``), with fast candidates (ridge, a small gradient-boosting model) so a fit takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from danas_bench import bench as bm
+from danas_bench import expected as ex
+from danas_bench import generate, space
+from danas_bench import tables as tb
+
+from conftest import REPO, danas_env
+
+SHIPPED = REPO / "tables"
+RIDGE = {"ridge_paths": {"model": "ridge", "features": "paths", "params": {"alphas": [1.0, 10.0]}}}
+SMALL_HGB = {"model": "hgb", "features": "onehot", "params": {"max_iter": 30, "max_leaf_nodes": 7}}
+
+
+def _copy_pairs(root, pairs):
+    """Copy the shipped tables of ``pairs`` and their MANIFEST entries into ``root``."""
+    man = json.loads((SHIPPED / "MANIFEST").read_text())
+    files = {}
+    for pair in pairs:
+        ds, teacher = pair.split("/")
+        for rel, entry in man["files"].items():
+            if entry.get("kind") == "table" and entry.get("pair") == pair:
+                (root / ds).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(SHIPPED / rel, root / rel)
+                files[rel] = entry
+    if not files:
+        pytest.skip(f"no shipped tables for {pairs}")
+    (root / "MANIFEST").write_text(json.dumps({"manifest_version": man.get("manifest_version", 1), "files": files}))
+    return root
+
+
+@pytest.fixture
+def digits_root(tmp_path, monkeypatch):
+    root = _copy_pairs(tmp_path / "tables", ["digits/none", "digits/resnet"])
+    (tmp_path / "cache").mkdir()
+    for k, v in danas_env(root, tmp_path / "cache").items():
+        monkeypatch.setenv(k, v)
+    return root
+
+
+def _rows(root, pair="digits/none", metric="test_acc"):
+    return ex._rows(bm.open(pair, root, fallback="error").path, metric)
+
+
+@pytest.mark.parametrize("spec", [RIDGE["ridge_paths"], SMALL_HGB], ids=["ridge", "hgb"])
+def test_cross_fit_never_uses_own_rows(digits_root, spec):
+    """Perturbing one architecture's rows leaves its own estimate unchanged (its fold model never saw
+    them) while it moves the estimates of architectures whose models did see them."""
+    a, s, y = _rows(digits_root)
+    multi = np.unique(a[s == 1])
+    for c in (int(multi[0]), int(multi[len(multi) // 2])):
+        base = ex.cross_fit(a, y, spec)
+        y2 = y.copy()
+        y2[a == c] += 0.5
+        moved = ex.cross_fit(a, y2, spec)
+        assert moved[c] == base[c]
+        iso = np.nonzero(space.canonical_table() == c)[0]
+        assert (moved[iso] == base[c]).all()
+        assert (moved != base).sum() > 1000  # the perturbation reached the other folds' models
+
+
+def test_folds_depend_on_the_set_only(digits_root):
+    a, s, y = _rows(digits_root)
+    f = ex.folds_of(a, 5, 0)
+    assert set(f.tolist()) == set(range(5))
+    for c in np.unique(a)[:50]:  # every row of an architecture sits in one fold
+        assert len(set(f[a == c].tolist())) == 1
+    assert (ex.folds_of(a[::-1], 5, 0) == f[::-1]).all()
+
+
+def test_command_writes_a_verified_table_that_queries_read(digits_root, tmp_path):
+    from danas_bench.cli import main
+
+    docs = tmp_path / "docs"
+    assert main(["expected", "pair=digits/resnet", "model=ridge_paths", f"out_dir={docs}"]) == 0
+    b = bm.open("digits/resnet", digits_root, fallback="error")
+    path = ex.expected_path(b.path)
+    entry = generate.load_manifest(digits_root)["files"][f"digits/{path.name}"]
+    assert entry["kind"] == "expected" and entry["sha256"] == tb.sha256(path) and entry["rows"] == space.N_ARCHS
+    assert generate.verify(digits_root) == []
+    meta = tb.read_meta(path)
+    assert meta["model"] == "ridge_paths" and meta["source_sha256"] == tb.sha256(b.path)
+    assert set(meta["metrics"]) == {"valid_acc", "test_acc", "valid_kd_gain", "test_kd_gain"}
+    v = meta["validation"]["test_acc"]["ridge_paths"]
+    assert v["archs"] == 647 and v["held_out_seeds"] == [0, 1, 2]
+    assert "digits/resnet" in (docs / "expected.md").read_text()
+
+    t = tb.read(path)
+    est = {m: t.column(m).to_numpy().astype(np.float64) for m in meta["metrics"]}
+    canon = space.canonical_table()
+    for m, arr in est.items():  # isomorphic architectures share one value: their canonical one's
+        assert np.isfinite(arr).all() and (arr == arr[canon]).all()
+    assert b.query(space.EXAMPLE, "valid_acc", seed="expected") == est["valid_acc"][space.to_index(space.EXAMPLE)]
+    assert (b.query_many(np.arange(space.N_ARCHS), "valid_acc", seed="expected") == est["valid_acc"]).all()
+    assert (b.test_many(range(100), "test_acc", seed="expected") == est["test_acc"][:100]).all()
+    assert b.test(7, "test_kd_gain", seed="expected") == est["test_kd_gain"][7]
+    arch, value = b.best("test_acc", seed="expected")
+    assert value == est["test_acc"][b.archs].max() and arch in set(b.archs.tolist())
+    with pytest.raises(ValueError, match="test_acc"):
+        b.query(0, "test_acc", seed="expected")  # searchers see validation metrics only
+    with pytest.raises(ValueError, match="final metrics only"):
+        b.query(0, "valid_acc", epoch=1, seed="expected")
+
+
+def test_expected_queries_never_train_live(digits_root, monkeypatch):
+    """A missing file is an error naming the command; a present one answers every index (also the
+    non-canonical ones the table has no row for) without any training, even with fallback='live'."""
+    b = bm.open("digits/none", digits_root, fallback="live")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("an expected query trained live")
+
+    monkeypatch.setattr(bm.Bench, "_live", no_training)
+    with pytest.raises(tb.TableError, match="danas-bench expected pair=digits/none"):
+        b.query(0, "valid_acc", seed="expected")
+    ex.fit_pair("digits/none", digits_root, candidates=RIDGE, log=lambda *_: None)
+    b = bm.open("digits/none", digits_root, fallback="live")
+    vals = b.query_many(np.arange(space.N_ARCHS), "valid_acc", seed="expected")
+    assert np.isfinite(vals).all()
+    assert [b.query(i, "valid_acc", seed="expected") for i in (0, 1, 15624)] == vals[[0, 1, 15624]].tolist()
+
+
+def test_damaged_or_stale_expected_file_is_refused(digits_root):
+    ex.fit_pair("digits/none", digits_root, candidates=RIDGE, log=lambda *_: None)
+    b = bm.open("digits/none", digits_root, fallback="error")
+    path = ex.expected_path(b.path)
+    man = json.loads((digits_root / "MANIFEST").read_text())
+    rel = f"digits/{path.name}"
+    good = man["files"][rel]["sha256"]
+    man["files"][rel]["sha256"] = "0" * 64
+    (digits_root / "MANIFEST").write_text(json.dumps(man))
+    with pytest.raises(tb.TableError, match="MANIFEST"):
+        bm.open("digits/none", digits_root, fallback="error").query(0, "valid_acc", seed="expected")
+    man["files"][rel]["sha256"] = good
+    (digits_root / "MANIFEST").write_text(json.dumps(man))
+    other = digits_root.parent / "other"  # the table one row shorter: another version, another sha256
+    other.mkdir()
+    table = tb.read(b.path)
+    tb.write_atomic(table.slice(0, table.num_rows - 1), other / b.path.name)
+    shutil.copy2(path, ex.expected_path(other / b.path.name))
+    with pytest.raises(tb.TableError, match="another version"):
+        ex.load(other / b.path.name, "digits/none")
+    generate.update_manifest(other / b.path.name, other, kind="table", extra={"pair": "digits/none"})
+    generate.update_manifest(ex.expected_path(other / b.path.name), other, kind="expected",
+                             extra={"pair": "digits/none"})
+    assert any("fitted on another version" in p for p in generate.verify(other, log=lambda *_: None))
+
+
+def test_validation_on_real_rows(digits_root):
+    """The leave-one-seed-out figures: one seed per held-out seed, (c) is the mean of the others."""
+    a, s, y = _rows(digits_root)
+    est = ex.cross_fit(a, y, RIDGE["ridge_paths"])
+    v = ex.validate(a, s, y, est)
+    assert v["archs"] == 647 and v["held_out_seeds"] == [0, 1, 2]
+    for name in ("single", "expected", "others_mean"):
+        assert -1 <= v[name]["kendall"] <= 1 and v[name]["mae"] > 0 and 0 <= v[name]["top5"] <= 1
+    two = np.isin(s, [0, 1])  # with two seeds the mean of the others is the one other seed
+    v2 = ex.validate(a[two], s[two], y[two], est)
+    assert v2["single"] == v2["others_mean"]
