@@ -1,7 +1,8 @@
 """Datasets with fixed, seeded train / valid / test splits, all offline.
 
-Every loader returns a :class:`Dataset` whose splits are float32 tensors shaped (N, 1, *shape),
-standardised with the train split's mean and std. The split indices come from a seeded permutation
+Every loader returns a :class:`Dataset` whose splits are float32 tensors shaped (N, C, *shape) (C = 1
+except CIFAR's 3 colour channels), standardised with the train split's mean and std (per channel for
+CIFAR). The split indices come from a seeded permutation
 of the pooled source data; their sha256 (``split_hashes``) goes into every table's metadata so that a
 table can be checked against the data it was trained on.
 """
@@ -51,8 +52,10 @@ def _hash(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _split(name: str, x: np.ndarray, y: np.ndarray, sizes: tuple[int, int, int], num_classes: int) -> Dataset:
-    """Seeded permutation of pooled data into train/valid/test; standardise on train."""
+def _split(name: str, x: np.ndarray, y: np.ndarray, sizes: tuple[int, int, int], num_classes: int,
+           channels: bool = False) -> Dataset:
+    """Seeded permutation of pooled data into train/valid/test; standardise on train. ``channels``: x is
+    already (N, C, ...) and each channel is standardised on its own (colour images)."""
     n_train, n_valid, n_test = sizes
     if n_train + n_valid + n_test > len(x):
         raise ValueError(f"{name}: asked for {sizes} samples but the source has only {len(x)}")
@@ -60,8 +63,14 @@ def _split(name: str, x: np.ndarray, y: np.ndarray, sizes: tuple[int, int, int],
     idx = {"train": perm[:n_train], "valid": perm[n_train:n_train + n_valid],
            "test": perm[n_train + n_valid:n_train + n_valid + n_test]}
     x = x.astype(np.float32)
-    mean, std = float(x[idx["train"]].mean()), float(x[idx["train"]].std()) + 1e-8
-    xs = {k: torch.from_numpy(((x[v] - mean) / std)[:, None].copy()) for k, v in idx.items()}
+    if channels:
+        axes = (0, *range(2, x.ndim))
+        mean = x[idx["train"]].mean(axis=axes, keepdims=True)[0]
+        std = x[idx["train"]].std(axis=axes, keepdims=True)[0] + 1e-8
+        xs = {k: torch.from_numpy(((x[v] - mean) / std).astype(np.float32)) for k, v in idx.items()}
+    else:
+        mean, std = float(x[idx["train"]].mean()), float(x[idx["train"]].std()) + 1e-8
+        xs = {k: torch.from_numpy(((x[v] - mean) / std)[:, None].copy()) for k, v in idx.items()}
     ys = {k: torch.from_numpy(y[v].astype(np.int64)) for k, v in idx.items()}
     hashes = {k: _hash(v.astype(np.int64), x[v], y[v].astype(np.int64)) for k, v in idx.items()}
     return Dataset(name, xs, ys, num_classes, hashes)
@@ -141,7 +150,143 @@ def _mnist_5k() -> Dataset:
     return _split("mnist-5k", x.reshape(-1, 28, 28).astype(np.float32) / 255.0, y, (3500, 500, 1000), 10)
 
 
-LOADERS = {"mnist1d": _mnist1d, "digits": _digits, "fashion-mnist": _fashion_mnist, "mnist-5k": _mnist_5k}
+# --- CIFAR-10 / CIFAR-100 (tier L): the official *binary* archives, never the pickled "python version" ---
+
+CIFAR = {  # name -> (folder in the archive, train files, test files, label bytes per record, archive, md5)
+    "cifar10": ("cifar-10-batches-bin", tuple(f"data_batch_{i}.bin" for i in range(1, 6)), ("test_batch.bin",), 1,
+                "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530"),
+    "cifar100": ("cifar-100-binary", ("train.bin",), ("test.bin",), 2,
+                 "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz", "03b5dce01913d631647c71ecec9e9cb8"),
+}
+CIFAR_PIXELS = 3 * 32 * 32
+CIFAR_RECORDS = 60000  # 50,000 train + 10,000 test in both official archives
+CIFAR_DIRS = (Path("/usr/share/datasets"), Path("/datasets"))
+
+
+def data_root() -> Path:
+    """Where tier-L data lives: ``$DANAS_DATA``, else ``<cache>/data`` (``$DANAS_CACHE``)."""
+    env = os.environ.get("DANAS_DATA")
+    if env:
+        return Path(env)
+    from .paths import cache_dir
+
+    return cache_dir() / "data"
+
+
+def cifar_files(name: str) -> list[str]:
+    """The archive's files the loader reads, relative to the data root."""
+    folder, train, test = CIFAR[name][:3]
+    return [f"{folder}/{f}" for f in train + test]
+
+
+def cifar_dir(name: str) -> Path:
+    """The folder holding ``name``'s binary files: under ``$DANAS_DATA`` (or the cache), then system
+    dataset folders; FileNotFoundError naming every expected file and where to put it otherwise."""
+    if name not in CIFAR:
+        raise ValueError(f"unknown CIFAR dataset {name!r}; choose one of {', '.join(CIFAR)}")
+    roots = [data_root(), *CIFAR_DIRS]
+    folder = CIFAR[name][0]
+    for root in roots:
+        if all((root / f).is_file() for f in cifar_files(name)):
+            return root / folder
+    archive, md5 = CIFAR[name][4:6]
+    missing = [f for f in cifar_files(name) if not (roots[0] / f).is_file()]
+    raise FileNotFoundError(
+        f"{name}: the binary archive is not unpacked under {roots[0]} (set by DANAS_DATA; also looked in "
+        f"{', '.join(str(r) for r in roots[1:])}). Expected {', '.join(cifar_files(name))}; missing there: "
+        f"{', '.join(missing)}. Download the *binary* version {archive} (md5 {md5}) and unpack it into that "
+        f"folder (`tar -xzf {archive.rsplit('/', 1)[-1]} -C $DANAS_DATA`), or, where the internet is "
+        f"reachable, run `python -c \"from danas_bench.data import download_cifar; download_cifar('{name}')\"`. "
+        f"The pickled 'python version' is not read.")
+
+
+def _read_cifar_bin(path: Path, label_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Records of ``label_bytes`` label bytes then 3,072 pixel bytes (1,024 red, green, blue, row-major):
+    (N, 3, 32, 32) uint8 images and (N, label_bytes) uint8 labels."""
+    rec = label_bytes + CIFAR_PIXELS
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % rec:
+        raise ValueError(f"{path}: {raw.size} bytes is not a whole number of {rec}-byte records "
+                         f"({label_bytes} label byte(s) + {CIFAR_PIXELS} pixels); the file is truncated or "
+                         f"not from the binary archive: download it again")
+    raw = raw.reshape(-1, rec)
+    return raw[:, label_bytes:].reshape(-1, 3, 32, 32), raw[:, :label_bytes]
+
+
+def _cifar(name: str, labels: str = "fine") -> Dataset:
+    """CIFAR-10, or CIFAR-100 with its ``fine`` (100) or ``coarse`` (20 superclasses) labels.
+
+    Train and test files are pooled and split like every other dataset: 3/4 train, 1/12 valid, 1/6 test
+    (45,000 / 5,000 / 10,000 of the official 60,000 records)."""
+    if labels not in ("fine", "coarse") or (name == "cifar10" and labels != "fine"):
+        raise ValueError(f"{name}: labels must be 'fine'" + (" or 'coarse'" if name == "cifar100" else "")
+                         + f", got {labels!r}")
+    d = cifar_dir(name)
+    _, train, test, label_bytes = CIFAR[name][:4]
+    parts = [_read_cifar_bin(d / f, label_bytes) for f in train + test]
+    x = np.concatenate([p[0] for p in parts])
+    lab = np.concatenate([p[1] for p in parts])
+    num_classes = 10 if name == "cifar10" else (100 if labels == "fine" else 20)
+    y = lab[:, -1] if labels == "fine" else lab[:, 0]  # CIFAR-100 records: coarse byte, then fine byte
+    if int(y.max()) >= num_classes:
+        raise ValueError(f"{d}: label {int(y.max())} out of range for {num_classes} classes; these files are not "
+                         f"the {name} binary archive")
+    n = len(x)
+    if n != CIFAR_RECORDS:
+        import warnings
+
+        warnings.warn(f"{name}: {n} records in {d}, the official archive has {CIFAR_RECORDS}; its splits and "
+                      f"hashes differ from every table made on the real data", stacklevel=2)
+    sizes = (n - n // 12 - n // 6, n // 12, n // 6)
+    ds_name = name if labels == "fine" or name == "cifar10" else f"{name}-coarse"
+    return _split(ds_name, x.astype(np.float32) / 255.0, y, sizes, num_classes, channels=True)
+
+
+def download_cifar(name: str, root: Path | None = None) -> Path:
+    """Fetch the official binary archive (md5-checked) and unpack only its data files into ``root``
+    (default :func:`data_root`); needs the internet. torchvision's CIFAR classes fetch the pickled
+    version instead, which this package never reads."""
+    import tarfile
+    import tempfile
+    import urllib.request
+
+    root = Path(root or data_root())
+    root.mkdir(parents=True, exist_ok=True)
+    url, md5 = CIFAR[name][4:6]
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        archive = Path(tmp) / url.rsplit("/", 1)[-1]
+        urllib.request.urlretrieve(url, archive)
+        got = hashlib.md5(archive.read_bytes()).hexdigest()
+        if got != md5:
+            raise ValueError(f"{url}: md5 {got}, expected {md5}; the download is damaged: try again")
+        wanted = set(cifar_files(name))
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar.getmembers():
+                if member.name in wanted and member.isfile():  # nothing else: no paths outside root
+                    (root / member.name).parent.mkdir(parents=True, exist_ok=True)
+                    with tar.extractfile(member) as src, open(root / member.name, "wb") as dst:
+                        dst.write(src.read())
+    return cifar_dir(name)
+
+
+def write_cifar_binary(root: Path, name: str, images: np.ndarray, labels: np.ndarray, n_test: int) -> Path:
+    """Write ``images`` (N, 3, 32, 32) uint8 and ``labels`` (N,) or, for cifar100, (N, 2) coarse/fine, in the
+    official binary layout under ``root`` (the last ``n_test`` records as the test file, the rest spread
+    over the train files). For tests and for a smoke run on a machine without the real data."""
+    folder, train, test, label_bytes = CIFAR[name][:4]
+    lab = np.asarray(labels, dtype=np.uint8).reshape(len(images), label_bytes)
+    recs = np.concatenate([lab, np.asarray(images, dtype=np.uint8).reshape(len(images), -1)], 1)
+    d = Path(root) / folder
+    d.mkdir(parents=True, exist_ok=True)
+    n_train = len(recs) - n_test
+    for f, part in zip(train, np.array_split(recs[:n_train], len(train))):
+        part.tofile(d / f)
+    recs[n_train:].tofile(d / test[0])
+    return d
+
+
+LOADERS = {"mnist1d": _mnist1d, "digits": _digits, "fashion-mnist": _fashion_mnist, "mnist-5k": _mnist_5k,
+           "cifar10": functools.partial(_cifar, "cifar10"), "cifar100": functools.partial(_cifar, "cifar100")}
 TIERS = {"mnist1d": "S", "digits": "S", "fashion-mnist": "M", "mnist-5k": "M", "cifar10": "L", "cifar100": "L"}
 
 
@@ -149,6 +294,5 @@ TIERS = {"mnist1d": "S", "digits": "S", "fashion-mnist": "M", "mnist-5k": "M", "
 def load(name: str) -> Dataset:
     """Load a dataset by name (cached per process)."""
     if name not in LOADERS:
-        hint = " (tier L: no loader or recipe in this version; docs/cluster.md estimates its cost on a cluster)" if name in TIERS else ""
-        raise ValueError(f"unknown dataset {name!r}{hint}; available here: {', '.join(LOADERS)}")
+        raise ValueError(f"unknown dataset {name!r}; available here: {', '.join(LOADERS)}")
     return LOADERS[name]()

@@ -40,10 +40,13 @@ def test_fashion_mnist_reads_the_debian_package():
     assert ds.shape == (1, 28, 28) and ds.sizes() == {"train": 60000, "valid": 5000, "test": 5000}
 
 
-def test_unknown_dataset_lists_the_choices():
+def test_unknown_dataset_lists_the_choices(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="mnist1d"):
         data.load("cifar11")
-    with pytest.raises(ValueError, match="cluster"):
+    # tier L has loaders; without the binary archive the error says where to put it (tests/test_tier_l.py)
+    monkeypatch.setenv("DANAS_DATA", str(tmp_path))
+    monkeypatch.setattr(data, "CIFAR_DIRS", ())
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-bin"):
         data.load("cifar10")
 
 

@@ -1,0 +1,155 @@
+"""Tier L (CIFAR-10 / CIFAR-100): binary-archive loaders on a generated fixture in the exact layout, the
+engine's device-agnostic path, and the GPU-cluster dry run. Real CUDA runs only where a GPU is present."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from danas_bench import data
+
+N_TRAIN, N_TEST = 60, 12  # records in the fixture's train files and its test file (official: 50,000 + 10,000)
+
+
+def _fixture(root: Path, name: str, seed: int = 0) -> dict:
+    """Write a small archive in the official binary layout; return what was written."""
+    rng = np.random.default_rng(seed)
+    n = N_TRAIN + N_TEST
+    images = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+    if name == "cifar10":
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+    else:
+        fine = rng.integers(0, 100, n, dtype=np.uint8)
+        labels = np.stack([fine // 5, fine], 1)  # (coarse, fine) per record
+    data.write_cifar_binary(root, name, images, labels, N_TEST)
+    return {"images": images, "labels": labels}
+
+
+@pytest.fixture
+def cifar_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("DANAS_DATA", str(tmp_path))
+    monkeypatch.setattr(data, "CIFAR_DIRS", ())  # only the fixture, never a system copy
+    data.load.cache_clear()
+    written = {name: _fixture(tmp_path, name, seed) for seed, name in enumerate(("cifar10", "cifar100"))}
+    yield tmp_path, written
+    data.load.cache_clear()
+
+
+def test_fixture_is_the_official_byte_layout(cifar_root):
+    root, written = cifar_root
+    d10 = root / "cifar-10-batches-bin"
+    assert sorted(p.name for p in d10.iterdir()) == [*(f"data_batch_{i}.bin" for i in range(1, 6)), "test_batch.bin"]
+    raw = (d10 / "test_batch.bin").read_bytes()
+    assert len(raw) == N_TEST * 3073
+    first = written["cifar10"]["images"][N_TRAIN]
+    assert raw[0] == written["cifar10"]["labels"][N_TRAIN]
+    assert raw[1:1025] == first[0].tobytes() and raw[2049:3073] == first[2].tobytes()  # red plane, blue plane
+    raw100 = (root / "cifar-100-binary" / "train.bin").read_bytes()
+    assert len(raw100) == N_TRAIN * 3074
+    assert tuple(raw100[:2]) == tuple(written["cifar100"]["labels"][0])  # coarse byte, then fine byte
+
+
+@pytest.mark.filterwarnings("ignore:.*the official archive has")
+@pytest.mark.parametrize("name, classes", [("cifar10", 10), ("cifar100", 100)])
+def test_loaders_read_the_binary_records(cifar_root, name, classes):
+    _, written = cifar_root
+    ds = data.load(name)
+    n = N_TRAIN + N_TEST
+    assert ds.name == name and ds.num_classes == classes and ds.shape == (3, 32, 32) and ds.ndim == 2
+    assert ds.sizes() == {"train": n - n // 12 - n // 6, "valid": n // 12, "test": n // 6}
+    assert set(ds.split_hashes) == {"train", "valid", "test"} and len(set(ds.split_hashes.values())) == 3
+    # standardised per colour channel on train
+    x = ds.x["train"]
+    assert x.dtype == torch.float32
+    assert torch.allclose(x.mean((0, 2, 3)), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(x.std((0, 2, 3)), torch.ones(3), atol=1e-2)
+    # every split's (image, label) pairs are records of the archive, each record used once
+    labels = written[name]["labels"]
+    fine = labels if labels.ndim == 1 else labels[:, 1]
+    by_image = {img.tobytes(): int(lab) for img, lab in zip(written[name]["images"], fine)}
+    perm = np.random.default_rng(data.SPLIT_SEED).permutation(n)
+    seen = []
+    for split, start in (("train", 0), ("valid", ds.sizes()["train"]),
+                         ("test", ds.sizes()["train"] + ds.sizes()["valid"])):
+        src = written[name]["images"][perm[start:start + ds.sizes()[split]]]
+        assert [by_image[i.tobytes()] for i in src] == ds.y[split].tolist()
+        seen += list(perm[start:start + ds.sizes()[split]])
+    assert sorted(seen) == list(range(n))
+
+
+@pytest.mark.filterwarnings("ignore:.*the official archive has")
+def test_cifar100_coarse_labels(cifar_root):
+    _, written = cifar_root
+    fine, coarse = data.load("cifar100"), data._cifar("cifar100", labels="coarse")
+    assert coarse.name == "cifar100-coarse" and coarse.num_classes == 20
+    assert torch.equal(coarse.y["train"], fine.y["train"] // 5)  # the fixture's coarse byte is fine // 5
+    assert torch.equal(coarse.x["test"], fine.x["test"])
+    assert coarse.split_hashes != fine.split_hashes  # the labels are hashed too
+    with pytest.raises(ValueError, match="labels must be 'fine'"):
+        data._cifar("cifar10", labels="coarse")
+
+
+@pytest.mark.filterwarnings("ignore:.*the official archive has")
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_split_hashes_are_stable(cifar_root, name):
+    h = data.load(name).split_hashes
+    data.load.cache_clear()
+    assert data.load(name).split_hashes == h
+    # pinned: the split seed, the split rule and the hashing must not drift without a new table version
+    digest = hashlib.sha256("".join(h[s] for s in ("train", "valid", "test")).encode()).hexdigest()[:12]
+    assert digest == {"cifar10": "498128a2f1b2", "cifar100": "49fbcacfc4ce"}[name]
+
+
+def test_a_short_archive_warns_that_its_splits_differ(cifar_root):
+    data.load.cache_clear()
+    with pytest.warns(UserWarning, match="the official archive has 60000"):
+        data.load("cifar10")
+
+
+def test_missing_files_say_what_and_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("DANAS_DATA", str(tmp_path))
+    monkeypatch.setattr(data, "CIFAR_DIRS", ())
+    data.load.cache_clear()
+    for name, expect in (("cifar10", "cifar-10-batches-bin/data_batch_1.bin"), ("cifar100", "cifar-100-binary/train.bin")):
+        with pytest.raises(FileNotFoundError) as err:
+            data.load(name)
+        msg = str(err.value)
+        assert expect in msg and str(tmp_path) in msg and "DANAS_DATA" in msg and "binary" in msg
+    # one file short: the message names it
+    _fixture(tmp_path, "cifar10")
+    (tmp_path / "cifar-10-batches-bin" / "data_batch_3.bin").unlink()
+    with pytest.raises(FileNotFoundError, match=r"missing there: cifar-10-batches-bin/data_batch_3\.bin\."):
+        data.cifar_dir("cifar10")
+
+
+def test_a_torn_file_is_refused(cifar_root):
+    root, _ = cifar_root
+    f = root / "cifar-10-batches-bin" / "data_batch_2.bin"
+    f.write_bytes(f.read_bytes()[:-7])
+    with pytest.raises(ValueError, match="not a whole number of 3073-byte records"):
+        data.load("cifar10")
+
+
+def test_labels_out_of_range_are_refused(cifar_root):
+    root, written = cifar_root
+    f = root / "cifar-10-batches-bin" / "test_batch.bin"  # a CIFAR-100 record read as CIFAR-10
+    raw = bytearray(f.read_bytes())
+    raw[0] = 57
+    f.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="label 57 out of range for 10 classes"):
+        data.load("cifar10")
+
+
+def test_no_pickle_on_the_load_path():
+    import inspect
+
+    src = inspect.getsource(data)
+    for unsafe in ("import pickle", "allow_pickle=True", "torch.load(", "np.load(path", "unpickl"):
+        assert unsafe not in src
