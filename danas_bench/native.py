@@ -6,6 +6,11 @@ loops read the plain layout. Built at first use with the system C compiler (``cc
 -march=native``) into a cache keyed by the source, the compiler and the CPU (``DANAS_NATIVE_CACHE``,
 default ``~/.cache/danas-bench/native``); where that fails, or with ``DANAS_NATIVE=0``, the engine
 keeps using ``conv2d`` (same results up to float rounding) and says so once.
+
+Loading a shared library runs its code, so the cache is guarded: its folders are the user's own with
+mode 0700 (a cache owned by another user, or writable by others, is refused with a warning), and the
+``.so``'s sha256 is recorded beside it at build time and checked before every load; a library that
+does not match (corrupt, truncated, replaced) is rebuilt.
 """
 
 from __future__ import annotations
@@ -40,6 +45,54 @@ def _cpu_id() -> str:
     return "\n".join(seen) or f"{platform.machine()} {platform.processor()}"
 
 
+class UnsafeCache(RuntimeError):
+    """The kernel cache folder is not safe to load code from."""
+
+
+def _private_dir(d: Path) -> None:
+    """Create ``d`` with mode 0700, or check an existing one: a real folder, owned by this user, not
+    writable by group or others (anyone who can write there can make this process run their code)."""
+    if not d.exists():
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(d, 0o700)  # (mkdir's mode is masked by the umask)
+    st = os.lstat(d)
+    import stat
+
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeCache(f"{d} is not a folder (a symlink or file)")
+    if st.st_uid != os.getuid():
+        raise UnsafeCache(f"{d} belongs to another user (uid {st.st_uid})")
+    if st.st_mode & 0o022:
+        raise UnsafeCache(f"{d} is writable by {'others' if st.st_mode & 0o002 else 'its group'} "
+                          f"(mode {stat.S_IMODE(st.st_mode):o}); `chmod 700 {d}` and remove what you did not build")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _build(cc: str, so: Path) -> None:
+    """Compile into a private temp folder beside ``so``; record the sha256; rename both into place."""
+    with tempfile.TemporaryDirectory(dir=so.parent) as tmp:  # build aside, then rename: atomic
+        out = Path(tmp) / "conv3.so"
+        subprocess.run([cc, *_FLAGS, "-o", str(out), str(SRC)], capture_output=True, text=True, check=True)
+        digest = Path(tmp) / "conv3.so.sha256"
+        digest.write_text(_sha256(out) + "\n")
+        os.replace(out, so)
+        os.replace(digest, so.with_name("conv3.so.sha256"))
+
+
+def _verified(so: Path) -> bool:
+    """Whether ``so`` is a file of ours, not writable by others, whose sha256 is the recorded one."""
+    rec = so.with_name("conv3.so.sha256")
+    try:
+        st = os.lstat(so)
+        return (st.st_uid == os.getuid() and not st.st_mode & 0o022 and os.path.isfile(so)
+                and not os.path.islink(so) and rec.read_text().strip() == _sha256(so))
+    except OSError:
+        return False
+
+
 @functools.lru_cache(maxsize=None)
 def _lib():
     if os.environ.get("DANAS_NATIVE", "1") == "0":
@@ -52,13 +105,22 @@ def _lib():
         key = hashlib.sha256("\0".join([SRC.read_text(), version, " ".join(_FLAGS), _cpu_id()]).encode()).hexdigest()[:16]
         root = Path(os.environ.get("DANAS_NATIVE_CACHE", Path.home() / ".cache" / "danas-bench" / "native"))
         so = root / key / "conv3.so"
-        if not so.exists():
-            so.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=so.parent) as tmp:  # build aside, then rename: atomic
-                out = Path(tmp) / "conv3.so"
-                subprocess.run([cc, *_FLAGS, "-o", str(out), str(SRC)], capture_output=True, text=True, check=True)
-                os.replace(out, so)
+        _private_dir(root)
+        _private_dir(so.parent)
+        if not _verified(so):  # missing, or not what was built here: (re)build it
+            from filelock import FileLock
+
+            with FileLock(str(so.parent / ".build.lock")):  # one builder at a time (worker processes)
+                if not _verified(so):
+                    _build(cc, so)
+                if not _verified(so):
+                    raise UnsafeCache(f"{so} does not match its recorded sha256 right after the build")
         lib = ctypes.CDLL(str(so))
+    except UnsafeCache as e:
+        warnings.warn(f"danas-bench: C kernel cache refused: {e}; the engine uses torch's conv2d (same results up "
+                      f"to rounding, slower); set DANAS_NATIVE_CACHE to a private folder to use the kernels",
+                      stacklevel=2)
+        return None
     except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
         detail = getattr(e, "stderr", "") or str(e)
         warnings.warn(f"danas-bench: C kernels unavailable ({detail.strip()[:300]}); the engine uses "
