@@ -9,10 +9,18 @@ with the same recipe, the same initial weights and the same minibatch order. Bot
 A run's randomness: the minibatch order depends on ``seed`` only (so architectures of one seed can
 share batches); the initial weights depend on (architecture index, seed) via
 :func:`danas_bench.student.init_seed`.
+
+Devices: a :class:`Task` runs on ``device`` (default ``"cpu"``, one thread per process; tier L: ``"cuda"``).
+Models are built on the CPU (same initial weights everywhere) and moved; the batch order comes from a CPU
+generator on every device, and metrics are computed on the CPU, so a CPU run is bit-for-bit what it was
+before devices existed. On a GPU the recorded seconds are wall seconds of the device (synchronised), not
+process CPU seconds. A recipe with ``autocast: bf16`` runs the forward (and the fused engine's
+convolution backward) in bfloat16 on any device; it is part of the recipe id.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
@@ -39,12 +47,14 @@ class Task:
     recipe: Recipe
     kd: KD
     teacher_logits: dict[str, torch.Tensor] | None
+    device: str = "cpu"  # where the students train ("cpu", "cuda", "cuda:1", ...); the data stays on the CPU
 
     @classmethod
-    def make(cls, recipe: Recipe, kd: KD) -> "Task":
+    def make(cls, recipe: Recipe, kd: KD, device: str = "cpu") -> "Task":
+        dev = check_device(device)
         ds = data_mod.load(recipe.dataset)
         tl = None if kd.teacher == "none" else teachers.logits(recipe.dataset, kd.teacher)
-        return cls(ds, recipe, kd, tl)
+        return cls(ds, recipe, kd, tl, str(dev))
 
     def train_split(self):
         x, y = self.dataset.x["train"], self.dataset.y["train"]
@@ -53,6 +63,44 @@ class Task:
         if n is not None:
             x, y, t = x[:n], y[:n], (None if t is None else t[:n])
         return x, y, t
+
+
+def check_device(device) -> torch.device:
+    """A device this process can train on; ValueError saying why not (no CUDA build, no GPU visible)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:<n>', got {device!r}") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = torch.version.cuda or "a CPU-only build"
+            raise ValueError(f"device {device!r}: no CUDA GPU is visible to this process (torch {torch.__version__}, "
+                             f"{build}); install the CUDA build of torch (docs/cluster.md) and run on a GPU node")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s) visible")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {device!r}: the engine runs on 'cpu' or 'cuda'")
+    return dev
+
+
+def _clock(device: torch.device):
+    """The run's clock: process CPU seconds on the CPU (core-seconds, robust to other jobs); wall seconds
+    after synchronising the device elsewhere (the GPU's time; its host thread mostly waits)."""
+    if device.type == "cpu":
+        return time.process_time
+
+    def clock() -> float:
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    return clock
+
+
+def _autocast(r: Recipe, device: torch.device):
+    """The recipe's mixed precision for a forward pass, or nothing (float32)."""
+    if r.autocast is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def _loss(logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None, kd: KD):
@@ -71,14 +119,19 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None, kd: KD)
 
 
 @torch.inference_mode()
-def _predict(model: nn.Module, x: torch.Tensor, bs: int = 128) -> torch.Tensor:
-    """Eval-mode logits (N, K, C). Batches of 128 keep a fused model's activations in cache: 1.4x
-    faster than 500 on 64 fused students (docs/performance.md); inference mode (no autograd
-    bookkeeping at all) is ~5% faster than ``no_grad`` there."""
+def _predict(model: nn.Module, x: torch.Tensor, bs: int = 128, amp=contextlib.nullcontext) -> torch.Tensor:
+    """Eval-mode float32 logits (N, K, C). Batches of 128 keep a fused model's activations in cache:
+    1.4x faster than 500 on 64 fused students (docs/performance.md); inference mode (no autograd
+    bookkeeping at all) is ~5% faster than ``no_grad`` there. ``x`` may live on the CPU: each batch is
+    moved to the model's device; ``amp`` makes the recipe's autocast context."""
     model.eval()
-    out = torch.cat([model(x[i:i + bs]) for i in range(0, len(x), bs)])
+    dev = next(model.parameters()).device
+    outs = []
+    for i in range(0, len(x), bs):
+        with amp():
+            outs.append(model(x[i:i + bs].to(dev)).float())
     model.train()
-    return out  # (N, K, C)
+    return torch.cat(outs)  # (N, K, C)
 
 
 def ece(probs: torch.Tensor, y: torch.Tensor, bins: int = ECE_BINS) -> torch.Tensor:
@@ -109,7 +162,7 @@ def _split_metrics(logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None
         p_t = F.softmax(t, -1).unsqueeze(1)
         out["kl_teacher"] = (p_t * (torch.log(p_t.clamp_min(1e-12)) - log_s)).sum(-1).mean(0)
         out["agreement"] = (logits.argmax(-1) == t.argmax(-1)[:, None]).float().mean(0)
-    return {key: v.numpy().astype(np.float64) for key, v in out.items()}
+    return {key: v.cpu().numpy().astype(np.float64) for key, v in out.items()}
 
 
 @functools.lru_cache(maxsize=None)
@@ -171,8 +224,13 @@ def fit(model: nn.Module, k: int, task: Task, seed: int, progress=None, fused_op
     """Train ``model`` (logits (B, K, C)) with the task's recipe; return per-model arrays."""
     keep_freed_memory()
     r, kd = task.recipe, task.kd
+    dev = torch.device(task.device)
     x, y, t = task.train_split()
     n = len(x)
+    if dev.type != "cpu":  # the training split lives on the device; batches are gathered there
+        x, y, t = x.to(dev), y.to(dev), (None if t is None else t.to(dev))
+    clock = _clock(dev)
+    amp = functools.partial(_autocast, r, dev)
     opt = optimizer(model, r, fused_optimizer)
     sched = lr_schedule(opt, r, n)
     gen = torch.Generator().manual_seed(int(seed))
@@ -181,15 +239,20 @@ def fit(model: nn.Module, k: int, task: Task, seed: int, progress=None, fused_op
     # epoch would cost more than training); the final valid and test metrics always use whole splits
     vx, vy = task.dataset.x["valid"][:r.valid_curve_n], task.dataset.y["valid"][:r.valid_curve_n]
     curve_is_whole_valid = len(vx) == len(task.dataset.x["valid"])
+    eval_bs = 128 if dev.type == "cpu" else 1024  # a GPU wants large batches; eval-mode logits do not depend on it
     model.train()
     for _ in range(r.epochs):
-        t0 = time.process_time()
+        t0 = clock()
         perm = torch.randperm(n, generator=gen)
-        loss_sum = torch.zeros(k)
-        correct = torch.zeros(k)
+        if dev.type != "cpu":
+            perm = perm.to(dev)
+        loss_sum = torch.zeros(k, device=dev)
+        correct = torch.zeros(k, device=dev)
         for i in range(0, n, r.batch_size):
             idx = perm[i:i + r.batch_size]
-            logits = model(x[idx])
+            with amp():
+                logits = model(x[idx])
+            logits = logits.float()  # the loss in float32 (a no-op without autocast)
             loss, per_model = _loss(logits, y[idx], None if t is None else t[idx], kd)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -197,11 +260,11 @@ def fit(model: nn.Module, k: int, task: Task, seed: int, progress=None, fused_op
             sched.step()
             loss_sum += per_model * len(idx)
             correct += (logits.detach().argmax(-1) == y[idx, None]).float().sum(0)
-        valid_logits = _predict(model, vx)
+        valid_logits = _predict(model, vx, eval_bs, amp).cpu()
         valid_acc = (valid_logits.argmax(-1) == vy[:, None]).float().mean(0)
-        hist["epoch_seconds"].append(time.process_time() - t0)
-        hist["train_loss"].append((loss_sum / n).numpy().astype(np.float64))
-        hist["train_acc"].append((correct / n).numpy().astype(np.float64))
+        hist["epoch_seconds"].append(clock() - t0)
+        hist["train_loss"].append((loss_sum / n).cpu().numpy().astype(np.float64))
+        hist["train_acc"].append((correct / n).cpu().numpy().astype(np.float64))
         hist["valid_acc"].append(valid_acc.numpy().astype(np.float64))
         if progress is not None:
             progress()
@@ -209,7 +272,8 @@ def fit(model: nn.Module, k: int, task: Task, seed: int, progress=None, fused_op
     final = {}
     for split in ("valid", "test"):
         # the last epoch's curve point already evaluated this model on the whole valid split
-        logits = valid_logits if split == "valid" and curve_is_whole_valid else _predict(model, task.dataset.x[split])
+        logits = (valid_logits if split == "valid" and curve_is_whole_valid
+                  else _predict(model, task.dataset.x[split], eval_bs, amp).cpu())
         m = _split_metrics(logits, task.dataset.y[split], None if tl is None else tl[split])
         final.update({f"{split}_{key}": v for key, v in m.items()})
     return {"hist": hist, "final": final}
@@ -292,6 +356,7 @@ def _records(indices: list[int], seed: int, task: Task, out: dict, total_seconds
 
 
 def _students(indices, seed, task):
+    """Built on the CPU (the same initial weights on every device); the caller moves them."""
     ds = task.dataset
     return [build(int(i), int(seed), ds.shape[0], ds.num_classes, ds.ndim, **task.recipe.widths())
             for i in indices]
@@ -299,16 +364,18 @@ def _students(indices, seed, task):
 
 def train_many(indices, seed: int, task: Task, progress=None) -> list[dict]:
     """The engine: train all ``indices`` (one seed) as one fused model; one record each."""
-    t0 = time.process_time()
+    clock = _clock(torch.device(task.device))
+    t0 = clock()
     indices = [int(i) for i in indices]
-    model = FusedStudents(_students(indices, seed, task))
+    model = FusedStudents(_students(indices, seed, task)).to(task.device)
     out = fit(model, len(indices), task, seed, progress, fused_optimizer=True)
-    return _records(indices, seed, task, out, time.process_time() - t0)
+    return _records(indices, seed, task, out, clock() - t0)
 
 
 def train_plain(index: int, seed: int, task: Task) -> dict:
     """The baseline: one architecture, the plain PyTorch loop, same recipe and initial weights."""
-    t0 = time.process_time()
-    model = Single(_students([index], seed, task)[0])
+    clock = _clock(torch.device(task.device))
+    t0 = clock()
+    model = Single(_students([index], seed, task)[0]).to(task.device)
     out = fit(model, 1, task, seed)
-    return _records([int(index)], seed, task, out, time.process_time() - t0)[0]
+    return _records([int(index)], seed, task, out, clock() - t0)[0]

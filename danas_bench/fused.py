@@ -16,6 +16,12 @@ for images, with every kernel 1 wide along the batch axis (conv2d with (1, k) ke
 gathers, scatters and BatchNorm statistics run over contiguous blocks, and the grouped convolutions
 see one large image per group (docs/performance.md has the measurements).
 
+Devices: the model runs wherever it is moved (``.to("cuda")``). The C kernels are the CPU path only:
+each call checks the tensor's device and uses torch's convolution elsewhere, and the cached pooling
+constants are made per device. Under autocast (a recipe's ``autocast: bf16``) the convolutions and
+matmuls run in bfloat16 and return float32, so BatchNorm statistics, node sums and the hand-written
+backward keep float32; the backward's convolutions run in the forward's precision.
+
 Parameters are copied from K plain :class:`~danas_bench.student.Student` modules, so a fused model
 starts from exactly the weights the plain loop would use; BatchNorm statistics are per channel and
 optimiser updates are elementwise, so the models stay independent: only floating-point rounding
@@ -134,21 +140,33 @@ def _cat_bn(bns: list[nn.modules.batchnorm._BatchNorm]) -> nn.Module:
     return out
 
 
+def _same_dtype(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``y`` in ``x``'s dtype: under autocast a convolution or matmul returns bfloat16, and the fused
+    model keeps its activations in float32 (a no-op, the same tensor, otherwise)."""
+    return y if y.dtype == x.dtype else y.to(x.dtype)
+
+
+def _lowp(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype active for ``device`` now, or None (also on devices autocast does not know)."""
+    t = device.type
+    return torch.get_autocast_dtype(t) if torch.amp.is_autocast_available(t) and torch.is_autocast_enabled(t) else None
+
+
 @functools.lru_cache(maxsize=None)
-def _inv_count(w: int, k: int) -> torch.Tensor:
+def _inv_count(w: int, k: int, device: torch.device = torch.device("cpu")) -> torch.Tensor:
     """1 / (number of non-padding cells) of a stride-1 'same' 1-D average pool: count_include_pad=False.
-    Cached, so made outside inference mode (evaluation) even when first asked for there: an inference
-    tensor cannot be saved for a later training step's backward."""
+    Cached per device, so made outside inference mode (evaluation) even when first asked for there: an
+    inference tensor cannot be saved for a later training step's backward."""
     with torch.inference_mode(False):
         cnt = F.conv1d(torch.ones(1, 1, w), torch.ones(1, 1, k), padding=k // 2)
-        return (1.0 / cnt).reshape(w)
+        return (1.0 / cnt).reshape(w).to(device)
 
 
 @functools.lru_cache(maxsize=None)
-def _pool_matrix(shape: tuple[int, ...], k: int) -> torch.Tensor:
+def _pool_matrix(shape: tuple[int, ...], k: int, device: torch.device = torch.device("cpu")) -> torch.Tensor:
     """(n, n) matrix M, n = prod(shape), with ``x.flatten() @ M`` = the 'same' k-wide average pool
-    over a plane (or row) of ``shape``, padding excluded from the counts (folded in). Made outside
-    inference mode, like :func:`_inv_count`."""
+    over a plane (or row) of ``shape``, padding excluded from the counts (folded in). Made on the CPU
+    outside inference mode, like :func:`_inv_count`, and cached per device."""
     def band(n: int) -> torch.Tensor:
         i = torch.arange(n)
         return ((i[:, None] - i[None, :]).abs() <= k // 2).float()
@@ -157,7 +175,7 @@ def _pool_matrix(shape: tuple[int, ...], k: int) -> torch.Tensor:
         m = band(shape[0])
         for n in shape[1:]:
             m = torch.kron(m, band(n))  # m[i, j] = 1: input position i lies in output j's window
-        return m / m.sum(0, keepdim=True)
+        return (m / m.sum(0, keepdim=True)).to(device)
 
 
 def avg_pool_same(x: torch.Tensor, ndim: int, k: int = 3) -> torch.Tensor:
@@ -171,9 +189,9 @@ def avg_pool_same(x: torch.Tensor, ndim: int, k: int = 3) -> torch.Tensor:
     """
     shape = tuple(x.shape[-ndim:])
     if ndim == 1 and shape[0] < 16:
-        return _window_sums(x, k) * _inv_count(shape[0], k)
+        return _window_sums(x, k) * _inv_count(shape[0], k, x.device)
     n = shape[0] if ndim == 1 else shape[0] * shape[1]
-    return (x.reshape(-1, n) @ _pool_matrix(shape, k)).reshape(x.shape)
+    return _same_dtype(x.reshape(-1, n) @ _pool_matrix(shape, k, x.device), x).reshape(x.shape)
 
 
 def avg_pool_same_backward(grad: torch.Tensor, ndim: int, k: int = 3) -> torch.Tensor:
@@ -181,15 +199,15 @@ def avg_pool_same_backward(grad: torch.Tensor, ndim: int, k: int = 3) -> torch.T
     (symmetric) window sums of ``grad / count``."""
     shape = tuple(grad.shape[-ndim:])
     if ndim == 1 and shape[0] < 16:
-        return _window_sums(grad * _inv_count(shape[0], k), k)
+        return _window_sums(grad * _inv_count(shape[0], k, grad.device), k)
     n = shape[0] if ndim == 1 else shape[0] * shape[1]
-    return (grad.reshape(-1, n) @ _pool_matrix(shape, k).T).reshape(grad.shape)
+    return (grad.reshape(-1, n) @ _pool_matrix(shape, k, grad.device).T).reshape(grad.shape)
 
 
 def _window_sums(x: torch.Tensor, k: int) -> torch.Tensor:
     """Zero-padded k-wide window sums along the last dim: a depthwise convolution with a ones kernel."""
     c = x.shape[1]
-    ones = torch.ones(c, 1, *([1] * (x.dim() - 3)), k, dtype=x.dtype)
+    ones = torch.ones(c, 1, *([1] * (x.dim() - 3)), k, dtype=x.dtype, device=x.device)
     pad = (0,) * (x.dim() - 3) + (k // 2,)
     conv = F.conv2d if x.dim() == 4 else F.conv1d
     return conv(x, ones, None, 1, pad, 1, c)
@@ -240,11 +258,12 @@ def _bmm_conv_backward(grad, x, w, groups: int):
     return torch.bmm(w3.transpose(1, 2), gy).view(x.shape), torch.bmm(gy, cols.transpose(1, 2)).view(w.shape)
 
 
-def uses_native(ndim: int, k: int, stride: int) -> bool:
-    """Whether a convolution runs on the C kernels (:mod:`danas_bench.native`): 1-D, 3 taps, stride 1.
-    On 2-D 3x3 convolutions the same approach (9 masked taps) was slower than oneDNN's in the
-    backward pass (docs/performance.md), so those keep torch's."""
-    return ndim == 1 and k == 3 and stride == 1 and native.available()
+def uses_native(ndim: int, k: int, stride: int, device: torch.device | str = "cpu") -> bool:
+    """Whether a convolution runs on the C kernels (:mod:`danas_bench.native`): 1-D, 3 taps, stride 1,
+    CPU tensors (on any other device torch's kernels run). On 2-D 3x3 convolutions the same approach
+    (9 masked taps) was slower than oneDNN's in the backward pass (docs/performance.md), so those keep
+    torch's."""
+    return torch.device(device).type == "cpu" and ndim == 1 and k == 3 and stride == 1 and native.available()
 
 
 def conv_pack(ndim: int, k: int, stride: int, c_in: int, groups: int) -> int:
@@ -295,13 +314,21 @@ class _Conv(nn.Module):
         """The convolution alone (no BatchNorm). The C kernels have no autograd: where a graph is being
         recorded through x or w, torch's convolution runs instead (the engine's own backward calls
         :meth:`conv_backward`)."""
-        if self.native and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)):
+        if self._native(x) and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)):
             return native.conv3(x, w, bias, self.groups)
-        return grouped_conv(x, w, bias, self.stride, self.padding, self.groups, self.bmm)
+        return _same_dtype(grouped_conv(x, w, bias, self.stride, self.padding, self.groups, self.bmm), x)
 
-    def conv_backward(self, grad, x, w):
-        """(input gradient, weight gradient) of :meth:`conv` without bias."""
-        if self.native:
+    def _native(self, x: torch.Tensor) -> bool:
+        """The C kernels for this call: a native-shaped conv (decided at build) on a float32 CPU tensor."""
+        return self.native and x.device.type == "cpu" and x.dtype == torch.float32
+
+    def conv_backward(self, grad, x, w, lowp: torch.dtype | None = None):
+        """(input gradient, weight gradient) of :meth:`conv` without bias; ``lowp``: in that dtype (the
+        forward's autocast), returned in float32."""
+        if lowp is not None and not self._native(x):
+            gx, gw = self.conv_backward(grad.to(lowp), x.to(lowp), w.to(lowp))
+            return gx.to(x.dtype), gw.to(w.dtype)
+        if self._native(x):
             return native.conv3_backward(grad, x, w, self.groups)
         if self.bmm:
             return _bmm_conv_backward(grad, x, w, self.groups)
@@ -315,14 +342,14 @@ class _Conv(nn.Module):
         :meth:`train_backward` needs); updates the BatchNorm's running statistics."""
         z = self.conv(x, w)
         out, mean, invstd = _bn_train(self.bn, z, bn_w, bn_b)
-        return out, (x, z, mean, invstd)
+        return out, (x, z, mean, invstd, _lowp(x.device))
 
     def train_backward(self, grad, saved, w, bn_w):
         """(input gradient through the ReLU that made ``x``, weight, BN weight and BN bias gradients)."""
-        x, z, mean, invstd = saved
+        x, z, mean, invstd, lowp = saved
         gz, g_bw, g_bb = torch.ops.aten.native_batch_norm_backward(
             grad, z, bn_w, None, None, mean, invstd, True, self.bn.eps, [True, True, True])
-        gx, g_w = self.conv_backward(gz, x, w)
+        gx, g_w = self.conv_backward(gz, x, w, lowp)
         torch.ops.aten.threshold_backward.grad_input(gx, x, 0.0, grad_input=gx)  # ReLU, in place
         return gx, g_w, g_bw, g_bb
 
@@ -622,7 +649,7 @@ class FusedStudents(nn.Module):
 
     def forward(self, x):
         x = x.transpose(0, 1).unsqueeze(0)  # (B, C, *S) -> the tall layout (1, C, B, *S)
-        h = self.stem_bn(_conv(x, self.stem_w, None, 1, self.stem_pad))
+        h = self.stem_bn(_same_dtype(_conv(x, self.stem_w, None, 1, self.stem_pad), x))
         h = torch.relu(self.head_bn(self.layers(h)))
         b = h.shape[2]
         feats = h.reshape(self.k, -1, b, h[0, 0, 0].numel()).mean(-1).permute(2, 0, 1)  # (B, K, C_last)

@@ -17,7 +17,8 @@ from pathlib import Path
 RECIPE_DIR = Path(__file__).parent / "conf" / "recipe"
 KD_TEMPERATURE = 4.0
 KD_ALPHA = 0.9
-LATE_FIELDS = ("valid_curve_n", "warmup_epochs")
+LATE_FIELDS = ("valid_curve_n", "warmup_epochs", "autocast")
+AUTOCAST = ("bf16",)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Recipe:
     weight_decay: float = 5e-4
     valid_curve_n: int | None = None  # per-epoch valid acc on the first n valid examples (None: all)
     warmup_epochs: int | None = None  # linear learning-rate warmup from 0 before the cosine (None: none)
+    autocast: str | None = None  # "bf16": the forward's convolutions and matmuls in bfloat16 (None: float32)
 
     def __post_init__(self):
         for name in ("width", "cells", "stages", "epochs", "batch_size"):
@@ -46,6 +48,8 @@ class Recipe:
                 raise ValueError(f"recipe field {name} must be a positive int or null, got {v!r}")
         if self.warmup_epochs is not None and self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
+        if self.autocast is not None and self.autocast not in AUTOCAST:
+            raise ValueError(f"recipe field autocast must be null or one of {', '.join(AUTOCAST)}, got {self.autocast!r}")
         for name in ("lr", "momentum", "weight_decay"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:

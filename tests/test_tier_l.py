@@ -153,3 +153,123 @@ def test_no_pickle_on_the_load_path():
     src = inspect.getsource(data)
     for unsafe in ("import pickle", "allow_pickle=True", "torch.load(", "np.load(path", "unpickl"):
         assert unsafe not in src
+
+
+# --- the engine on any device ---------------------------------------------------------------------
+
+from danas_bench import engine, native, space  # noqa: E402
+from danas_bench.fused import FusedStudents, _Conv, uses_native  # noqa: E402
+from danas_bench.recipe import KD, Recipe  # noqa: E402
+
+TINY = {"width": 4, "epochs": 1, "batch_size": 32}
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/tier_l_gpu.sh runs these)")
+
+
+@pytest.fixture(scope="module")
+def archs():
+    rng = np.random.default_rng(11)
+    return list(space.sample(rng, 4, canonical_only=True)) + [space.to_index([3] * 6), space.to_index([4] * 6)]
+
+
+def _strip_clock(recs):
+    return [{k: v for k, v in r.items() if k not in ("train_seconds", "epoch_seconds")} for r in recs]
+
+
+def test_explicit_cpu_device_is_the_default_path(archs):
+    r = Recipe("mnist1d", **TINY, n_train=96)
+    default = engine.train_many(archs[:3], 0, engine.Task.make(r, KD("none")))
+    explicit = engine.train_many(archs[:3], 0, engine.Task.make(r, KD("none"), device="cpu"))
+    assert _strip_clock(default) == _strip_clock(explicit)  # bit for bit
+
+
+def test_native_kernels_are_the_cpu_path_only():
+    assert not uses_native(1, 3, 1, "cuda") and not uses_native(1, 3, 1, torch.device("meta"))
+    assert uses_native(1, 3, 1, "cpu") == native.available()
+    conv = torch.nn.Conv1d(4, 4, 3, 1, 1, bias=False)
+    c = _Conv([conv, conv], [torch.nn.BatchNorm1d(4), torch.nn.BatchNorm1d(4)], 1)
+    cpu = torch.zeros(1, 8, 2, 5)
+    assert c._native(cpu) == native.available()
+    assert not c._native(cpu.to("meta")) and not c._native(cpu.to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("dataset, shape", [("mnist1d", (1, 40)), ("cifar", (3, 32, 32))])
+def test_fused_training_step_runs_off_the_cpu(archs, dataset, shape):
+    """The whole fused forward and hand-written backward on the 'meta' device (shapes only): any tensor the
+    engine made on the CPU, or any C kernel call, would fail here, as it would on a GPU."""
+    ndim = len(shape) - 1
+    from danas_bench.student import build
+
+    students = [build(a, 0, shape[0], 10, ndim, width=4) for a in archs]
+    model = FusedStudents(students).to("meta")
+    x = torch.empty(6, *shape, device="meta")
+    out = model(x)
+    assert out.shape == (6, len(archs), 10) and out.device.type == "meta"
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.device.type == "meta" for p in model.parameters() if p.requires_grad)
+    model.eval()
+    with torch.inference_mode():
+        assert model(x).shape == (6, len(archs), 10)
+
+
+def test_check_device_says_what_is_wrong():
+    with pytest.raises(ValueError, match="'cpu', 'cuda'"):
+        engine.check_device("tpu0")
+    with pytest.raises(ValueError, match="runs on 'cpu' or 'cuda'"):
+        engine.check_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU is visible.*CUDA build of torch"):
+            engine.check_device("cuda")
+
+
+def test_autocast_is_a_late_recipe_field():
+    r = Recipe("mnist1d", width=4)
+    assert "autocast" not in r.to_dict()  # unset: the ids of every existing recipe are unchanged
+    assert r.replace(autocast="bf16").recipe_id != r.recipe_id
+    assert Recipe.from_dict({**r.to_dict(), "autocast": "bf16"}).autocast == "bf16"
+    with pytest.raises(ValueError, match="autocast must be null or one of bf16"):
+        Recipe("mnist1d", autocast="fp16")
+
+
+@pytest.mark.filterwarnings("ignore:.*the official archive has")
+def test_bf16_autocast_trains_on_cpu_close_to_float32(cifar_root, archs):
+    """bf16 on the CPU (the same code a GPU runs): fused and plain agree with float32 to bf16's precision."""
+    r = Recipe("cifar10", **TINY)
+    t32 = engine.Task.make(r, KD("none"))
+    t16 = engine.Task.make(r.replace(autocast="bf16"), KD("none"))
+    a = engine.train_many(archs[:2], 0, t32)
+    b = engine.train_many(archs[:2], 0, t16)
+    p = engine.train_plain(archs[0], 0, t16)
+    for x32, x16 in zip(a, b):
+        assert x16["recipe_id"] == t16.recipe.recipe_id != x32["recipe_id"]
+        assert np.isfinite(x16["train_loss"]).all()
+        assert abs(x16["train_loss"][0] - x32["train_loss"][0]) < 0.05 * x32["train_loss"][0]
+    assert abs(p["train_loss"][0] - b[0]["train_loss"][0]) < 0.05 * b[0]["train_loss"][0]
+
+
+@pytest.mark.filterwarnings("ignore:.*the official archive has")
+def test_engine_trains_colour_images(cifar_root, archs):
+    """3-channel 32 x 32 inputs through the fused engine and the plain loop: same model, same answers."""
+    task = engine.Task.make(Recipe("cifar10", **TINY), KD("none"))
+    students = engine._students(archs, 3, task)
+    fused = FusedStudents(students)
+    x = task.dataset.x["train"][:8]
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), torch.stack([s(x) for s in students], 1), rtol=1e-4, atol=1e-4)
+    recs = engine.train_many(archs[:2], 0, task)
+    plain = engine.train_plain(archs[0], 0, task)
+    assert len(recs) == 2 and recs[0]["train_loss"][0] == pytest.approx(plain["train_loss"][0], rel=1e-3)
+
+
+@CUDA
+@pytest.mark.filterwarnings("ignore:.*the official archive has")
+@pytest.mark.parametrize("autocast", [None, "bf16"])
+def test_cuda_engine_matches_the_cpu(cifar_root, archs, autocast):
+    r = Recipe("cifar10", **TINY, autocast=autocast)
+    cpu = engine.train_many(archs, 0, engine.Task.make(r, KD("none")))
+    gpu = engine.train_many(archs, 0, engine.Task.make(r, KD("none"), device="cuda"))
+    plain = engine.train_plain(archs[0], 0, engine.Task.make(r, KD("none"), device="cuda"))
+    tol = 1e-3 if autocast is None else 0.05
+    for c, g in zip(cpu, gpu):
+        assert g["train_loss"][0] == pytest.approx(c["train_loss"][0], rel=tol)
+        assert g["train_seconds"] > 0
+    assert plain["train_loss"][0] == pytest.approx(gpu[0]["train_loss"][0], rel=tol)
