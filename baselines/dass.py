@@ -17,9 +17,12 @@ dataset it has never seen at almost no cost. Here:
   set of ``n_adapt`` architectures, one inner gradient step (``inner_lr``), loss on a query set of
   ``query_size`` architectures; targets are z-scored with the support set's own mean and std, exactly
   as at test time, where only the support set is known;
-- meta-training tasks: every pair of the pool except the pair under search (its validation
-  accuracy, mean over seeds, read uncharged through :meth:`Problem.validation`); meta-training is
-  not charged to the search budget and is cached per (training pairs, config) within a process;
+- meta-training tasks: every pair of the pool on *other datasets* (``exclude_same_dataset=True``, the
+  paper's "unseen dataset"; ``False`` adds the same dataset's other teachers), their validation
+  accuracy read uncharged through :meth:`Problem.validation` (on the leaderboard: the run's visible
+  seed); meta-training is not charged to the search budget (declared in docs/searchers.md) and is
+  cached per (training pairs, data, config) within a process; ``meta_seed`` follows the run seed on
+  the leaderboard;
 - on the pair under search: query ``n_adapt`` architectures (half the meta-model's top picks, half
   random non-zero cells), take one gradient step on them, rank every architecture on offer, and
   spend the rest of the budget on the ranking's top, best first.
@@ -64,8 +67,18 @@ def _rows(archs: np.ndarray) -> np.ndarray:
 class DaSS(Searcher):
     name = "dass"
     defaults = {"n_adapt": 10, "hidden": 64, "meta_steps": 600, "meta_batch": 4, "query_size": 128,
-                "inner_lr": 0.1, "meta_lr": 3e-3, "meta_seed": 0, "exclude_same_dataset": False,
+                "inner_lr": 0.1, "meta_lr": 3e-3, "meta_seed": 0, "exclude_same_dataset": True,
                 "include_none": True}
+
+    # --- the leaderboard's hooks ---------------------------------------------------------------------
+    def run_options(self, run: int) -> dict:
+        return {"meta_seed": int(run)}  # meta-training is part of DaSS's randomness: it follows the run
+
+    def preflight(self, problem) -> None:
+        import torch  # noqa: F401
+
+        for pair in [problem.pair, *self._tasks(problem)]:
+            problem.descriptor(pair)  # raw data / teacher logits: missing files fail here, before any run
 
     # --- meta-training ---------------------------------------------------------------------------
     def _tasks(self, problem) -> list[str]:

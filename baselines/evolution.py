@@ -10,6 +10,10 @@ architecture by its *KD* test accuracy on the pair under search.
 Tabular adaptations (docs/searchers.md): children are canonicalised; a child already evaluated, or
 outside the architectures both tables hold, is mutated again (up to ``max_retries``) and then
 replaced by an unseen random architecture, so the budget is not spent on repeats.
+
+``search_teacher=None`` (registry name ``evolution_kd``) runs the same evolution on the pair under
+search (KD validation accuracy): the matched control that separates the signal searched on from the
+algorithm when AKD or TRADE is compared with NAS-then-KD.
 """
 
 from __future__ import annotations
@@ -21,16 +25,15 @@ import numpy as np
 from danas_bench import space
 from danas_bench.search import Ask, Searcher
 
+from .random_search import searched_pair
+
 
 class RegularizedEvolution(Searcher):
     name = "evolution"
     defaults = {"population": 10, "tournament": 3, "search_teacher": "none", "max_retries": 20}
 
     def setup(self, problem, rng: np.random.Generator) -> None:
-        pair = problem.companion(self.search_teacher)
-        self.pair = None if pair == problem.pair else pair
-        if self.pair is not None and not problem.has_pair(self.pair):
-            raise RuntimeError(f"NAS-without-KD searches on {pair}, which the pool of benches does not hold")
+        self.pair = searched_pair(problem, self.search_teacher)
         # only architectures both tables hold: anything else would be trained live
         self.offer = problem.archs if self.pair is None else np.intersect1d(problem.archs, problem.archs_of(self.pair))
         if not len(self.offer):

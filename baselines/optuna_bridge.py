@@ -47,6 +47,11 @@ class OptunaSearcher(Searcher):
     name = "optuna"
     defaults = {"sampler": "tpe", "sampler_options": {}, "encoding": None, "max_repeats": 10}
 
+    def preflight(self, problem) -> None:
+        import optuna  # noqa: F401
+
+        _sampler(self.sampler, 0, dict(self.sampler_options))  # cmaes and friends: their packages
+
     def setup(self, problem, rng: np.random.Generator) -> None:
         import optuna
 

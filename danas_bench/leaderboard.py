@@ -1,24 +1,37 @@
-"""The leaderboard: every searcher on every pair over many seeds, on one budget.
+"""The leaderboard: every searcher on every pair, many matched runs, scored on held-out seeds.
 
-``danas-bench leaderboard`` (config ``conf/leaderboard.yaml``) runs each (pair, searcher) over the
-seeds through :func:`danas_bench.search.run`, in ``workers`` processes, and writes
+``danas-bench leaderboard`` (config ``conf/leaderboard.yaml``) runs each (pair, scoring, searcher)
+over ``runs`` matched runs through :func:`danas_bench.search.run`, in ``workers`` processes.
 
-- ``docs/leaderboard.md``: per pair, the mean and spread of the final test regret (percentage points
-  of test accuracy against the table's best architecture), the queries and simulated seconds at which
-  the final incumbent was found, wall time per run, the table version and the code version, and the
-  configuration id of every searcher;
-- ``docs/leaderboard.json``: the same numbers, machine-readable;
-- ``docs/figures/leaderboard_<dataset>__<teacher>.png``: anytime regret against queries and against
-  simulated seconds (mean over seeds, band = standard error).
+The protocol (docs/leaderboard.md says it again next to the numbers):
 
-``run_leaderboard(...)`` is the library entry point; ``synthetic=True`` runs on the synthetic benches
-of :mod:`danas_bench.synthetic` (tests, demos, machines without tables).
+- **held-out scoring** (:mod:`danas_bench.heldout`): run ``r`` searches one *visible* seed, drawn from
+  ``r`` alone (the same for every searcher: runs are matched), on the architectures that the scoring
+  target covers; its final architecture is scored by the mean test accuracy over the *other* recorded
+  seeds (``heldout_seeds``) or by the expected-accuracy view (``expected``, when its file exists);
+  regret is against the best architecture under the same target;
+- **noise in the repeats**: the visible seed, the searcher's RNG and every other stochastic part
+  (``Searcher.run_options``, e.g. DaSS's meta seed) follow the run index;
+- **statistics** (:mod:`danas_bench.stats`): per (pair, scoring, searcher) the mean regret with a 95%
+  bootstrap CI; every claim is a one-sided paired sign-flip test over the matched runs, Holm-corrected
+  across the pairs it is tested on, and holds only at adjusted p < ``alpha`` with a mean improvement
+  above ``margin_pp``;
+- **reference lines**: random search, the noise ceiling (the visible seed's best validation accuracy
+  scored held-out) and hand-picked students; **matched controls**: ``evolution_kd`` (evolution on the
+  KD table) and ``random_none`` (random search on ``none``);
+- **isolation**: every number is read from the shipped table rows, never from the live overlay;
+- **fail fast**: every (searcher, pair) is checked (``Searcher.preflight``) before any run.
+
+Outputs (``out``, default ``results/leaderboard.md``): the Markdown report, its JSON twin and the
+anytime-regret plots in ``figures``. ``run_leaderboard(...)`` is the library entry point;
+``synthetic=True`` runs on the benches of :mod:`danas_bench.synthetic`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import sys
 import time
@@ -29,14 +42,23 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from . import __version__, tables
-from .search import config_id, final, run
+from . import __version__, heldout, stats, tables
+from .search import LazyPool, Problem, config_id, final, run
+
+ALPHA = stats.ALPHA
+
+
+class PreflightError(ValueError):
+    """A searcher's package or data is missing (a ValueError, so the CLI prints it on one line)."""
+
 
 # --- opening the pool of benches (in the main process and in every worker) ---------------------------
 
 
 def open_pool(spec: Mapping) -> dict:
-    """``{pair: bench}`` from a pool spec: ``{"synthetic": bool, "root": str|None, "synthetic_options": {...}}``."""
+    """``{pair: bench}`` from a pool spec: ``{"synthetic": bool, "root": str|None, "synthetic_options": {...}}``.
+
+    Real tables open with ``fallback="error"``: the leaderboard never trains live."""
     if spec.get("synthetic"):
         from . import synthetic
 
@@ -46,7 +68,7 @@ def open_pool(spec: Mapping) -> dict:
         return synthetic.open_all(datasets, teachers, **opts)
     from .bench import open_all
 
-    return open_all(spec.get("root"), fallback=spec.get("fallback", "live"))
+    return open_all(spec.get("root"), fallback="error")
 
 
 def select_pairs(pool: Mapping, pairs) -> list[str]:
@@ -67,47 +89,167 @@ def select_pairs(pool: Mapping, pairs) -> list[str]:
     return out
 
 
-def seed_list(seeds) -> list[int]:
-    if isinstance(seeds, (int, np.integer)):
-        return list(range(int(seeds)))
-    return [int(s) for s in seeds]
+def run_list(runs) -> list[int]:
+    """``runs``: an int n (runs 0..n-1) or a list of run indices."""
+    if isinstance(runs, (int, np.integer)):
+        return list(range(int(runs)))
+    return [int(s) for s in runs]
+
+
+def pair_budget(budget: Mapping, n_archs: int) -> dict:
+    """The budget of one run on a space of ``n_archs``: ``queries`` capped at ``max_share`` of the space
+    (a budget that enumerates the space measures nothing), ``seconds`` as given."""
+    out = {k: v for k, v in budget.items() if k in ("queries", "seconds") and v is not None}
+    share = budget.get("max_share")
+    if share is not None:
+        cap = max(1, int(math.floor(float(share) * n_archs)))
+        out["queries"] = min(int(out.get("queries", cap)), cap)
+    return out
 
 
 # --- the worker ------------------------------------------------------------------------------------
 
 _POOL: dict = {}
+_SPACES: dict = {}    # (pair, scoring) -> Space
+_TARGETS: dict = {}   # (pair, scoring) -> Target
+_VIEWS: dict = {}     # (pair, scoring, visible) -> SearchView
+
+
+def _set_pool(pool: Mapping) -> None:
+    for d in (_POOL, _SPACES, _TARGETS, _VIEWS):
+        d.clear()
+    _POOL.update(pool)
 
 
 def _init_worker(spec: Mapping) -> None:
     # one thread per worker process (read by torch when a GP searcher first imports it)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
-    _POOL.clear()
-    _POOL.update(open_pool(spec))
+    _set_pool(open_pool(spec))
 
 
-def _task(pair: str, name: str, options: Mapping, seeds: Sequence[int], budget: Mapping) -> tuple[pl.DataFrame, dict]:
+def _space(pair: str, scoring: str) -> heldout.Space:
+    key = (pair, scoring)
+    if key not in _SPACES:
+        _SPACES[key] = heldout.Space(_POOL[pair], heldout.TARGETS[scoring].min_seeds)
+    return _SPACES[key]
+
+
+def _target(pair: str, scoring: str) -> heldout.Target:
+    key = (pair, scoring)
+    if key not in _TARGETS:
+        _TARGETS[key] = heldout.TARGETS[scoring](_POOL[pair], _space(pair, scoring))
+    return _TARGETS[key]
+
+
+def _view(pair: str, scoring: str, visible: int, scored: bool = True) -> heldout.SearchView:
+    """The view run-time code reads; other pairs (meta-learning, the ``none`` pair) need no target."""
+    sp = _space(pair, scoring)
+    if visible not in sp.visible_seeds:  # another pair whose covering seeds differ: its first one
+        visible = sp.visible_seeds[0]
+    key = (pair, scoring, visible, scored)
+    if key not in _VIEWS:
+        _VIEWS[key] = heldout.SearchView(_POOL[pair], sp, visible, _target(pair, scoring) if scored else None)
+    return _VIEWS[key]
+
+
+def _run_pool(pair: str, scoring: str, visible: int) -> LazyPool:
+    """Every pair as this run sees it: same scoring's space, same visible seed, shipped rows only."""
+    return LazyPool(list(_POOL), lambda p: _view(p, scoring, visible, scored=False),
+                    {pair: _view(pair, scoring, visible)})
+
+
+def _make(name: str, options: Mapping, run_index: int):
+    """A fresh searcher for one run: its run-following options (meta seeds ...) unless the user fixed them."""
     from .baselines import make
 
-    bench = _POOL[pair]
-    frames, walls, cpus = [], [], []
-    for seed in seeds:
-        t, c = time.perf_counter(), time.process_time()
-        frames.append(run(make(name, **dict(options)), bench, dict(budget), seed, pool=_POOL))
-        walls.append(time.perf_counter() - t)
-        cpus.append(time.process_time() - c)
-    return pl.concat(frames, how="vertical"), {"pair": pair, "searcher": name, "wall": walls, "cpu": cpus}
+    follow = make(name, **dict(options)).run_options(run_index)
+    return make(name, **{**follow, **dict(options)})
 
 
-def run_leaderboard(searchers: Sequence[str], pairs="all", seeds=5, budget: Mapping | None = None,
+CONTROLS = {"evolution_kd", "random_none"}  # on a `none` pair they are evolution and random themselves
+
+
+def runs_on(pair: str, name: str) -> bool:
+    return not (pair.endswith("/none") and name in CONTROLS)
+
+
+def _task(pairs: Sequence[str], scoring: str, name: str, options: Mapping, runs: Sequence[int],
+          budget: Mapping) -> list[tuple[pl.DataFrame, dict]]:
+    """All runs of one searcher on ``pairs`` (one dataset's pairs: run by run, so DaSS's meta-training on
+    the other datasets, the same for every teacher, is done once per run and reused from its cache)."""
+    frames = {p: [] for p in pairs}
+    walls = {p: [] for p in pairs}
+    cpus = {p: [] for p in pairs}
+    for r in runs:
+        for pair in pairs:
+            sp = _space(pair, scoring)
+            visible = heldout.visible_seed(sp, r)
+            t, c = time.perf_counter(), time.process_time()
+            f = run(_make(name, options, r), _view(pair, scoring, visible), pair_budget(budget, len(sp.archs)), r,
+                    pool=_run_pool(pair, scoring, visible))
+            walls[pair].append(time.perf_counter() - t)
+            cpus[pair].append(time.process_time() - c)
+            frames[pair].append(f.with_columns(pl.lit(scoring).alias("scoring"),
+                                               pl.lit(visible, pl.Int64).alias("visible_seed"),
+                                               pl.lit(name).alias("searcher")))
+    return [(pl.concat(frames[p], how="vertical"),
+             {"pair": p, "scoring": scoring, "searcher": name, "wall": walls[p], "cpu": cpus[p]}) for p in pairs]
+
+
+# --- before any run ----------------------------------------------------------------------------------
+
+
+def scorings_available(pair_list: Sequence[str], scorings: Sequence[str]) -> tuple[dict, dict]:
+    """``({scoring: [pairs it is available on]}, {scoring: note})``; a scoring no pair offers is skipped
+    with its note (for example ``expected`` before ``danas-bench expected`` has written its files)."""
+    avail, notes = {}, {}
+    for sc in scorings:
+        if sc not in heldout.TARGETS:
+            raise ValueError(f"unknown scoring {sc!r}; choices: {', '.join(heldout.TARGETS)}")
+        ok, why = [], []
+        for p in pair_list:
+            try:
+                _target(p, sc)
+                ok.append(p)
+            except heldout.Unavailable as e:
+                why.append(str(e))
+        if ok:
+            avail[sc] = ok
+        if why:
+            notes[sc] = (f"`{sc}` skipped on {len(why)} of {len(pair_list)} pairs: " + "; ".join(why[:3])
+                         + (" ..." if len(why) > 3 else ""))
+    if not avail:
+        raise ValueError("no scoring target is available on the selected pairs: " + " ".join(notes.values()))
+    return avail, notes
+
+
+def preflight(searchers: Sequence[str], options: Mapping, avail: Mapping[str, Sequence[str]]) -> None:
+    """Build every (searcher, pair) task's problem and call ``Searcher.preflight``: the first missing
+    package or data file ends the leaderboard here, with one line, before any run."""
+    for sc, pairs in avail.items():
+        for pair in pairs:
+            visible = heldout.visible_seed(_space(pair, sc), 0)
+            problem = Problem(_view(pair, sc, visible), _run_pool(pair, sc, visible))
+            for name in searchers:
+                try:
+                    _make(name, options.get(name, {}), 0).preflight(problem)
+                except Exception as e:  # noqa: BLE001 - any failure ends the leaderboard, on one line
+                    msg = " ".join(str(e).split()) or type(e).__name__
+                    raise PreflightError(f"searcher {name} cannot run on {pair}: {type(e).__name__}: {msg}") from e
+        break  # the searched pairs are the same under every scoring; their data is checked once
+
+
+def run_leaderboard(searchers: Sequence[str], pairs="all", runs=20, budget: Mapping | None = None,
                     options: Mapping | None = None, workers: int = 1, synthetic: bool = False,
                     synthetic_options: Mapping | None = None, root: str | None = None, progress: bool = True,
+                    scorings: Sequence[str] = ("heldout_seeds", "expected"),
                     ) -> tuple[pl.DataFrame, list[dict], dict]:
-    """Run every searcher on every pair and seed. Returns (all trajectories, per-task timings, context)."""
+    """Run every searcher on every pair, scoring and run. Returns (all trajectories, per-task timings, context)."""
     from .baselines import ALIASES, searcher_class
 
     budget = {k: v for k, v in dict(budget or {"queries": 100}).items() if v is not None}
-    if not budget:
+    if not {"queries", "seconds"} & set(budget):
         raise ValueError("the leaderboard needs a budget: queries and/or seconds")
     options = {k: dict(v) for k, v in dict(options or {}).items()}
     searchers = [ALIASES.get(s, s) for s in searchers]
@@ -115,87 +257,62 @@ def run_leaderboard(searchers: Sequence[str], pairs="all", seeds=5, budget: Mapp
         searcher_class(s)  # unknown names fail before any work
     spec = {"synthetic": bool(synthetic), "synthetic_options": dict(synthetic_options or {}), "root": root}
     pool = open_pool(spec)
-    _POOL.clear()
-    _POOL.update(pool)
+    _set_pool(pool)
     pair_list = select_pairs(pool, pairs)
-    seeds = seed_list(seeds)
-    # slow searchers first, so the pool's workers finish together
-    weight = {"dass": 3, "autokd": 3, "trade": 3}
-    tasks = sorted(((p, s) for p in pair_list for s in searchers), key=lambda t: -weight.get(t[1], 1))
+    runs = run_list(runs)
+    avail, notes = scorings_available(pair_list, list(scorings))
+    preflight(searchers, options, avail)
+    # one task per (dataset, scoring, searcher); slow searchers first, so the workers finish together
+    weight = {"dass": 4, "trade": 3, "autokd": 3, "optuna_tpe": 2}
+    groups: dict = {}
+    for sc, ps in avail.items():
+        for p in ps:
+            for s in searchers:
+                if runs_on(p, s):
+                    groups.setdefault((p.split("/")[0], sc, s), []).append(p)
+    tasks = sorted(((ps, sc, s) for (_, sc, s), ps in groups.items()), key=lambda t: -weight.get(t[2], 1) * len(t[0]))
     results: list[tuple[pl.DataFrame, dict]] = []
     bar = _progress(len(tasks), progress)
     t0 = time.perf_counter()
     if workers <= 1:
-        for pair, name in tasks:
-            results.append(_task(pair, name, options.get(name, {}), seeds, budget))
-            bar(f"{pair} {name}")
+        for ps, sc, name in tasks:
+            results += _task(ps, sc, name, options.get(name, {}), runs, budget)
+            bar(f"{ps[0].split('/')[0]} {name}")
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(spec,)) as ex:
-            futs = {ex.submit(_task, p, s, options.get(s, {}), seeds, budget): (p, s) for p, s in tasks}
+        ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                 initargs=(spec,))
+        futs = {ex.submit(_task, ps, sc, s, options.get(s, {}), runs, budget): (ps[0].split("/")[0], s)
+                for ps, sc, s in tasks}
+        try:
             for f in as_completed(futs):
-                results.append(f.result())
+                results += f.result()
                 bar(" ".join(futs[f]))
+        except BaseException:  # the first failure cancels the rest: pending tasks and our running workers
+            for p in list(getattr(ex, "_processes", {}).values()):
+                p.terminate()
+            ex.shutdown(wait=False, cancel_futures=True)
+            raise
+        ex.shutdown(wait=True)
     frames = pl.concat([r[0] for r in results], how="vertical")
     timings = [r[1] for r in results]
     context = {
-        "searchers": searchers, "pairs": pair_list, "seeds": seeds, "budget": budget, "options": options,
+        "searchers": searchers, "pairs": pair_list, "runs": runs, "budget": budget,
+        "budgets": {p: pair_budget(budget, len(_space(p, sc).archs)) for sc, ps in avail.items() for p in ps},
+        "options": options, "scorings": list(avail), "scoring_pairs": avail, "notes": notes,
         "synthetic": bool(synthetic), "wall_seconds": time.perf_counter() - t0, "workers": workers,
         "tables": {p: table_version(pool[p]) for p in pair_list},
-        "best": {p: _best(pool[p]) for p in pair_list},
-        "handpicked": {p: handpicked(pool[p]) for p in pair_list},
+        "spaces": {sc: {p: {"archs": int(len(_space(p, sc).archs)), "table_archs": _space(p, sc).table_archs,
+                            "whole": _space(p, sc).whole, "visible_seeds": _space(p, sc).visible_seeds,
+                            "description": _space(p, sc).describe(), "target": _target(p, sc).note}
+                        for p in ps} for sc, ps in avail.items()},
+        "references": {sc: {p: references(p, sc, runs) for p in ps} for sc, ps in avail.items()},
         "code": code_version(), "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "configs": {s: _searcher_config(s, options.get(s, {})) for s in searchers},
     }
     return frames, timings, context
-
-
-def _progress(total: int, on: bool):
-    if not on:
-        return lambda msg: None
-    try:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc="leaderboard", unit="run", file=sys.stderr)
-
-        def step(msg):
-            bar.set_postfix_str(msg)
-            bar.update(1)
-            if bar.n >= total:
-                bar.close()
-        return step
-    except ImportError:  # pragma: no cover
-        done = [0]
-
-        def step(msg):
-            done[0] += 1
-            print(f"[{done[0]}/{total}] {msg}", file=sys.stderr)
-        return step
-
-
-def _searcher_config(name: str, options: Mapping) -> dict:
-    from .baselines import make
-
-    s = make(name, **dict(options))
-    return {"config_id": s.config_id(), "config": {k: _jsonable(v) for k, v in s.config.items()}}
-
-
-def _jsonable(v):
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    if isinstance(v, Mapping):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    return repr(v)
-
-
-def _best(bench) -> dict:
-    arch, value = bench.best("test_acc")
-    return {"arch_index": int(arch), "test_acc": float(value)}
 
 
 # hand-picked students (no search): NAS-Bench-201's ResNet cell and the all-3x3-conv cell
@@ -205,17 +322,70 @@ HANDPICKED = {
 }
 
 
-def handpicked(bench) -> dict:
-    """Test regret (pp) of the hand-picked students on ``bench``; missing where the table lacks them."""
+def references(pair: str, scoring: str, runs: Sequence[int]) -> dict:
+    """Per-run regrets (pp) of the reference lines: the noise ceiling (the visible seed's best validation
+    accuracy, scored on the target) and the hand-picked students that the searched space holds."""
     from . import space
 
-    best = float(bench.best("test_acc")[1])
-    out, have = {}, set(int(a) for a in bench.archs)
-    for name, arch in HANDPICKED.items():
-        c = space.canonical(arch)
-        if c in have:
-            out[name] = 100 * (best - float(bench.test(c)))
+    out: dict = {"noise_ceiling": [], "visible_seed": []}
+    for r in runs:
+        visible = heldout.visible_seed(_space(pair, scoring), r)
+        view = _view(pair, scoring, visible)
+        out["visible_seed"].append(visible)
+        out["noise_ceiling"].append(100 * heldout.noise_ceiling(view))
+        best = view.best()[1]
+        for name, arch in HANDPICKED.items():
+            try:
+                v = view.test(space.canonical(arch))
+            except KeyError:  # not in the searched space
+                continue
+            out.setdefault(name, []).append(100 * (best - v))
     return out
+
+
+def _progress(total: int, on: bool):
+    """A progress bar with an ETA (tqdm) on stderr."""
+    if not on:
+        return lambda msg: None
+    try:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="leaderboard", unit="task", file=sys.stderr)
+
+        def step(msg):
+            bar.set_postfix_str(msg)
+            bar.update(1)
+            if bar.n >= total:
+                bar.close()
+        return step
+    except ImportError:  # pragma: no cover
+        done, t0 = [0], time.perf_counter()
+
+        def step(msg):
+            done[0] += 1
+            eta = (time.perf_counter() - t0) / done[0] * (total - done[0])
+            print(f"[{done[0]}/{total}, ETA {eta:.0f} s] {msg}", file=sys.stderr)
+        return step
+
+
+def _searcher_config(name: str, options: Mapping) -> dict:
+    from .baselines import make
+
+    s = make(name, **dict(options))
+    return {"config_id": s.config_id(), "config": {k: _jsonable(v) for k, v in s.config.items()},
+            "follows_run": sorted(s.run_options(0))}
+
+
+def _jsonable(v):
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, (np.integer, np.floating)):
+        return v.item()
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return repr(v)
 
 
 def table_version(bench) -> dict:
@@ -240,47 +410,166 @@ def code_version() -> dict:
     return out
 
 
-# --- summaries, report, plots -----------------------------------------------------------------------
+# --- per-run results, summaries, claims -------------------------------------------------------------
 
 
-def summarize(frames: pl.DataFrame, timings: list[dict]) -> pl.DataFrame:
-    """One row per (pair, searcher): final regret stats and the cost of reaching the final incumbent."""
+def finals(frames: pl.DataFrame, context: dict) -> pl.DataFrame:
+    """One row per (pair, scoring, searcher, run): final regret (pp), cost to the final incumbent, and the
+    anytime regret (mean regret over the first quarter of the run's query budget, pp)."""
     rows = []
-    wall = {(t["pair"], t["searcher"]): t["wall"] for t in timings}
-    cpu = {(t["pair"], t["searcher"]): t.get("cpu", [np.nan]) for t in timings}
-    for (pair, name), g in frames.group_by(["pair", "searcher"], maintain_order=True):
-        fins = [final(r) for _, r in g.group_by("seed", maintain_order=True)]
-        reg = np.array([f["regret"] for f in fins], dtype=float) * 100
+    for (pair, sc, name, r), g in frames.group_by(["pair", "scoring", "searcher", "seed"], maintain_order=True):
+        f = final(g)
+        q = int(context["budgets"][pair].get("queries") or g["cum_queries"].max())
+        early = g.filter(pl.col("cum_queries") <= max(q // 4, 1))
+        anytime = float(early["regret"].fill_null(strategy="backward").mean() * 100) if early.height else np.nan
+        rows.append({"pair": pair, "scoring": sc, "searcher": name, "run": int(r),
+                     "visible_seed": int(g["visible_seed"][0]), "regret": 100 * float(f["regret"]),
+                     "anytime": anytime, "queries_to_final": f["queries_to_final"],
+                     "seconds_to_final": f["seconds_to_final"], "queries": f["queries"], "seconds": f["seconds"]})
+    return pl.DataFrame(rows).sort(["pair", "scoring", "searcher", "run"])
+
+
+def summarize(fin: pl.DataFrame, timings: list[dict]) -> pl.DataFrame:
+    """One row per (pair, scoring, searcher): mean regret with its 95% bootstrap CI, and the costs."""
+    wall = {(t["pair"], t["scoring"], t["searcher"]): t for t in timings}
+    rows = []
+    for (pair, sc, name), g in fin.group_by(["pair", "scoring", "searcher"], maintain_order=True):
+        reg = g["regret"].to_numpy()
+        t = wall.get((pair, sc, name), {})
         rows.append({
-            "pair": pair, "searcher": name, "config_id": g["config_id"][0], "runs": len(fins),
-            "regret_mean": float(np.nanmean(reg)), "regret_std": float(np.nanstd(reg)),
-            "regret_median": float(np.nanmedian(reg)), "found_best": float(np.mean(reg <= 1e-9)),
-            "queries_to_final": float(np.nanmean([f["queries_to_final"] for f in fins])),
-            "seconds_to_final": float(np.nanmean([f["seconds_to_final"] for f in fins])),
-            "queries": float(np.mean([f["queries"] for f in fins])),
-            "seconds": float(np.mean([f["seconds"] for f in fins])),
-            "wall_per_run": float(np.mean(wall.get((pair, name), [np.nan]))),
-            "cpu_per_run": float(np.mean(cpu.get((pair, name), [np.nan]))),
+            "pair": pair, "scoring": sc, "searcher": name, "runs": len(reg),
+            "regret_mean": float(np.mean(reg)), "regret_ci95": list(stats.bootstrap_ci(reg, key=f"{pair}{sc}{name}")),
+            "regret_median": float(np.median(reg)), "found_best": float(np.mean(reg <= 1e-9)),
+            "queries_to_final": float(g["queries_to_final"].mean()),
+            "seconds_to_final": float(g["seconds_to_final"].mean()),
+            "queries": float(g["queries"].mean()), "seconds": float(g["seconds"].mean()),
+            "wall_per_run": float(np.mean(t.get("wall", [np.nan]))),
+            "cpu_per_run": float(np.mean(t.get("cpu", [np.nan]))),
         })
     df = pl.DataFrame(rows)
-    ranks = df.with_columns(pl.col("regret_mean").rank("average").over("pair").alias("rank"))
-    return ranks.sort(["pair", "rank"])
+    return df.with_columns(pl.col("regret_mean").rank("average").over(["pair", "scoring"]).alias("rank")
+                           ).sort(["scoring", "pair", "rank"])
 
+
+def claim_specs(context: dict) -> list[dict]:
+    """The claims tested: (method, baseline, measure, pairs). Lower regret is better in every measure."""
+    have = set(context["searchers"])
+    kd = lambda p: not p.endswith("/none")  # noqa: E731 - NAS-then-KD is the same problem on `none`
+    every = lambda p: True  # noqa: E731
+    specs = [
+        ("AKD: KD-guided search beats NAS-then-KD", "akd", "evolution", "regret", kd),
+        ("TRADE: beats conventional NAS (NAS-then-KD)", "trade", "evolution", "regret", kd),
+        ("control: the KD signal beats the no-KD signal (evolution on KD vs on none)", "evolution_kd",
+         "evolution", "regret", kd),
+        ("control: the KD signal beats the no-KD signal (random on KD vs on none)", "random", "random_none",
+         "regret", kd),
+        ("AKD beats evolution on the same KD table (algorithm only)", "akd", "evolution_kd", "regret", kd),
+        ("TRADE beats evolution on the same KD table (algorithm only)", "trade", "evolution_kd", "regret", kd),
+        ("DaSS: a predictor meta-trained on other datasets transfers (beats random)", "dass", "random",
+         "regret", every),
+        ("AutoKD: sample efficiency (vs random)", "autokd", "random", "anytime", every),
+        ("AutoKD: sample efficiency (vs trade)", "autokd", "trade", "anytime", every),
+    ]
+    out = [{"claim": c, "method": a, "baseline": b, "measure": m, "pairs": f} for c, a, b, m, f in specs
+           if a in have and b in have]
+    for name in context["searchers"]:
+        if name != "random" and name not in CONTROLS and "random" in have:
+            out.append({"claim": f"{name} beats random search", "method": name, "baseline": "random",
+                        "measure": "regret", "pairs": every})
+    if "trade" in have:
+        for hp in HANDPICKED:
+            out.append({"claim": f"TRADE: beats a hand-picked student ({hp})", "method": "trade", "baseline": hp,
+                        "measure": "regret", "pairs": every})
+    return out
+
+
+MEASURES = {"regret": "final regret (pp)", "anytime": "mean regret over the first quarter of the query budget (pp)"}
+
+
+def claims(fin: pl.DataFrame, context: dict, alpha: float = ALPHA, margin_pp: float = 0.0) -> list[dict]:
+    """Every claim, per scoring and pair: paired one-sided test over matched runs, Holm across pairs.
+
+    Row fields: claim, scoring, pair, method, baseline, measure, runs, method_mean, baseline_mean,
+    diff_mean (baseline minus method: > 0 means the method is better), diff_ci95, p, p_holm, holds
+    (p_holm < alpha and diff_mean > margin_pp), threshold.
+    """
+    out = []
+    threshold = f"one-sided paired sign-flip test, Holm across pairs, p_holm < {alpha:g}; mean gain > {margin_pp:g} pp"
+    for spec in claim_specs(context):
+        for sc in context["scorings"]:
+            rows = []
+            for pair in context["scoring_pairs"][sc]:
+                if not spec["pairs"](pair):
+                    continue
+                a = fin.filter((pl.col("pair") == pair) & (pl.col("scoring") == sc) & (pl.col("searcher") == spec["method"]))
+                if a.height == 0:
+                    continue
+                ref = context["references"][sc][pair]
+                if spec["baseline"] in HANDPICKED:
+                    if spec["baseline"] not in ref:
+                        continue
+                    b = pl.DataFrame({"run": context["runs"], "b": ref[spec["baseline"]]})
+                else:
+                    b = fin.filter((pl.col("pair") == pair) & (pl.col("scoring") == sc)
+                                   & (pl.col("searcher") == spec["baseline"])).select("run", pl.col(spec["measure"]).alias("b"))
+                    if b.height == 0:
+                        continue
+                m = a.select("run", pl.col(spec["measure"]).alias("a")).join(b, on="run", how="inner")
+                d = (m["b"] - m["a"]).to_numpy()
+                key = f"{spec['claim']}|{sc}|{pair}"
+                rows.append({"claim": spec["claim"], "scoring": sc, "pair": pair, "method": spec["method"],
+                             "baseline": spec["baseline"], "measure": MEASURES[spec["measure"]], "runs": len(d),
+                             "method_mean": float(m["a"].mean()), "baseline_mean": float(m["b"].mean()),
+                             "diff_mean": float(np.mean(d)), "diff_ci95": list(stats.bootstrap_ci(d, key=key)),
+                             "p": stats.paired_test(d, margin_pp, key=key), "threshold": threshold})
+            for r, ph in zip(rows, stats.holm([r["p"] for r in rows])):
+                r["p_holm"] = float(ph)
+                r["holds"] = bool(ph < alpha and r["diff_mean"] > margin_pp)
+            out += rows
+    return out
+
+
+def reproduces(payload: dict, shipped: Path) -> dict | None:
+    """How many of the shipped leaderboard's (pair, scoring, searcher) means fall inside this run's 95% CIs."""
+    try:
+        old = json.loads(Path(shipped).read_text())
+    except (OSError, ValueError):
+        return None
+    theirs = {(r.get("pair"), r.get("scoring"), r.get("searcher")): r.get("regret_mean")
+              for rows in (old.get("pairs") or {}).values() if isinstance(rows, list) for r in rows}
+    inside, total, off = 0, 0, []
+    for rows in payload["pairs"].values():
+        for r in rows:
+            v = theirs.get((r["pair"], r["scoring"], r["searcher"]))
+            if v is None:
+                continue
+            total += 1
+            lo, hi = r["regret_ci95"]
+            if lo - 1e-9 <= v <= hi + 1e-9:
+                inside += 1
+            else:
+                off.append(f"{r['pair']} {r['searcher']} ({r['scoring']}): shipped {v:.3f}, here [{lo:.3f}, {hi:.3f}]")
+    return {"shipped": str(shipped), "compared": total, "inside_ci": inside, "outside": off}
+
+
+# --- plots and the report ----------------------------------------------------------------------------
 
 def _slug(pair: str) -> str:
     return pair.replace("/", "__")
 
 
-def plot(frames: pl.DataFrame, pair: str, out: Path, budget: Mapping, order: Sequence[str] | None = None) -> Path:
+def plot(frames: pl.DataFrame, pair: str, scoring: str, out: Path, order: Sequence[str] | None = None,
+         ceiling: float | None = None) -> Path:
+    """Anytime regret against queries and simulated seconds (mean over runs, band: standard error)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    g = frames.filter(pl.col("pair") == pair)
+    g = frames.filter((pl.col("pair") == pair) & (pl.col("scoring") == scoring))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     qmax = int(g["cum_queries"].max())
-    smax = float(budget.get("seconds") or g["cum_seconds"].max())
+    smax = float(g["cum_seconds"].max())
     qgrid = np.arange(1, qmax + 1)
     sgrid = np.linspace(0, smax, 200)
     names = list(order or []) + sorted(set(g["searcher"]) - set(order or []))
@@ -307,14 +596,16 @@ def plot(frames: pl.DataFrame, pair: str, out: Path, budget: Mapping, order: Seq
             color = colors[k % len(colors)]
             ax.plot(grid, m, label=name, lw=1.6, color=color, ls="-" if k < len(colors) else "--")
             ax.fill_between(grid, m - se, m + se, color=color, alpha=0.15, lw=0)
-    axes[0].set_xlabel("queries")
-    axes[1].set_xlabel("simulated training seconds")
-    axes[0].set_ylabel("test regret of the incumbent (pp)")
     for ax in axes:
+        if ceiling is not None:
+            ax.axhline(ceiling, color="k", ls=":", lw=1, label="noise ceiling")
         ax.set_yscale("symlog", linthresh=0.1)
         ax.grid(alpha=0.3)
+    axes[0].set_xlabel("queries")
+    axes[1].set_xlabel("simulated training seconds (deterministic cost per architecture)")
+    axes[0].set_ylabel(f"regret of the incumbent (pp, {scoring})")
     axes[1].legend(fontsize=8, ncol=2)
-    fig.suptitle(f"{pair}: anytime regret (mean over seeds, band: standard error)")
+    fig.suptitle(f"{pair}: anytime regret ({scoring}; mean over runs, band: standard error)")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -322,144 +613,150 @@ def plot(frames: pl.DataFrame, pair: str, out: Path, budget: Mapping, order: Seq
     return out
 
 
+def _ci(x) -> str:
+    return f"[{x[0]:.2f}, {x[1]:.2f}]"
+
+
+def _p(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
+
+
 def write_report(frames: pl.DataFrame, timings: list[dict], context: dict, out: Path, figures: Path,
-                 command: str = "danas-bench leaderboard") -> dict:
+                 command: str = "danas-bench leaderboard", alpha: float = ALPHA, margin_pp: float = 0.0,
+                 shipped: Path | None = None) -> dict:
     """Write the Markdown leaderboard, its JSON twin and the plots; return the JSON payload."""
-    out, figures = Path(out), Path(figures)
-    summary = summarize(frames, timings)
+    out, figures = Path(out), None if figures is None else Path(figures)
+    fin = finals(frames, context)
+    summary = summarize(fin, timings)
+    crows = claims(fin, context, alpha, margin_pp)
     budget = context["budget"]
-    bdesc = " and ".join(f"{v:g} {'queries' if k == 'queries' else 'simulated seconds'}" for k, v in budget.items())
     code = context["code"]
     cdesc = f"danas-bench {code['danas_bench']}" + (f", git {code['git']}" + (" (uncommitted changes)" if code.get(
         "dirty") else "") if "git" in code else "")
+    n = len(context["runs"])
+    bdesc = ", ".join(f"{k} {v:g}" for k, v in budget.items())
     lines = [
         "# Leaderboard", "",
         f"Generated by `{command}` on {context['date']} in {context['wall_seconds']:.0f} s "
-        f"({context['workers']} worker{'s' if context['workers'] != 1 else ''}). Code: {cdesc}.",
-        "", f"Budget per run: {bdesc}. Seeds: {len(context['seeds'])} per searcher and pair "
-        f"({_seed_desc(context['seeds'])}).",
-        "",
-        "**Regret** is the table's best test accuracy (mean over seeds, `bench.best()`) minus the test accuracy of "
-        "the searcher's final incumbent (its best *validation* accuracy at full fidelity; for `evolution` "
-        "(NAS-without-KD) the best no-KD validation accuracy, scored with KD), in percentage points; "
-        "*found best* is the share of runs whose regret is 0; *queries / sim. s to final* is when the final "
-        "incumbent was first queried. Searchers see validation metrics only; test accuracy is read "
-        "uncharged, for scoring. Method descriptions: [searchers.md](searchers.md).", "",
+        f"({context['workers']} worker{'s' if context['workers'] != 1 else ''}). Code: {cdesc}.", "",
+        f"**Protocol.** {n} matched runs per (searcher, pair, scoring). Run *r* searches one *visible* seed, drawn "
+        "from *r* alone (the same for every searcher), and sees its validation accuracy only; its final "
+        "incumbent (best visible validation accuracy) is scored by the **target**, which never reads the visible "
+        "seed: `heldout_seeds` = mean test accuracy over the architecture's other recorded seeds; `expected` = the "
+        "expected-accuracy view (cross-fitted estimate of the seed mean). **Regret** = the target's best "
+        "architecture in the searched space minus the incumbent's target value, in percentage points. The "
+        "searcher's RNG and every other stochastic part (DaSS's meta seed) follow the run index. Scores read the "
+        "shipped table rows only, never the live overlay.", "",
+        f"**Budget** ({bdesc}): per run, queries capped at `max_share` of the searched space; a query costs a "
+        "deterministic simulated time per architecture (a fit of the pair's recorded seconds on the "
+        "architecture's FLOPs, the same in every run), shown on the right-hand axis of each plot. Per pair: "
+        + "; ".join(f"{p} {b.get('queries', '-')} queries" for p, b in context["budgets"].items()) + ".", "",
+        f"**Statistics.** Mean regret with a 95% percentile-bootstrap CI over runs. A claim is a one-sided paired "
+        f"sign-flip permutation test over the matched runs (H0: the method's mean gain <= {margin_pp:g} pp), "
+        f"Holm-corrected across the pairs it is tested on; it **holds** only at p_holm < {alpha:g} with a mean gain "
+        f"above {margin_pp:g} pp. Reference lines: `random` (a searcher), the **noise ceiling** (the visible seed's "
+        "best validation accuracy over the whole searched space, scored on the target: what a perfect searcher of "
+        "the visible signal reaches) and hand-picked students. Matched controls: `evolution_kd` (evolution on the "
+        "KD table) and `random_none` (random search on `none`), so that KD-aware vs NAS-then-KD compares the signal "
+        "searched on, not the algorithm. Method descriptions and departures from the papers: "
+        "[searchers.md](searchers.md).", "",
     ]
     if context.get("synthetic"):
         lines += ["> **Synthetic benches** (`synthetic=true`): made-up accuracies from `danas_bench.synthetic`, "
                   "not real tables. These numbers test the machinery, not the methods.", ""]
-    # overall
-    overall = (summary.group_by("searcher").agg(pl.col("regret_mean").mean().alias("mean_regret"),
-                                                pl.col("rank").mean().alias("mean_rank"),
-                                                pl.col("found_best").mean().alias("found_best"),
-                                                pl.col("wall_per_run").mean().alias("wall"))
-               .sort("mean_rank"))
-    lines += ["## Across pairs", "", "| searcher | mean rank | mean final regret (pp) | found best | wall s / run |",
-              "|---|---:|---:|---:|---:|"]
-    for r in overall.iter_rows(named=True):
-        lines.append(f"| {r['searcher']} | {r['mean_rank']:.2f} | {r['mean_regret']:.3f} | "
-                     f"{r['found_best']:.0%} | {r['wall']:.2f} |")
-    lines.append("")
-    payload = {"context": context, "pairs": {}}
-    for pair in context["pairs"]:
-        tv = context["tables"][pair]
-        best = context["best"][pair]
-        s = summary.filter(pl.col("pair") == pair)
-        fig = figures / f"leaderboard_{_slug(pair)}.png"
-        plot(frames, pair, fig, budget, context["searchers"])
-        tdesc = ", ".join(f"{k} {v}" for k, v in tv.items() if k not in ("seeds",))
-        lines += [f"## {pair}", "", f"Table: {tdesc}; seeds {tv['seeds']}. Best architecture {best['arch_index']} "
-                  f"(test accuracy {best['test_acc']:.4f}).", "",
-                  "| rank | searcher | final regret (pp) mean ± std | median | found best | queries to final | "
-                  "sim. s to final | wall s / run | config |", "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
-        for r in s.iter_rows(named=True):
-            lines.append(f"| {r['rank']:g} | {r['searcher']} | {r['regret_mean']:.3f} ± {r['regret_std']:.3f} | "
-                         f"{r['regret_median']:.3f} | {r['found_best']:.0%} | {r['queries_to_final']:.1f} | "
-                         f"{r['seconds_to_final']:.1f} | {r['wall_per_run']:.2f} | `{r['config_id']}` |")
-        rel = os.path.relpath(fig, out.parent)
-        lines += ["", f"![anytime regret on {pair}]({rel})", ""]
-        payload["pairs"][pair] = s.to_dicts()
-    crows = claims(frames, summary, context)
+    for sc, note in context.get("notes", {}).items():
+        lines += [f"> **Note:** {note}", ""]
+    payload: dict = {"context": context, "pairs": {}, "references": {}, "claims": crows}
+    # claims first: what users cite
     if crows:
-        lines += ["## The papers' claims on these runs", "",
-                  "Lower is better in both columns; *holds* means the method's number is better by more than the "
-                  "combined standard error of the two means over seeds (AutoKD: simply lower). "
-                  "See [searchers.md](searchers.md) for what each claim means here.", "",
-                  "| claim | pair | measure | method | comparison | holds |", "|---|---|---|---:|---:|---|"]
+        lines += ["## Claims", "", "| claim | scoring | holds on | pairs where it holds (gain pp, p_holm) |",
+                  "|---|---|---:|---|"]
+        seen = []
         for r in crows:
-            lines.append(f"| {r['claim']} | {r['pair']} | {r['measure']} | {r['ours']:.3f} | {r['theirs']:.3f} | "
-                         f"{'yes' if r['holds'] else 'no'} |")
-        by = {}
+            k = (r["claim"], r["scoring"])
+            if k not in seen:
+                seen.append(k)
+        for c, sc in seen:
+            rs = [r for r in crows if r["claim"] == c and r["scoring"] == sc]
+            held = [f"{r['pair']} ({r['diff_mean']:+.2f}, {_p(r['p_holm'])})" for r in rs if r["holds"]]
+            lines.append(f"| {c} | {sc} | {sum(r['holds'] for r in rs)} / {len(rs)} | {', '.join(held) or '-'} |")
+        lines += ["", "Every test, per pair (gain = baseline's measure minus the method's; > 0: the method is better):",
+                  "", "| claim | scoring | pair | measure | method | baseline | gain [95% CI] | p | p_holm | holds |",
+                  "|---|---|---|---|---:|---:|---:|---:|---:|---|"]
         for r in crows:
-            by.setdefault(r["claim"], []).append(r["holds"])
-        lines += ["", "| claim | holds on |", "|---|---:|"]
-        lines += [f"| {c} | {sum(h)} / {len(h)} pairs |" for c, h in by.items()]
+            lines.append(f"| {r['claim']} | {r['scoring']} | {r['pair']} | {r['measure']} | {r['method_mean']:.2f} | "
+                         f"{r['baseline_mean']:.2f} | {r['diff_mean']:+.2f} {_ci(r['diff_ci95'])} | {_p(r['p'])} | "
+                         f"{_p(r['p_holm'])} | {'yes' if r['holds'] else 'no'} |")
         lines.append("")
-    payload["claims"] = crows
-    lines += ["## Searcher configurations", "", "| searcher | config id | options |", "|---|---|---|"]
+    for sc in context["scorings"]:
+        s_sc = summary.filter(pl.col("scoring") == sc)
+        overall = (s_sc.group_by("searcher").agg(pl.col("regret_mean").mean().alias("mean_regret"),
+                                                 pl.col("rank").mean().alias("mean_rank"),
+                                                 pl.col("wall_per_run").mean().alias("wall"))
+                   .sort("mean_rank"))
+        ceil = np.mean([np.mean(context["references"][sc][p]["noise_ceiling"]) for p in context["scoring_pairs"][sc]])
+        lines += [f"## Across pairs: `{sc}`", "", "| searcher | mean rank | mean final regret (pp) | wall s / run |",
+                  "|---|---:|---:|---:|"]
+        for r in overall.iter_rows(named=True):
+            lines.append(f"| {r['searcher']} | {r['mean_rank']:.2f} | {r['mean_regret']:.3f} | {r['wall']:.2f} |")
+        lines += [f"| *noise ceiling* | | {ceil:.3f} | |", ""]
+        for pair in context["scoring_pairs"][sc]:
+            tv = context["tables"][pair]
+            spc = context["spaces"][sc][pair]
+            ref = context["references"][sc][pair]
+            s = s_sc.filter(pl.col("pair") == pair)
+            rel = None
+            if figures is not None:
+                fig = figures / f"leaderboard_{_slug(pair)}__{sc}.png"
+                plot(frames, pair, sc, fig, context["searchers"], float(np.mean(ref["noise_ceiling"])))
+                rel = os.path.relpath(fig, out.parent)
+            tdesc = ", ".join(f"{k} {v}" for k, v in tv.items() if k not in ("seeds",))
+            vis = np.bincount(ref["visible_seed"]).tolist()
+            lines += [f"### {pair} (`{sc}`)", "", f"Table: {tdesc}; seeds {tv['seeds']}. Searched: {spc['description']}; "
+                      f"visible seeds drawn from {spc['visible_seeds']} (runs per seed {dict(enumerate(vis))}). "
+                      f"Target: {spc['target']}.", "",
+                      "| rank | searcher | runs | final regret (pp) mean [95% CI] | median | found best | queries to final "
+                      "| sim. s to final | wall s / run | config |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+            for r in s.iter_rows(named=True):
+                lines.append(f"| {r['rank']:g} | {r['searcher']} | {r['runs']} | {r['regret_mean']:.3f} "
+                             f"{_ci(r['regret_ci95'])} | {r['regret_median']:.3f} | {r['found_best']:.0%} | "
+                             f"{r['queries_to_final']:.1f} | {r['seconds_to_final']:.1f} | {r['wall_per_run']:.2f} | "
+                             f"`{context['configs'][r['searcher']]['config_id']}` |")
+            refs = {}
+            for name in ("noise_ceiling", *HANDPICKED):
+                if name in ref:
+                    x = np.asarray(ref[name], dtype=float)
+                    refs[name] = {"runs": len(x), "regret_mean": float(x.mean()),
+                                  "regret_ci95": list(stats.bootstrap_ci(x, key=f"{pair}{sc}{name}")), "scoring": sc}
+                    lines.append(f"| ref. | *{name.replace('_', ' ')}* | {len(x)} | {x.mean():.3f} "
+                                 f"{_ci(refs[name]['regret_ci95'])} | {np.median(x):.3f} | | | | | |")
+            if rel:
+                lines += ["", f"![anytime regret on {pair} ({sc})]({rel})"]
+            lines.append("")
+            payload["pairs"].setdefault(pair, []).extend(s.to_dicts())
+            payload["references"].setdefault(pair, {})[sc] = refs
+    lines += ["## Searcher configurations", "", "| searcher | config id | options | follows the run seed |",
+              "|---|---|---|---|"]
     for name, c in context["configs"].items():
-        lines.append(f"| {name} | `{c['config_id']}` | `{json.dumps(c['config'], sort_keys=True)}` |")
+        lines.append(f"| {name} | `{c['config_id']}` | `{json.dumps(c['config'], sort_keys=True)}` | "
+                     f"{', '.join(c['follows_run']) or '-'} (and its RNG) |")
     lines.append("")
+    if shipped is not None:
+        rep = reproduces(payload, shipped)
+        payload["reproduces"] = rep
+        if rep is not None and rep["compared"]:
+            lines += ["## Against the shipped leaderboard", "",
+                      f"{rep['inside_ci']} of {rep['compared']} shipped mean regrets ({rep['shipped']}) lie inside this "
+                      f"run's 95% CIs" + (": it reproduces the shipped leaderboard." if rep["inside_ci"] == rep["compared"]
+                                          else "; outside: " + "; ".join(rep["outside"][:10])
+                                          + (" ..." if len(rep["outside"]) > 10 else "")), ""]
+        elif rep is not None:
+            lines += ["## Against the shipped leaderboard", "", f"{rep['shipped']} holds no comparable row "
+                      "(an older format).", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     out.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=_jsonable))
     return payload
-
-
-def _anytime(frames: pl.DataFrame, pair: str, name: str, upto: int) -> float:
-    """Mean over seeds of the mean regret (pp) over queries 1..upto (lower: found good students sooner)."""
-    g = frames.filter((pl.col("pair") == pair) & (pl.col("searcher") == name) & (pl.col("cum_queries") <= upto))
-    if g.height == 0:
-        return float("nan")
-    per = g.group_by("seed").agg((pl.col("regret").fill_null(strategy="backward").mean() * 100).alias("a"))
-    return float(per["a"].mean())
-
-
-def claims(frames: pl.DataFrame, summary: pl.DataFrame, context: dict) -> list[dict]:
-    """The papers' headline claims, checked pair by pair on this leaderboard's runs.
-
-    Each row: claim, pair, the two numbers compared (lower is better), and whether it holds here
-    (the difference exceeds the combined standard error of the two means).
-    """
-    rows = []
-    n = len(context["seeds"])
-    stat = {(r["pair"], r["searcher"]): r for r in summary.iter_rows(named=True)}
-    q = int(context["budget"].get("queries") or frames["cum_queries"].max())
-
-    def final_cmp(claim, pair, a, b):
-        if (pair, a) in stat and (pair, b) in stat:
-            ra, rb = stat[(pair, a)], stat[(pair, b)]
-            se = np.hypot(ra["regret_std"], rb["regret_std"]) / np.sqrt(max(n, 1))
-            rows.append({"claim": claim, "pair": pair, "ours": ra["regret_mean"], "theirs": rb["regret_mean"],
-                         "measure": f"final regret (pp), {a} vs {b}",
-                         "holds": bool(rb["regret_mean"] - ra["regret_mean"] > se)})
-
-    for pair in context["pairs"]:
-        teacher = pair.split("/")[1]
-        if teacher != "none":  # on a `none` pair there is no KD, so NAS-then-KD is the same problem
-            final_cmp("AKD: KD-guided search beats NAS-then-KD", pair, "akd", "evolution")
-            final_cmp("TRADE: beats conventional NAS (NAS-then-KD)", pair, "trade", "evolution")
-        if (pair, "trade") in stat:
-            for hp, reg in context["handpicked"].get(pair, {}).items():
-                ours = stat[(pair, "trade")]["regret_mean"]
-                rows.append({"claim": f"TRADE: beats a hand-picked student ({hp})", "pair": pair, "ours": ours,
-                             "theirs": reg, "measure": "final regret (pp), trade vs the fixed student",
-                             "holds": bool(reg - ours > stat[(pair, "trade")]["regret_std"] / np.sqrt(max(n, 1)))})
-        final_cmp("DaSS: a predictor meta-trained on other pairs transfers to this unseen pair", pair, "dass", "random")
-        for other in ("random", "trade"):
-            if any(s == "autokd" for s in context["searchers"]) and other in context["searchers"]:
-                a, b = _anytime(frames, pair, "autokd", q // 4), _anytime(frames, pair, other, q // 4)
-                rows.append({"claim": f"AutoKD: sample efficiency (vs {other})", "pair": pair, "ours": a, "theirs": b,
-                             "measure": f"mean regret (pp) over the first {q // 4} queries",
-                             "holds": bool(b > a)})
-    return rows
-
-
-def _seed_desc(seeds: list[int]) -> str:
-    if seeds == list(range(len(seeds))):
-        return f"0..{len(seeds) - 1}"
-    return ", ".join(map(str, seeds))
 
 
 def main(cfg) -> int:
@@ -467,22 +764,34 @@ def main(cfg) -> int:
     from omegaconf import OmegaConf
 
     c = OmegaConf.to_container(cfg, resolve=True)
+    base, user = c.get("base_options") or {}, c.get("options") or {}
+    options = {k: {**dict(base.get(k) or {}), **dict(user.get(k) or {})} for k in {*base, *user}}
     frames, timings, context = run_leaderboard(
-        c["searchers"], c.get("pairs", "all"), c.get("seeds", 5), c.get("budget"), c.get("options") or {},
+        c["searchers"], c.get("pairs", "all"), c.get("runs", 20), c.get("budget"), options,
         int(c.get("workers", 1)), bool(c.get("synthetic", False)), c.get("synthetic_options") or {},
-        c.get("root"), bool(c.get("progress", True)))
-    out = Path(c.get("out", "docs/leaderboard.md"))
-    write_report(frames, timings, context, out, Path(c.get("figures", "docs/figures")))
+        c.get("root"), bool(c.get("progress", True)), c.get("scorings") or ["heldout_seeds", "expected"])
+    out = Path(c.get("out", "results/leaderboard.md"))
+    shipped = Path(c["compare"]) if c.get("compare") else None
+    if shipped is not None and shipped.resolve() == out.with_suffix(".json").resolve():
+        shipped = None  # writing the shipped leaderboard itself
+    payload = write_report(frames, timings, context, out, Path(c.get("figures", "results/figures")),
+                           alpha=float(c.get("alpha", ALPHA)), margin_pp=float(c.get("margin_pp", 0.0)),
+                           shipped=shipped)
     if c.get("trajectories"):
         Path(c["trajectories"]).parent.mkdir(parents=True, exist_ok=True)
         frames.write_parquet(c["trajectories"])
-    summary = summarize(frames, timings)
     print(f"wrote {out} ({len(context['pairs'])} pairs x {len(context['searchers'])} searchers x "
-          f"{len(context['seeds'])} seeds in {context['wall_seconds']:.0f} s)")
-    for pair in context["pairs"]:
-        best = summary.filter(pl.col("pair") == pair).row(0, named=True)
-        print(f"  {pair}: best {best['searcher']} (regret {best['regret_mean']:.3f} pp)")
+          f"{len(context['runs'])} runs x {len(context['scorings'])} scorings in {context['wall_seconds']:.0f} s)")
+    by: dict = {}
+    for r in payload["claims"]:
+        by.setdefault((r["claim"], r["scoring"]), []).append(r["holds"])
+    for (claim, sc), h in by.items():
+        print(f"  {claim} [{sc}]: holds on {sum(h)} / {len(h)} pairs")
+    rep = payload.get("reproduces")
+    if rep and rep["compared"]:
+        print(f"  against {rep['shipped']}: {rep['inside_ci']} / {rep['compared']} shipped means inside this run's CIs")
     return 0
 
 
-__all__ = ["run_leaderboard", "write_report", "summarize", "plot", "main", "config_id"]
+__all__ = ["run_leaderboard", "write_report", "summarize", "finals", "claims", "plot", "main", "config_id",
+           "preflight", "PreflightError"]

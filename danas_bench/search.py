@@ -99,6 +99,16 @@ class Searcher:
     def tell(self, ask: Ask, value: float) -> None:
         """The validation value of ``ask`` (``history`` and ``seen`` are already updated)."""
 
+    def preflight(self, problem: "Problem") -> None:
+        """Raise (ImportError, FileNotFoundError, ...) if a package or data file this searcher needs on
+        ``problem`` is missing; the leaderboard calls it for every task before any run, so a missing
+        dependency fails in a second, not after minutes of other runs."""
+
+    def run_options(self, run: int) -> dict:
+        """Options that follow the run seed (the leaderboard applies them per run unless the user fixed
+        them): every stochastic part of a searcher must vary with the run, not only its RNG."""
+        return {}
+
     # bookkeeping (called by the runner) -----------------------------------------------------------
     def _start(self, problem: "Problem", rng: np.random.Generator) -> None:
         self.history, self.seen = [], {}
@@ -438,7 +448,8 @@ def _default_pool(bench) -> Pool:
 
     root = getattr(bench, "root", None)
     fallback = getattr(bench, "fallback", "live")
-    return LazyPool(discover(root), lambda pair: open_bench(pair, root, fallback), {bench.pair: bench})
+    kw = {"allow_unlisted": True} if getattr(bench, "allow_unlisted", False) else {}  # opened alike
+    return LazyPool(discover(root), lambda pair: open_bench(pair, root, fallback, **kw), {bench.pair: bench})
 
 
 def final(frame: pl.DataFrame) -> dict:

@@ -17,6 +17,10 @@ How the numbers are made (all per *canonical* architecture, so isomorphic cells 
 - off-table KD settings (``kd_temperature``, ``kd_alpha``) shift accuracy by a smooth bump whose
   optimum depends on the teacher (zero at the table's own T = 4, alpha = 0.9).
 
+``seed_share`` (default 1): the share of architectures whose shipped rows (``frame()``) hold the seeds
+after the first, a seeded sample the same for every teacher of a dataset; 0.1 mimics the v1 tables
+(seed 0 everywhere, more seeds on 10%), 1 the tables that give every architecture several seeds.
+
 ``SyntheticBench(pair, ops=[...])`` restricts the space to the architectures whose edges all use the
 given ops (a tiny bench for tests); ``archs=[...]`` restricts it to an explicit set.
 """
@@ -54,11 +58,13 @@ class SyntheticBench:
 
     def __init__(self, pair: str = "synth-a/resnet", *, ops: Sequence[str | int] | None = None,
                  archs: Iterable[int] | None = None, seeds: Sequence[int] = (0, 1, 2), epochs: int = 10,
-                 noise: float = 0.004, num_classes: int = 10):
+                 noise: float = 0.004, num_classes: int = 10, seed_share: float = 1.0):
         dataset, teacher = pair.split("/")
         self.pair, self.dataset, self.teacher = pair, dataset, teacher
         self._options = {"ops": ops, "archs": None if archs is None else list(archs), "seeds": seeds,
-                         "epochs": epochs, "noise": noise, "num_classes": num_classes}
+                         "epochs": epochs, "noise": noise, "num_classes": num_classes,
+                         "seed_share": seed_share}
+        self.seed_share = float(seed_share)
         self.seeds = tuple(int(s) for s in seeds)
         self.epochs = int(epochs)
         self.noise = float(noise)
@@ -272,9 +278,10 @@ class SyntheticBench:
                          float(none), d.random(), np.log(self.num_classes)], dtype=np.float32)
 
     def frame(self) -> pl.DataFrame:
+        """The made-up table rows (seeds after the first only on ``seed_share`` of the architectures)."""
         rows = self._row[self.archs]
         s = len(self.seeds)
-        return pl.DataFrame({
+        df = pl.DataFrame({
             "arch_index": np.repeat(self.archs, s).astype(np.int32),
             "arch": [space.arch_str(int(a)) for a in self.archs for _ in range(s)],
             "seed": np.tile(np.array(self.seeds, dtype=np.int16), len(rows)),
@@ -287,6 +294,11 @@ class SyntheticBench:
             "train_seconds": self._seconds[rows].reshape(-1).astype(np.float32),
             "source": ["synthetic"] * (len(rows) * s),
         })
+        if self.seed_share >= 1.0:
+            return df
+        multi = _rng("multi-seed", self.dataset).random(space.N_ARCHS)[self.archs] < self.seed_share
+        return (df.with_columns(pl.Series("_multi", np.repeat(multi, s)))
+                .filter(pl.col("_multi") | (pl.col("seed") == self.seeds[0])).drop("_multi"))
 
     def __repr__(self) -> str:
         return f"SyntheticBench({self.pair!r}, {len(self.archs)} archs, seeds={list(self.seeds)})"

@@ -247,9 +247,11 @@ def test_trade_trust_region_rules(pool):
 
 
 def test_dass_meta_trains_on_the_other_pairs_only(pool):
-    s = _make("dass")
+    s = _make("dass", exclude_same_dataset=False)
     run(s, pool["synth-a/resnet"], 12, seed=0, pool=pool)
     assert "synth-a/resnet" not in s.state["tasks"] and len(s.state["tasks"]) == 5
+    unseen = _make("dass")  # default: "unseen" means other datasets, as in the paper
+    assert unseen._tasks(s.problem) == ["synth-b/mlp", "synth-b/none", "synth-b/resnet"]
     # the meta-model alone already ranks the unseen pair better than chance
     from scipy.stats import kendalltau
 
@@ -285,19 +287,20 @@ def test_leaderboard_command(tmp_path):
     from danas_bench.cli import main
 
     out = tmp_path / "docs" / "leaderboard.md"
-    rc = main(["leaderboard", "synthetic=true", "searchers=[random,evolution,trade]", "seeds=2", "budget.queries=12",
+    rc = main(["leaderboard", "synthetic=true", "searchers=[random,evolution,trade]", "runs=2", "budget.queries=12",
                "workers=1", "pairs=[synth-a/resnet,synth-b/none]", f"out={out}",
                f"figures={tmp_path / 'docs' / 'figures'}",
                "options={trade: {n_init: 5}}", "progress=false", f"trajectories={tmp_path / 'traj.parquet'}"])
     assert rc == 0
     text = out.read_text()
-    for needle in ("## synth-a/resnet", "## synth-b/none", "| random |", "| trade |", "| evolution |",
-                   "danas-bench 0.1.0", "Synthetic benches", "synthetic-1", "12 queries", '"n_init": 5'):
+    for needle in ("### synth-a/resnet (`heldout_seeds`)", "### synth-b/none", "| random |", "| trade |",
+                   "| evolution |", "danas-bench 0.1.0", "Synthetic benches", "synthetic-1", "12 queries",
+                   '"n_init": 5', "noise ceiling", "## Claims", "`expected` skipped"):
         assert needle in text, needle
     for pair in ("synth-a__resnet", "synth-b__none"):
-        png = tmp_path / "docs" / "figures" / f"leaderboard_{pair}.png"
+        png = tmp_path / "docs" / "figures" / f"leaderboard_{pair}__heldout_seeds.png"
         assert png.stat().st_size > 10_000
-        assert f"figures/leaderboard_{pair}.png" in text
+        assert f"figures/leaderboard_{pair}__heldout_seeds.png" in text
     import json
 
     payload = json.loads(out.with_suffix(".json").read_text())
@@ -309,7 +312,7 @@ def test_leaderboard_command(tmp_path):
 def test_leaderboard_workers_match_in_process(tmp_path):
     from danas_bench.leaderboard import run_leaderboard
 
-    kw = dict(searchers=["random", "akd"], pairs=["synth-a/mlp"], seeds=2, budget={"queries": 10},
+    kw = dict(searchers=["random", "akd"], pairs=["synth-a/mlp"], runs=2, budget={"queries": 10},
               synthetic=True, progress=False)
     a, _, _ = run_leaderboard(workers=1, **kw)
     b, _, _ = run_leaderboard(workers=2, **kw)
@@ -322,7 +325,7 @@ def test_leaderboard_rejects_unknown_pairs():
     from danas_bench.leaderboard import run_leaderboard
 
     with pytest.raises(ValueError, match="pairs present"):
-        run_leaderboard(["random"], pairs=["nope/none"], seeds=1, synthetic=True, progress=False)
+        run_leaderboard(["random"], pairs=["nope/none"], runs=1, synthetic=True, progress=False)
 
 
 # --- the real Bench class (fake tables: synthetic values written as danas-bench Parquet) ------------------
@@ -374,7 +377,8 @@ def test_every_searcher_on_the_real_bench_class(tmp_path, monkeypatch):
     for k, v in danas_env(root, tmp_path / "cache").items():
         monkeypatch.setenv(k, v)
     _write_fake_tables(root)
-    benches = db.open_all(fallback="error")  # a query off the table would raise, never train
+    # a query off the table would raise, never train; the fake tables are not in a MANIFEST
+    benches = db.open_all(fallback="error", allow_unlisted=True)
     assert sorted(benches) == ["digits/mlp", "digits/none", "digits/resnet"]
     b = benches["digits/resnet"]
     for name in SEARCHERS:
@@ -386,7 +390,7 @@ def test_every_searcher_on_the_real_bench_class(tmp_path, monkeypatch):
         last = f.row(-1, named=True)
         assert last["incumbent_test"] == pytest.approx(b.test(last["incumbent"]))
         assert last["regret"] == pytest.approx(b.best()[1] - last["incumbent_test"])
-    s = _make("dass")
+    s = _make("dass", exclude_same_dataset=False)
     run(s, b, 12, seed=0)  # no pool given: the tables beside the bench
     assert s.state["tasks"] == ["digits/mlp", "digits/none"]
     assert s.problem.descriptor().shape == (7,) and s.problem.descriptor()[-1] == 0.0

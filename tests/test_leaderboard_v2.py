@@ -1,0 +1,246 @@
+"""Leaderboard v2 (issue 19): held-out scoring, overlay isolation, matched runs, fail fast, and the
+statistics' behaviour on synthetic benches whose truth is known.
+
+Nothing here writes into the repository's tables/ or docs/: outputs go to pytest's tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+
+from danas_bench import heldout, leaderboard, stats, synthetic
+from danas_bench.baselines import make
+from danas_bench.paths import tables_dir
+from danas_bench.search import LazyPool, run
+
+
+class _Rows:
+    """A bench whose shipped rows are ``frame`` (for checking what the target reads)."""
+
+    def __init__(self, bench, frame: pl.DataFrame):
+        self.pair, self.dataset, self.teacher = bench.pair, bench.dataset, bench.teacher
+        self._frame = frame
+
+    def frame(self) -> pl.DataFrame:
+        return self._frame
+
+
+# --- held-out scoring ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("share", [0.1, 1.0])
+def test_heldout_score_never_reads_the_visible_seed(share):
+    bench = synthetic.SyntheticBench("synth-a/resnet", seed_share=share)
+    frame = bench.frame()
+    target = heldout.HeldOutSeeds(bench)
+    rng = np.random.default_rng(0)
+    for visible in target.space.visible_seeds:
+        # the visible seed's test accuracy replaced by garbage: the score must not move
+        garbage = frame.with_columns(pl.when(pl.col("seed") == visible)
+                                     .then(pl.lit(rng.random(frame.height)).cast(pl.Float32))
+                                     .otherwise(pl.col("test_acc")).alias("test_acc"))
+        other = heldout.HeldOutSeeds(_Rows(bench, garbage))
+        np.testing.assert_array_equal(other.archs, target.archs)
+        np.testing.assert_array_equal(other.score(visible), target.score(visible))
+        # and it is the mean of the other seeds
+        cols = [s for s in target.space.seeds if s != visible]
+        want = np.mean([target.space.column("test_acc", s) for s in cols], axis=0)
+        np.testing.assert_allclose(target.score(visible), want)
+
+
+def test_space_is_the_multi_seed_subspace_until_tables_grow():
+    small = heldout.Space(synthetic.SyntheticBench("synth-a/resnet", seed_share=0.1), 2)
+    full = heldout.Space(synthetic.SyntheticBench("synth-a/resnet"), 2)
+    assert not small.whole and 0.05 < len(small.archs) / small.table_archs < 0.15
+    assert full.whole and len(full.archs) == full.table_archs
+    assert small.visible_seeds == full.visible_seeds == [0, 1, 2]
+
+
+def test_view_answers_the_visible_seed_only_and_scores_on_the_target():
+    bench = synthetic.SyntheticBench("synth-a/resnet", seed_share=0.2)
+    sp = heldout.Space(bench, 2)
+    target = heldout.HeldOutSeeds(bench, sp)
+    archs = sp.archs[:50]
+    for v in sp.visible_seeds:
+        view = heldout.SearchView(bench, sp, v, target)
+        for seed in (None, "mean", 0, 1, 2):  # whatever is asked, the visible seed answers
+            np.testing.assert_allclose(view.query_many(archs, seed=seed),
+                                       bench.query_many(archs, seed=v))
+        np.testing.assert_allclose(view.test_many(archs), target.score(v)[:50])
+        assert view.best()[1] == pytest.approx(target.score(v).max())
+        outside = int(np.setdiff1d(bench.archs, sp.archs)[0])
+        with pytest.raises(KeyError, match="outside the searched space"):
+            view.query(outside)
+        assert 0 <= heldout.noise_ceiling(view) < 0.2
+
+
+def test_visible_seed_follows_the_run_and_is_matched_across_searchers(tmp_path):
+    frames, timings, ctx = leaderboard.run_leaderboard(
+        ["random", "akd"], pairs=["synth-a/resnet"], runs=6, budget={"queries": 15}, progress=False,
+        synthetic=True, synthetic_options={"seed_share": 0.2})
+    vis = frames.group_by(["searcher", "seed"]).agg(pl.col("visible_seed").first()).sort(["searcher", "seed"])
+    a = vis.filter(pl.col("searcher") == "random")["visible_seed"].to_list()
+    b = vis.filter(pl.col("searcher") == "akd")["visible_seed"].to_list()
+    assert a == b and len(set(a)) > 1
+    fin = leaderboard.finals(frames, ctx)
+    assert fin.height == 12 and fin["regret"].min() >= 0
+    # a run's regret is the target's best minus the incumbent's target value, the visible seed unread
+    sp = heldout.Space(synthetic.SyntheticBench("synth-a/resnet", seed_share=0.2), 2)
+    assert ctx["spaces"]["heldout_seeds"]["synth-a/resnet"]["archs"] == len(sp.archs)
+
+
+def test_dass_meta_seed_follows_the_run():
+    s = make("dass")
+    assert s.run_options(7) == {"meta_seed": 7}
+    assert leaderboard._make("dass", {}, 7).config["meta_seed"] == 7
+    assert leaderboard._make("dass", {"meta_seed": 1}, 7).config["meta_seed"] == 1  # the user's choice wins
+
+
+# --- overlay isolation on the real tables ---------------------------------------------------------------
+
+
+def _real_pair():
+    from danas_bench.bench import discover
+
+    pairs = sorted(discover())
+    if not pairs:
+        pytest.skip("no shipped tables")
+    return next((p for p in pairs if p.startswith("digits/") and not p.endswith("/none")), pairs[0])
+
+
+def test_scoring_reads_shipped_rows_only(tmp_path):
+    from danas_bench import bench as bench_mod
+
+    pair = _real_pair()
+    b = bench_mod.open(pair, overlay_dir=tmp_path / "overlay", fallback="error")
+    sp = heldout.Space(b, 2)
+    target = heldout.HeldOutSeeds(b, sp)
+    before = {v: target.score(v).copy() for v in sp.visible_seeds}
+    view = heldout.SearchView(b, sp, sp.visible_seeds[0], target)
+    q_before = view.query_many(sp.archs[:20])
+    # a user's live rows: a new seed (9) for some architectures, with absurd accuracies
+    recs = []
+    for a in sp.archs[:20]:
+        r = dict(b.record(int(a), seed=0))
+        r.update(seed=9, test_acc=0.0, valid_acc=1.0, source="live")
+        recs.append(r)
+    b.overlay.append(recs, b.recipe.to_dict(), dict(b.kd.__dict__))
+    b.refresh()
+    assert 9 in set(b.frame()["seed"].to_list())  # the overlay is really read by the bench
+    sp2 = heldout.Space(b, 2)
+    t2 = heldout.HeldOutSeeds(b, sp2)
+    np.testing.assert_array_equal(sp2.archs, sp.archs)
+    assert sp2.seeds == sp.seeds
+    for v, s in before.items():
+        np.testing.assert_array_equal(t2.score(v), s)
+    v2 = heldout.SearchView(b, sp2, sp.visible_seeds[0], t2)
+    np.testing.assert_array_equal(v2.query_many(sp.archs[:20]), q_before)
+    shutil.rmtree(tmp_path / "overlay", ignore_errors=True)
+
+
+# --- fail fast ----------------------------------------------------------------------------------------------
+
+
+def test_preflight_fails_before_any_run(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_optuna(name, *a, **k):
+        if name == "optuna" or name.startswith("optuna."):
+            raise ImportError("No module named 'optuna'")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_optuna)
+    ran = []
+    monkeypatch.setattr(leaderboard, "_task", lambda *a, **k: ran.append(a) or [])
+    with pytest.raises(leaderboard.PreflightError, match="optuna_tpe cannot run on .*ImportError"):
+        leaderboard.run_leaderboard(["random", "optuna_tpe"], pairs=["synth-a/resnet"], runs=2,
+                                    budget={"queries": 5}, synthetic=True, progress=False)
+    assert ran == []
+
+
+# --- statistics on a known truth ----------------------------------------------------------------------------
+
+
+def test_holm_and_paired_test():
+    np.testing.assert_allclose(stats.holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+    assert stats.paired_test(np.zeros(20)) == 1.0
+    assert stats.paired_test(np.full(20, 0.5)) < 1e-3
+    assert stats.paired_test(np.full(20, 0.5), margin=1.0) > 0.5
+    lo, hi = stats.bootstrap_ci(np.arange(20.0))
+    assert lo < 9.5 < hi
+
+
+def _regrets(view, pool, queries, runs, seed_offset):
+    out = []
+    for r in runs:
+        f = run(make("random"), view[r], {"queries": queries}, r + seed_offset, pool=pool[r])
+        out.append(100 * float(f["regret"][-1]))
+    return np.array(out)
+
+
+def test_known_truth_better_searcher_detected_identical_not_claimed_different():
+    """Random search with 6x the queries is truly better; two random searches differing only in their RNG
+    are identical. Over many repeats (each: 20 matched runs on 3 pairs, Holm across pairs) the better one
+    must be detected and the identical ones not claimed different (two-sided), each in >= 95% of repeats."""
+    pairs = ["synth-a/resnet", "synth-b/resnet", "synth-c/mlp"]
+    benches = {p: synthetic.SyntheticBench(p, seed_share=0.1) for p in pairs}
+    spaces = {p: heldout.Space(b, 2) for p, b in benches.items()}
+    targets = {p: heldout.HeldOutSeeds(benches[p], spaces[p]) for p in pairs}
+    repeats, n = 60, 20
+    detected = different = 0
+    for k in range(repeats):
+        runs = list(range(k * n, (k + 1) * n))
+        p_better, p_same = [], []
+        for p in pairs:
+            views = {r: heldout.SearchView(benches[p], spaces[p], heldout.visible_seed(spaces[p], r), targets[p])
+                     for r in runs}
+            pools = {r: LazyPool([p], lambda q: None, {p: views[r]}) for r in runs}
+            many = _regrets(views, pools, 30, runs, 0)
+            few = _regrets(views, pools, 5, runs, 10**6)
+            same = _regrets(views, pools, 5, runs, 2 * 10**6)
+            p_better.append(stats.paired_test(few - many, key=f"b{k}{p}"))
+            up, down = stats.paired_test(few - same, key=f"u{k}{p}"), stats.paired_test(same - few, key=f"d{k}{p}")
+            p_same.append(min(1.0, 2 * min(up, down)))
+        detected += bool((stats.holm(p_better) < stats.ALPHA).all())
+        different += bool((stats.holm(p_same) < stats.ALPHA).any())
+    assert detected >= 0.95 * repeats, f"better searcher detected on every pair in {detected}/{repeats} repeats"
+    assert different <= 0.05 * repeats, f"identical searchers claimed different in {different}/{repeats} repeats"
+
+
+# --- the report -----------------------------------------------------------------------------------------------
+
+
+def test_report_carries_runs_ci_scoring_and_holm(tmp_path):
+    frames, timings, ctx = leaderboard.run_leaderboard(
+        ["random", "random_none", "evolution", "evolution_kd", "akd"], pairs="all", runs=20,
+        budget={"queries": 20, "max_share": 0.25}, synthetic=True, progress=False,
+        synthetic_options={"datasets": ["synth-a"], "seed_share": 0.1})
+    out = tmp_path / "lb" / "leaderboard.md"
+    shipped = tmp_path / "old.json"
+    payload = leaderboard.write_report(frames, timings, ctx, out, tmp_path / "fig", shipped=shipped)
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert "expected" in ctx["notes"] and ctx["scorings"] == ["heldout_seeds"]
+    for pair, rows in doc["pairs"].items():
+        for r in rows:
+            assert r["runs"] == 20 and r["scoring"] == "heldout_seeds"
+            lo, hi = r["regret_ci95"]
+            assert lo <= r["regret_mean"] <= hi
+        if not pair.endswith("/none"):
+            assert {r["searcher"] for r in rows} >= {"evolution_kd", "random_none"}
+        assert doc["references"][pair]["heldout_seeds"]["noise_ceiling"]["runs"] == 20
+    assert doc["claims"] and all({"p_holm", "holds", "threshold", "runs"} <= set(c) for c in doc["claims"])
+    assert all(c["p_holm"] >= c["p"] for c in doc["claims"])
+    text = out.read_text()
+    assert "## Claims" in text and "noise ceiling" in text and "p_holm" in text
+    assert payload["reproduces"] is None  # no shipped leaderboard to compare with
+    shipped.write_text(out.with_suffix(".json").read_text())
+    again = leaderboard.write_report(frames, timings, ctx, tmp_path / "lb2" / "leaderboard.md", None, shipped=shipped)
+    assert again["reproduces"]["inside_ci"] == again["reproduces"]["compared"] > 0
+    assert tables_dir().resolve() not in out.resolve().parents
