@@ -40,7 +40,7 @@ from . import space
 from . import tables as tb
 from .budget import Budget, BudgetExhausted  # noqa: F401  (re-exported)
 from .overlay import Overlay, conform
-from .recipe import KD, Recipe
+from .recipe import KD, Recipe, check_kd
 
 N = space.N_ARCHS
 FALLBACKS = ("live", "error")
@@ -60,6 +60,9 @@ _STR_INDEX: dict[str, int] = {}   # architecture string -> index (parse once)
 _OPS_INDEX: dict[tuple, int] = {}  # op tuple -> index
 _CANON: list = [None]              # the canonical table once something needed it
 _RID = re.compile(r"^[0-9a-f]{16}$")
+
+
+_KD_TYPES = (int, float, type(None))
 
 
 class MissingRecord(LookupError):
@@ -144,11 +147,10 @@ def _index(arch) -> int:
             i = _STR_INDEX[arch] = space.to_index(arch)
         return i
     if isinstance(arch, (list, tuple)):
-        try:
-            key = tuple(arch)
-            i = _OPS_INDEX.get(key)
-        except TypeError:
-            return space.to_index(arch)
+        key = tuple(arch)
+        if not all(type(v) is int or type(v) is str for v in key):  # 3.0 == 3 and True == 1 as dict keys:
+            return space.to_index(arch)                           # such lists are validated every time
+        i = _OPS_INDEX.get(key)
         if i is None:
             i = space.to_index(arch)
             _OPS_INDEX[key] = i
@@ -168,7 +170,7 @@ def _indices(archs) -> np.ndarray:
         if isinstance(archs, (str, bytes)) or not hasattr(archs, "__iter__"):
             raise ValueError(f"query_many takes a sequence of architectures, got a single {type(archs).__name__}; "
                              f"use query() for one architecture")
-        idx = np.fromiter((a if type(a) is int else _index(a) for a in archs), dtype=np.int64)
+        idx = np.fromiter((a if type(a) is int and 0 <= a < N else _index(a) for a in archs), dtype=np.int64)
     if idx.size and (idx.min() < 0 or idx.max() >= N):
         bad = int(idx[(idx < 0) | (idx >= N)][0])
         space.check_index(bad)  # raises with the usual message
@@ -199,7 +201,7 @@ class _File:
         self.path = path
         self._stamp = self._stat()
         try:
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(path, page_checksum_verification=True)
             names = set(pf.schema_arrow.names)  # (a property that rebuilds the schema on every call)
             missing = [n for n in tb.RESULT_SCHEMA.names if n not in names]
             if missing:
@@ -211,6 +213,8 @@ class _File:
             raise tb.TableError(f"{path}: Parquet data unreadable ({type(exc).__name__}: {exc}); "
                                 f"delete it and regenerate") from exc
         self._cols = {n: self._conform(n, t.column(n)) for n in self.KEYS}
+        for n in self.KEYS:
+            tb.check_values(n, _np(self._cols[n]), path)
         self.num_rows = t.num_rows
         self._full = None
 
@@ -227,7 +231,7 @@ class _File:
         if self._stat() != self._stamp:
             raise tb.TableError(f"{self.path} changed on disk after it was opened; open the pair again")
         try:
-            return pq.ParquetFile(self.path).read(columns=columns)
+            return pq.ParquetFile(self.path, page_checksum_verification=True).read(columns=columns)
         except Exception as exc:
             raise tb.TableError(f"{self.path}: Parquet data unreadable ({type(exc).__name__}: {exc})") from exc
 
@@ -288,14 +292,19 @@ class _Store:
             self.mapped = True
 
     def _raw(self, name: str) -> np.ndarray:
-        col = self.src.column(name)
-        return _np(col, np.float64)  # nulls -> nan
+        arr = _np(self.src.column(name), np.float64)  # nulls -> nan
+        tb.check_values(name, arr, getattr(self.src, "path", "overlay"))
+        return arr
 
     def curve_arr(self, name: str) -> np.ndarray:
         arr = self._curves.get(name)
         if arr is None:
             try:
-                arr = self._curves[name] = _np_lists(self.src.column(name), self.epochs)
+                arr = _np_lists(self.src.column(name), self.epochs)
+                tb.check_values(name, arr, getattr(self.src, "path", "overlay"))
+                self._curves[name] = arr
+            except tb.TableError:
+                raise
             except ValueError as exc:
                 raise tb.TableError(f"column {name} holds curves of {exc.args[0]} epochs (or nulls); "
                                     f"the recipe has {self.epochs}") from None
@@ -331,6 +340,12 @@ class _Store:
 
     def positions(self, i: int) -> list[int]:
         return [p for p in range(self.ns) if self.rows_l[p][i] >= 0]
+
+
+def _cache_hint() -> str:
+    from .paths import cache_dir
+
+    return str(cache_dir())
 
 
 def _seed_mean(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -373,10 +388,13 @@ class Bench:
     """One pair's table (plus the live overlay). Create it with :func:`open`."""
 
     def __init__(self, pair: str, path: Path, root: Path, fallback: str = "live",
-                 overlay_dir: Path | str | None = None, rng: np.random.Generator | int | None = None):
+                 overlay_dir: Path | str | None = None, rng: np.random.Generator | int | None = None,
+                 allow_unlisted: bool = False):
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
         self.path, self.root, self.fallback = Path(path), Path(root), fallback
+        self.allow_unlisted = bool(allow_unlisted)
+        tb.check_listed(self.path, self.root, self.allow_unlisted)  # a damaged table is an error
         self.meta = tb.read_meta(self.path)
         if self.meta.get("pair") != pair:
             raise tb.TableError(f"{path}: holds pair {self.meta.get('pair')!r}, expected {pair!r}")
@@ -396,6 +414,7 @@ class Bench:
         self.archs = np.nonzero(self._table_store.n_have > 0)[0].astype(np.int64)
         self.archs.setflags(write=False)
         self.seeds = list(self._table_store.seeds)
+        self._check_planned_seeds()
         self.overlay = Overlay(pair, self.recipe_id, overlay_dir)
         self._ov = pa.Table.from_batches([], schema=tb.RESULT_SCHEMA)
         self._stores: dict = {}
@@ -411,6 +430,23 @@ class Bench:
         self.live_threads: int | None = 1
         self._main = self._table_store
         self._sync_overlay()
+
+    def _check_planned_seeds(self) -> None:
+        """The table's seeds must be the planned ones (recorded in the metadata since merges write it,
+        else in the shards' plan.json when it is there)."""
+        planned = self.meta.get("seeds")
+        if planned is None:
+            plan = self.root / "shards" / f"{self.dataset}__{self.teacher}" / self.recipe_id / "plan.json"
+            if plan.is_file():
+                import json
+
+                try:
+                    planned = sorted({sh["seed"] for sh in json.loads(plan.read_text())["shards"]})
+                except (ValueError, KeyError, TypeError):
+                    planned = None  # a damaged plan is generate's business; the MANIFEST vouches for the table
+        if planned is not None and not set(self.seeds) <= set(planned):
+            raise tb.TableError(f"{self.path}: holds seeds {self.seeds} but its plan has seeds {planned}; the file "
+                                f"is damaged: restore it from git or regenerate it")
 
     @property
     def rng(self) -> np.random.Generator:
@@ -457,7 +493,8 @@ class Bench:
 
     def _kd_store(self, kd_temperature, kd_alpha) -> _Store:
         ask = (kd_temperature, kd_alpha)
-        key = self._kd_of.get(ask)
+        # only plain numbers are cached (True == 1 as a key); anything else is validated every time
+        key = self._kd_of.get(ask) if type(kd_temperature) in _KD_TYPES and type(kd_alpha) in _KD_TYPES else None
         if key is None:
             kd = self._kd(kd_temperature, kd_alpha)
             key = self._kd_of[ask] = _kd_key(kd.temperature, kd.alpha)
@@ -465,8 +502,8 @@ class Bench:
         return self._main if key == self._kd_main else self._store(key)
 
     def _kd(self, kd_temperature=None, kd_alpha=None) -> KD:
-        t = self.kd.temperature if kd_temperature is None else float(kd_temperature)
-        a = self.kd.alpha if kd_alpha is None else float(kd_alpha)
+        t = self.kd.temperature if kd_temperature is None else check_kd("temperature", kd_temperature)
+        a = self.kd.alpha if kd_alpha is None else check_kd("alpha", kd_alpha)
         if self.teacher == "none":
             if kd_alpha not in (None, 0, 0.0):
                 raise ValueError(f"{self.pair} trains without a teacher (alpha = 0); kd_alpha={kd_alpha} needs "
@@ -487,6 +524,8 @@ class Bench:
     def _colkey(self, metric, epoch, test: bool):
         """Validate (metric, epoch) for query (test=False) or test (test=True); return the column key."""
         allowed = ALL if test else VISIBLE
+        if type(metric) is not str:
+            raise ValueError(f"metric must be a string, got {metric!r}; valid metrics: {', '.join(allowed)}")
         if metric not in allowed:
             if not test and metric in TEST:
                 raise ValueError(f"{metric!r} is a test metric: searchers see validation metrics only; "
@@ -542,9 +581,9 @@ class Bench:
     def _check_seed(self, seed) -> None:
         if seed is None or (isinstance(seed, str) and seed in ("mean", "expected")):
             return
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"seed must be None (sample a recorded seed), 'mean' or an int; got {seed!r}; "
-                             f"{self.pair} records seeds {self.seeds}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= tb.SEED_MAX:
+            raise ValueError(f"seed must be None (sample a recorded seed), 'mean' or an int in [0, {tb.SEED_MAX}]; "
+                             f"got {seed!r}; {self.pair} records seeds {self.seeds}")
 
     # --- the query path -------------------------------------------------------------------------
 
@@ -567,6 +606,8 @@ class Bench:
                 i = _index(arch)
         st = self._main if kd_temperature is None and kd_alpha is None else \
             self._kd_store(kd_temperature, kd_alpha)
+        if type(metric) is not str or not (epoch is None or type(epoch) is int):
+            self._colkey(metric, epoch, False)  # ValueError before the caches: 3.0 == 3 as a key
         req = metric if epoch is None else (metric, epoch)
         if seed is None:
             lst = st.q.get(req)
@@ -658,6 +699,18 @@ class Bench:
         p = st.seed_pos.get(seed)
         return p is not None and st.rows[p, c] >= 0
 
+    def _check_data(self) -> None:
+        """Live rows must be trained on the table's data: its split hashes must match this machine's
+        (a damaged or different data cache would otherwise give wrong rows, cached for good)."""
+        from . import data as data_mod
+
+        want, have = self.meta.get("split_hashes"), data_mod.load(self.dataset).split_hashes
+        if want is not None and want != have:
+            bad = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+            raise tb.TableError(f"{self.pair}: the {self.dataset} data here differs from the table's (split hashes "
+                                f"of {bad} differ), so live rows would not be comparable; delete the dataset cache "
+                                f"under {_cache_hint()} and retry, or check the installed data package")
+
     def _live(self, todo: dict[int, list[int]], key: tuple) -> None:
         """Train ``{seed: [canonical indices]}`` with the table's recipe and the KD setting ``key``."""
         self._sync_overlay()  # another process may have trained them meanwhile
@@ -672,6 +725,7 @@ class Bench:
         kd = self.kd if key == self._kd_main else self._kd_asked.get(key) or KD(self.teacher, *key)
         task = self._tasks.get(key)
         if task is None:
+            self._check_data()
             task = self._tasks[key] = Task.make(self.recipe, kd)
         threads = torch.get_num_threads()
         if self.live_threads:
@@ -878,6 +932,7 @@ class Bench:
             path = self.root / self.dataset / f"archs-{self.recipe_id}.parquet"
             facts = {k: np.full(N, np.nan) for k in INFO}
             if path.exists():
+                tb.check_listed(path, self.root, self.allow_unlisted)
                 t = tb.read(path, columns=["arch_index", *INFO])
                 a = _np(t.column("arch_index"))
                 for k in INFO:
@@ -980,9 +1035,11 @@ def _choose(pair: str, found: dict[str, Path], recipe_id: str | None) -> Path:
 
 def open(pair: str, root: Path | str | None = None, fallback: str = "live",  # noqa: A001
          overlay_dir: Path | str | None = None, recipe_id: str | None = None,
-         rng: np.random.Generator | int | None = None) -> Bench:
+         rng: np.random.Generator | int | None = None, allow_unlisted: bool = False) -> Bench:
     """Open one pair's table. ``overlay_dir`` is the base folder of the live overlay (default
-    ``$DANAS_CACHE/overlay``); ``rng`` seeds the bench's own generator for ``seed=None`` queries."""
+    ``$DANAS_CACHE/overlay``); ``rng`` seeds the bench's own generator for ``seed=None`` queries.
+    Every file loaded is checked against ``root``'s MANIFEST (sha256) first; ``allow_unlisted=True``
+    also opens files it does not list (tables of your own), which are then only range-checked."""
     from .paths import tables_dir
 
     if fallback not in FALLBACKS:
@@ -994,13 +1051,13 @@ def open(pair: str, root: Path | str | None = None, fallback: str = "live",  # n
         raise ValueError(f"no table for pair {pair!r} under {root}; pairs present: {present}. Pairs are "
                          f"'dataset/teacher' (teacher 'none' = no KD); make a table with "
                          f"`danas-bench generate pair=...`")
-    return Bench(pair, _choose(pair, tables[pair], recipe_id), root, fallback, overlay_dir, rng)
+    return Bench(pair, _choose(pair, tables[pair], recipe_id), root, fallback, overlay_dir, rng, allow_unlisted)
 
 
 def open_all(root: Path | str | None = None, fallback: str = "live",
-             overlay_dir: Path | str | None = None) -> dict[str, Bench]:
+             overlay_dir: Path | str | None = None, allow_unlisted: bool = False) -> dict[str, Bench]:
     """Every pair's table under ``root``: ``{pair: Bench}``."""
-    return {pair: open(pair, root, fallback, overlay_dir) for pair in discover(root)}
+    return {pair: open(pair, root, fallback, overlay_dir, allow_unlisted=allow_unlisted) for pair in discover(root)}
 
 
 # --- CLI --------------------------------------------------------------------------------------------
@@ -1014,17 +1071,18 @@ def cli_query(cfg) -> int:
 
 
 def _cli_query(cfg) -> int:
-    import json
-
     from omegaconf import OmegaConf
 
     arch = cfg.arch
     if arch is None:
         raise SystemExit('usage: danas-bench query "<arch string | index | [op, ...]>" pair=dataset/teacher '
                          '[seed=0] [metric=valid_acc] [epoch=N] [kd.temperature=T kd.alpha=A] [fallback=error]')
-    if not isinstance(arch, (str, int)):
+    if OmegaConf.is_config(arch):
         arch = OmegaConf.to_container(arch)
-    bench = open(cfg.pair, cfg.get("root") or None, cfg.fallback, cfg.get("overlay_dir") or None)
+    if not isinstance(arch, (str, int, list)) or isinstance(arch, bool):
+        space.to_index(arch)  # ValueError saying what an architecture looks like
+    bench = open(cfg.pair, cfg.get("root") or None, cfg.fallback, cfg.get("overlay_dir") or None,
+                 allow_unlisted=bool(cfg.get("allow_unlisted", False)))
     kd_t, kd_a = cfg.kd.temperature, cfg.kd.alpha
     index = space.to_index(arch)
     head = {"pair": bench.pair, "recipe_id": bench.recipe_id, "asked": space.arch_str(index), "index": index,
@@ -1033,7 +1091,7 @@ def _cli_query(cfg) -> int:
         m = cfg.metric
         v = (bench.test(arch, m, cfg.seed, kd_t, kd_a) if m in TEST else
              bench.query(arch, m, cfg.get("epoch"), cfg.seed, kd_temperature=kd_t, kd_alpha=kd_a))
-        print(json.dumps({**head, "metric": m, "epoch": cfg.get("epoch"), "seed": cfg.seed, "value": v}, indent=1))
+        print(_json({**head, "metric": m, "epoch": cfg.get("epoch"), "seed": cfg.seed, "value": v}))
         return 0
     rec = bench.record(arch, cfg.seed, kd_t, kd_a)
     out = {**head, **rec}
@@ -1042,5 +1100,23 @@ def _cli_query(cfg) -> int:
             out["info"] = bench.info(arch)
         except MissingRecord as exc:
             out["info"] = str(exc)
-    print(json.dumps(out, indent=1, default=float))
+    print(_json(out))
     return 0
+
+
+def _json(obj) -> str:
+    """Valid JSON (RFC 8259): a nan or inf (a metric a pair does not record) is written as null."""
+    import json
+
+    def clean(x):
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if isinstance(x, (float, np.floating)):
+            return float(x) if math.isfinite(x) else None
+        if isinstance(x, np.integer):
+            return int(x)
+        return x
+
+    return json.dumps(clean(obj), indent=1, allow_nan=False)

@@ -11,6 +11,7 @@ charged.
 from __future__ import annotations
 
 import math
+import numbers
 
 
 class BudgetExhausted(Exception):
@@ -23,11 +24,14 @@ class Budget:
     __slots__ = ("max_queries", "max_seconds", "spent_queries", "spent_seconds")
 
     def __init__(self, max_queries: int | None = None, max_seconds: float | None = None):
-        if max_queries is not None and (isinstance(max_queries, bool) or int(max_queries) != max_queries
-                                        or max_queries < 0):
-            raise ValueError(f"max_queries must be a non-negative int or None, got {max_queries!r}")
-        if max_seconds is not None and not (float(max_seconds) >= 0 and math.isfinite(float(max_seconds))):
-            raise ValueError(f"max_seconds must be a finite non-negative number or None, got {max_seconds!r}")
+        if max_queries is not None and not (isinstance(max_queries, numbers.Real) and not isinstance(max_queries, bool)
+                                            and math.isfinite(max_queries) and int(max_queries) == max_queries
+                                            and max_queries >= 0):
+            raise ValueError(f"max_queries must be a non-negative int or None (no limit), got {max_queries!r}")
+        if max_seconds is not None and not (isinstance(max_seconds, numbers.Real) and not isinstance(max_seconds, bool)
+                                            and math.isfinite(max_seconds) and max_seconds >= 0):
+            raise ValueError(f"max_seconds must be a finite non-negative number or None (no limit), "
+                             f"got {max_seconds!r}")
         self.max_queries = None if max_queries is None else int(max_queries)
         self.max_seconds = None if max_seconds is None else float(max_seconds)
         self.spent_queries = 0

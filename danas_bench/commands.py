@@ -21,6 +21,9 @@ def teachers(cfg) -> int:
         info = t.train(cfg.dataset, fam, rec)
         print(f"{cfg.dataset}/{fam}: test acc {info['accuracy']['test']:.4f}, params {info['params']:,}, "
               f"{info['train_seconds']:.0f}s")
+    from .generate import register_teachers
+
+    register_teachers(cfg.dataset)  # weights and logits in the MANIFEST: `verify` checks them
     t.report(Path("docs/teachers.md"))
     return 0
 
@@ -126,6 +129,9 @@ def merge(cfg) -> int:
 def verify(cfg) -> int:
     from . import generate as g
 
+    for dataset in cfg.get("register_teachers") or []:  # vouch for teacher files trained here
+        for f in g.register_teachers(dataset, _root(cfg)):
+            print(f"listed {f} in the MANIFEST")
     return 1 if g.verify(_root(cfg)) else 0
 
 

@@ -81,16 +81,16 @@ def make_plan(pair: str, recipe: Recipe, kd: KD, seeds=(0,), archs: int | str = 
         raise ValueError(f"pair {pair} is on dataset {dataset!r} but the recipe is for {recipe.dataset!r}")
     if kd.teacher != teacher:
         raise ValueError(f"pair {pair} has teacher {teacher!r} but the KD setting names {kd.teacher!r}")
-    seeds, noise_seeds = [int(s) for s in seeds], [int(s) for s in noise_seeds]
+    seeds, noise_seeds = _seed_list("seeds", seeds), _seed_list("noise_seeds", noise_seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be a non-empty list without repeats, got {seeds}")
     if len(set(noise_seeds)) != len(noise_seeds) or set(noise_seeds) & set(seeds):
         raise ValueError(f"noise_seeds {noise_seeds} must not repeat and must not overlap seeds {seeds} "
                          f"(a row is one architecture and one seed)")
-    if noise_seeds and not 0 < noise_fraction <= 1:
-        raise ValueError(f"noise_fraction must lie in (0, 1], got {noise_fraction}")
-    if int(shard_size) < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    if noise_seeds and not (_is_number(noise_fraction) and 0 < noise_fraction <= 1):
+        raise ValueError(f"noise_fraction must be a number in (0, 1], got {noise_fraction!r}")
+    if not _is_int(shard_size) or shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1 (an int), got {shard_size!r}")
     shard_size = int(shard_size)
     base, sampled = arch_set(archs, arch_sample_seed)
     noise = np.sort(np.random.default_rng(arch_sample_seed + 1).choice(
@@ -102,6 +102,28 @@ def make_plan(pair: str, recipe: Recipe, kd: KD, seeds=(0,), archs: int | str = 
                 shards.append({"id": sid, "seed": int(seed), "archs": sorted(int(a) for a in pool[i:i + shard_size])})
                 sid += 1
     return Plan(pair, recipe.to_dict(), recipe.recipe_id, kd.__dict__.copy(), shards, sampled)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_number(v) -> bool:
+    return (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+            and bool(np.isfinite(v)))
+
+
+def _seed_list(name: str, seeds) -> list[int]:
+    """Seeds as ints in the table's int16 range, refused before anything trains (a seed the table
+    cannot store would otherwise train first and fail at the write, on every retry)."""
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise ValueError(f"{name} must be a list of ints in [0, {tb.SEED_MAX}], got {seeds!r}")
+    out = []
+    for s in seeds:
+        if not _is_int(s) or not 0 <= s <= tb.SEED_MAX:
+            raise ValueError(f"{name} must be ints in [0, {tb.SEED_MAX}] (the table stores int16), got {s!r}")
+        out.append(int(s))
+    return out
 
 
 def shard_dir(pair: str, recipe_id: str, root: Path | None = None) -> Path:
@@ -227,8 +249,9 @@ def run_pending(plan: Plan, d: Path, executor: str = "local", workers: int | Non
         raise ValueError(f"unknown executor {executor!r}; choose local, slurm or debug")
     if int(chunk) < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    for stale in d.glob(".shard-*.tmp-*"):  # torn temp files of killed writers
-        stale.unlink(missing_ok=True)
+    for tmp in d.glob(".shard-*.tmp-*"):  # torn temp files of killed writers; never a live writer's
+        if tb.stale_temp(tmp):
+            tmp.unlink(missing_ok=True)
     pending = [s["id"] for s in plan.shards if not shard_done(shard_path(d, s["id"]), plan, s)]
     done0 = len(plan.shards) - len(pending)
     log(f"{plan.pair} recipe {plan.recipe_id}: {len(plan.shards)} shards, {done0} done, {len(pending)} to run "
@@ -449,6 +472,7 @@ def merge(plan: Plan, d: Path, root: Path | None = None, log=print, partial: boo
     meta = shard_meta(plan, None)
     coverage = round(table.num_rows / len(plan.rows()), 4)
     meta.update({"sampled": plan.sampled, "partial": partial, "coverage": coverage, "rows": table.num_rows,
+                 "seeds": sorted({s["seed"] for s in plan.shards}),
                  "shards": sorted(s["id"] for s in done), **_shard_counts(parts),
                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     out = table_path(plan.pair, plan.recipe_id, root)
@@ -475,24 +499,18 @@ def check_coverage(table: pa.Table, expected: set[tuple[int, int]], name: str) -
 
 
 def manifest_path(root: Path | None = None) -> Path:
-    return (root or tables_dir()) / "MANIFEST"
+    return tb.manifest_path(root or tables_dir())
 
 
 def load_manifest(root: Path | None = None) -> dict:
-    p = manifest_path(root)
-    if not p.exists():
-        return {"manifest_version": 1, "files": {}}
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise tb.TableError(f"{p}: not valid JSON ({exc}); restore it from git") from exc
+    return tb.load_manifest(root or tables_dir())
 
 
 def update_manifest(path: Path, root: Path | None = None, kind: str = "table", extra: dict | None = None) -> None:
     from filelock import FileLock
 
     root = root or tables_dir()
-    rel = str(Path(path).resolve().relative_to(root.resolve()))
+    rel = tb.manifest_rel(path, root)
     entry = {"kind": kind, "sha256": tb.sha256(path), "bytes": Path(path).stat().st_size,
              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if path.suffix == ".parquet":
@@ -514,15 +532,48 @@ def update_manifest(path: Path, root: Path | None = None, kind: str = "table", e
         os.replace(tmp, manifest_path(root))
 
 
-def verify(root: Path | None = None, log=print) -> list[str]:
-    """Re-check every file of the manifest; return the problems (empty when all is well)."""
+def register_teachers(dataset: str, root: Path | None = None) -> list[Path]:
+    """Add a dataset's teacher weights and cached logits to the MANIFEST (students read the logits, so
+    a changed logit changes every KD row trained later; `verify` checks them like the tables)."""
     root = root or tables_dir()
-    man = load_manifest(root)
+    files = sorted((root / "teachers" / dataset).glob("*.safetensors"))
+    for f in files:
+        teacher = f.name.split(".")[0]
+        kind = "teacher-logits" if f.name.endswith(".logits.safetensors") else "teacher-weights"
+        update_manifest(f, root, kind=kind, extra={"dataset": dataset, "teacher": teacher})
+    return files
+
+
+def unlisted(root: Path | None = None, man: dict | None = None) -> list[str]:
+    """Tables, architecture files and teacher files under ``root`` that the MANIFEST does not list."""
+    root = root or tables_dir()
+    listed = set((man or load_manifest(root))["files"])
+    found = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []:
+        if d.name == "shards":
+            continue
+        pattern = "*/*.safetensors" if d.name == "teachers" else "*.parquet"
+        found += [str(f.relative_to(root)) for f in sorted(d.glob(pattern)) if not f.name.startswith(".")]
+    return [rel for rel in found if rel not in listed]
+
+
+def verify(root: Path | None = None, log=print) -> list[str]:
+    """Re-check every file of the manifest; return the problems (empty when all is well). Files under
+    ``root`` that it does not list (tables, teacher weights and logits) are logged as UNLISTED."""
+    root = root or tables_dir()
+    try:
+        man = load_manifest(root)
+    except tb.TableError as exc:
+        log(f"FAIL {exc}")
+        return [str(exc)]
     problems = []
     if not man["files"]:
         problems.append(f"{manifest_path(root)}: no files listed")
     for rel, entry in sorted(man["files"].items()):
         p = root / rel
+        if Path(rel).is_absolute() or not p.resolve().is_relative_to(root.resolve()):
+            problems.append(f"{rel}: MANIFEST path lies outside the tables root {root}; not read (fix the entry)")
+            continue
         if not p.exists():
             problems.append(f"{rel}: listed in MANIFEST but missing")
             continue
@@ -536,6 +587,12 @@ def verify(root: Path | None = None, log=print) -> list[str]:
         try:
             table = tb.read(p)
             meta = tb.read_meta(p)
+            for name in ("arch_index", "seed", *tb.UNIT_RANGE, *tb.NON_NEGATIVE):
+                if name in table.column_names:
+                    col = table.column(name)
+                    if pa.types.is_list(col.type):
+                        col = pc.list_flatten(col)
+                    tb.check_values(name, col.to_numpy(zero_copy_only=False).astype(float), rel)
         except tb.TableError as exc:
             problems.append(str(exc))
             continue
@@ -570,6 +627,10 @@ def verify(root: Path | None = None, log=print) -> list[str]:
                     problems.append(f"{rel}: seed 0 covers {len(got)} of {len(canon)} canonical architectures")
     for msg in problems:
         log(f"FAIL {msg}")
+    for rel in unlisted(root, man):  # not failures: open() refuses them unless the user opts in
+        hint = (f"`danas-bench verify register_teachers=[{rel.split('/')[1]}]`" if rel.startswith("teachers/")
+                else "`danas-bench merge`")
+        log(f"UNLISTED {rel}: not in MANIFEST, so nothing vouches for it; list it with {hint} or delete it")
     if not problems:
         log(f"OK: {len(man['files'])} files in {manifest_path(root)} verified")
     return problems

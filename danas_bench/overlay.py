@@ -8,6 +8,10 @@ lock while they check which keys ``(arch_index, seed, kd_temperature, kd_alpha)`
 and write the rest, so several processes filling the same overlay lose no rows and write no duplicate
 rows. Readers take no lock: a file is either absent or complete. :meth:`Overlay.compact` folds the
 files into one.
+
+A damaged file (unreadable, failing its page checksums or holding impossible values) is skipped with
+one warning: its rows count as absent, so they are trained again and written to a new file, and
+``compact`` moves it aside as ``<name>.corrupt`` instead of folding it in.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ class Overlay:
         self.dir = overlay_dir(pair, recipe_id, base)
         self._seen: set[str] = set()          # files already returned by read_new
         self._keys: dict[str, list[tuple]] = {}  # file name -> its row keys (files never change)
+        self._bad: set[str] = set()           # damaged files, warned about once
 
     @property
     def lock_path(self) -> Path:
@@ -103,18 +108,24 @@ class Overlay:
         return sorted(p for p in self.dir.glob("*.parquet") if not p.name.startswith("."))
 
     def _read(self, path: Path) -> pa.Table | None:
-        """One overlay file, conformed; None (with a warning) when it is foreign or unreadable."""
+        """One overlay file, conformed and range-checked; None (with one warning) when it is foreign,
+        unreadable or damaged: its rows are then absent and get trained again."""
+        if path.name in self._bad:
+            return None
         try:
             meta = tb.read_meta(path)
             if meta.get("recipe_id") != self.recipe_id or meta.get("pair") != self.pair:
-                warnings.warn(f"{path}: overlay file of {meta.get('pair')} recipe {meta.get('recipe_id')} "
-                              f"in the folder of {self.pair} recipe {self.recipe_id}; ignored", stacklevel=3)
-                return None
-            return conform(pq.ParquetFile(path).read())
+                raise tb.TableError(f"overlay file of {meta.get('pair')} recipe {meta.get('recipe_id')} in the "
+                                    f"folder of {self.pair} recipe {self.recipe_id}")
+            table = conform(pq.ParquetFile(path, page_checksum_verification=True).read())
+            check_rows(table, path)
+            return table
         except FileNotFoundError:  # compacted away between listing and reading
             return None
-        except (tb.TableError, pa.ArrowException, OSError, KeyError) as exc:
-            warnings.warn(f"{path}: unreadable overlay file ignored ({exc})", stacklevel=3)
+        except (tb.TableError, pa.ArrowException, OSError, KeyError, ValueError, TypeError) as exc:
+            self._bad.add(path.name)
+            warnings.warn(f"{path}: damaged overlay file skipped ({exc}); its rows will be trained again; "
+                          f"`compact()` moves it aside", stacklevel=3)
             return None
 
     def read_new(self) -> pa.Table | None:
@@ -134,16 +145,15 @@ class Overlay:
         return dedupe(pa.concat_tables(parts)) if parts else pa.Table.from_batches([], schema=tb.RESULT_SCHEMA)
 
     def _keys_on_disk(self) -> set[tuple]:
+        """Keys of the rows that readers can read: a damaged file's keys are not on disk (its values are
+        unreadable, so its rows must be written again, or they would be missing for good)."""
         keys: set[tuple] = set()
         for p in self.files():
             if p.name not in self._keys:
-                try:
-                    self._keys[p.name] = table_keys(pq.ParquetFile(p).read(columns=KEY_COLUMNS))
-                except FileNotFoundError:
+                t = self._read(p)
+                if t is None and not p.exists():
                     continue
-                except (pa.ArrowException, OSError) as exc:
-                    warnings.warn(f"{p}: unreadable overlay file ignored ({exc})", stacklevel=3)
-                    self._keys[p.name] = []
+                self._keys[p.name] = [] if t is None else table_keys(t)
             keys.update(self._keys[p.name])
         return keys
 
@@ -167,6 +177,7 @@ class Overlay:
             if r.get("recipe_id") != self.recipe_id:
                 raise ValueError(f"record of recipe {r.get('recipe_id')} cannot go to the overlay of recipe "
                                  f"{self.recipe_id}")
+        check_rows(tb.to_table(records, {}), f"live training of {self.pair}")  # never cache a NaN row
         with self._lock():
             have = self._keys_on_disk()
             fresh = []
@@ -187,6 +198,11 @@ class Overlay:
         """Fold every overlay file into one (under the lock); return the new file (None: empty overlay)."""
         with self._lock():
             old = self.files()
+            for p in old:
+                if self._read(p) is None and p.exists():  # damaged: keep it aside, out of the overlay
+                    os.replace(p, p.with_name(p.name + ".corrupt"))
+                    self._keys.pop(p.name, None)
+            old = self.files()
             if len(old) <= 1:
                 return old[0] if old else None
             table = self.read_all()
@@ -201,6 +217,23 @@ class Overlay:
                 p.unlink(missing_ok=True)
                 self._keys.pop(p.name, None)
         return path
+
+
+def check_rows(table: pa.Table, where) -> None:
+    """Range-check every value column of overlay rows (TableError naming the column)."""
+    from .bench import _np, _np_lists  # (bench imports this module)
+
+    for name in ("arch_index", "seed", *tb.UNIT_RANGE, *tb.NON_NEGATIVE):
+        col = table.column(name)
+        if pa.types.is_list(col.type):
+            width = len(col[0]) if table.num_rows and col[0].is_valid else 0
+            try:
+                values = _np_lists(col, width)
+            except ValueError:
+                raise tb.TableError(f"{where}: column {name} holds curves of different lengths") from None
+        else:
+            values = _np(col, np.float64)
+        tb.check_values(name, values, where)
 
 
 def _json(meta: dict) -> bytes:

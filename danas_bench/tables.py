@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 import platform
+import socket
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -40,8 +42,84 @@ ARCH_SCHEMA = pa.schema([
 ])
 
 
+SEED_MAX = 32767  # seeds are stored as int16
+# value ranges checked when a column is loaded: a damaged file must fail loudly, not answer wrongly
+UNIT_RANGE = ("valid_acc", "test_acc", "train_acc", "valid_acc_curve", "valid_ece", "test_ece",
+              "valid_agreement", "test_agreement")
+NON_NEGATIVE = ("train_loss", "valid_loss", "test_loss", "valid_kl_teacher", "test_kl_teacher",
+                "train_seconds", "epoch_seconds")
+# columns every row must hold (the others are null where they do not apply, e.g. KL on a `none` pair)
+REQUIRED = ("valid_acc", "test_acc", "train_acc", "valid_acc_curve", "train_loss", "valid_loss", "test_loss",
+            "train_seconds", "epoch_seconds")
+
+
 class TableError(ValueError):
     """A table or shard is unreadable, foreign, incomplete or does not match the manifest."""
+
+
+def check_values(name: str, values, where) -> None:
+    """Refuse a loaded column whose values cannot be right (TableError naming file, column and value).
+
+    ``values``: a numpy array of the column (nulls as nan). Accuracies lie in [0, 1], losses, KL and
+    seconds are finite and >= 0, required columns hold no nan, indices lie in the space, seeds in int16.
+    """
+    import numpy as np
+
+    v = np.asarray(values)
+    if v.size == 0:
+        return
+    if name == "arch_index":
+        bad = (v < 0) | (v >= 15625)
+        rule = "an architecture index in [0, 15624]"
+    elif name == "seed":
+        bad = (v < 0) | (v > SEED_MAX)
+        rule = f"a seed in [0, {SEED_MAX}]"
+    elif name in UNIT_RANGE or name in NON_NEGATIVE:
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isnan(v) & ((v < 0) | ~np.isfinite(v) | ((v > 1) if name in UNIT_RANGE else False))
+        if name in REQUIRED:
+            bad |= np.isnan(v)
+        rule = "a number in [0, 1]" if name in UNIT_RANGE else "a finite number >= 0"
+    else:
+        return
+    if bad.any():
+        first = v[bad].flat[0].item()
+        raise TableError(f"{where}: column {name} holds {int(bad.sum())} impossible values (e.g. {first!r}; each must be "
+                         f"{rule}); the file is damaged: restore it from git or regenerate it")
+
+
+def temp_path(path: Path) -> Path:
+    """The temporary name a writer of ``path`` uses: it names the writer's host and pid, so that a
+    restart can tell a live writer's temp file from a dead one's (:func:`stale_temp`)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+
+
+STALE_TEMP_S = 3600.0  # a temp file of another host older than this is a dead writer's (writes take seconds)
+
+
+def stale_temp(tmp: Path, now: float | None = None) -> bool:
+    """Whether a writer's temp file is left over: its writer (this host, its pid) is gone, or it is
+    another host's and older than ``STALE_TEMP_S``."""
+    tail = tmp.name.rsplit(".tmp-", 1)[-1]
+    host, _, pid = tail.rpartition("-")
+    if not host and pid.isdigit():  # the older name ".tmp-<pid>": taken as this host's, as it was then
+        host = socket.gethostname()
+    try:
+        age = (time.time() if now is None else now) - tmp.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    if host == socket.gethostname() and pid.isdigit():
+        if int(pid) == os.getpid():
+            return True  # our own: nothing of ours is in flight while we look
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass  # alive, another user's
+        return False  # alive (or a reused pid: the file goes once it is old, on another restart)
+    return age > STALE_TEMP_S
 
 
 def machine() -> dict:
@@ -99,10 +177,11 @@ def write_atomic(table: pa.Table, path: Path) -> None:
     """Write Parquet to ``path`` atomically: temp file in the same folder, fsync, rename, fsync dir."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as f:
-            pq.write_table(table, f, compression="zstd")
+            # page checksums: a flipped bit in a data page is a read error, not a different value
+            pq.write_table(table, f, compression="zstd", write_page_checksum=True)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -135,7 +214,7 @@ def read_meta(path: Path) -> dict:
 def read(path: Path, columns: list[str] | None = None) -> pa.Table:
     read_meta(path)
     try:
-        return pq.read_table(path, columns=columns)
+        return pq.read_table(path, columns=columns, page_checksum_verification=True)
     except Exception as exc:
         raise TableError(f"{path}: Parquet data unreadable ({type(exc).__name__}: {exc}); "
                          f"it is truncated or corrupt: delete it and regenerate") from exc
@@ -147,6 +226,63 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# --- the MANIFEST ------------------------------------------------------------------------------------
+
+def manifest_path(root: Path) -> Path:
+    return Path(root) / "MANIFEST"
+
+
+def load_manifest(root: Path) -> dict:
+    """``root``'s MANIFEST ({"files": {relative path: entry}}); an empty one when there is none.
+    TableError in one line when it is not valid JSON or an entry lacks its sha256."""
+    p = manifest_path(root)
+    if not p.exists():
+        return {"manifest_version": 1, "files": {}}
+    try:
+        man = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TableError(f"{p}: not valid JSON ({exc}); restore it from git (`git checkout -- {p}`) "
+                         f"or rebuild it with `danas-bench merge`") from None
+    files = man.get("files") if isinstance(man, dict) else None
+    if not isinstance(files, dict):
+        raise TableError(f"{p}: malformed, it has no \"files\" object; restore it from git")
+    for rel, entry in files.items():
+        sha = entry.get("sha256") if isinstance(entry, dict) else None
+        if not isinstance(sha, str) or len(sha) != 64:
+            raise TableError(f"{p}: entry {rel!r} has no valid sha256; restore the MANIFEST from git")
+    return man
+
+
+def manifest_rel(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` as the MANIFEST writes it; TableError when it lies outside."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        raise TableError(f"{path} lies outside the tables root {root}") from None
+
+
+def check_listed(path: Path, root: Path, allow_unlisted: bool = False) -> dict | None:
+    """Check ``path`` against ``root``'s MANIFEST before it is loaded: its sha256 and size must match
+    the entry. An unlisted file is refused unless ``allow_unlisted`` (the user's own tables); return
+    the entry (None when unlisted and allowed)."""
+    rel = manifest_rel(path, root)
+    entry = load_manifest(root)["files"].get(rel)
+    if entry is None:
+        if allow_unlisted:
+            return None
+        raise TableError(f"{path} is not listed in {manifest_path(root)}, so its integrity cannot be checked; "
+                         f"tables made by `danas-bench generate`/`merge` are listed; for a file of your own pass "
+                         f"allow_unlisted=True (CLI: allow_unlisted=true)")
+    digest = sha256(path)
+    if digest != entry["sha256"]:
+        size = Path(path).stat().st_size
+        sizes = f"{size} bytes, MANIFEST {entry.get('bytes')}" if size != entry.get("bytes") else f"same size {size}"
+        raise TableError(f"{path}: sha256 {digest[:12]}... differs from the MANIFEST's {entry['sha256'][:12]}... "
+                         f"({sizes}): the file is damaged or was changed; restore it from git or regenerate it, "
+                         f"and run `danas-bench verify`")
+    return entry
 
 
 def pair_slug(pair: str) -> str:
