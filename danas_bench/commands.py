@@ -18,7 +18,7 @@ def teachers(cfg) -> int:
     fams = cfg.families or t.TEACHERS[cfg.dataset]
     rec = t.TeacherRecipe(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.seed)
     for fam in fams:
-        info = t.train(cfg.dataset, fam, rec)
+        info = t.train(cfg.dataset, fam, rec, device=cfg.get("device", "cpu"))
         print(f"{cfg.dataset}/{fam}: test acc {info['accuracy']['test']:.4f}, params {info['params']:,}, "
               f"{info['train_seconds']:.0f}s")
     from .generate import register_teachers
@@ -101,10 +101,15 @@ def generate(cfg) -> int:
     plan = g.make_plan(cfg.pair, recipe, kd, list(cfg.seeds), cfg.archs, cfg.arch_sample_seed,
                        list(cfg.noise_seeds), cfg.noise_fraction, cfg.shard_size)
     d = g.shard_dir(cfg.pair, recipe.recipe_id, _root(cfg))
+    if cfg.get("dry_run"):  # the plan, the sbatch script, where data and teachers go: no SLURM, data or teachers needed
+        from .cluster import dry_run
+
+        return dry_run(plan, d, recipe, OmegaConf.to_container(cfg.executor), cfg.chunk, cfg.recipe)
     plan = g.save_plan(plan, d)
     ex = cfg.executor
     g.run_pending(plan, d, ex.name, ex.get("workers"), cfg.chunk,
-                  OmegaConf.to_container(ex) if ex.name == "slurm" else None, max_shards=cfg.get("max_shards"))
+                  OmegaConf.to_container(ex) if ex.name == "slurm" else None, max_shards=cfg.get("max_shards"),
+                  device=ex.get("device", "cpu"))
     left = sum(not g.shard_path(d, s["id"]).exists() for s in plan.shards)
     if cfg.merge and (left == 0 or cfg.get("partial", False)):
         g.merge(plan, d, _root(cfg), partial=bool(cfg.get("partial", False)))

@@ -205,8 +205,9 @@ def shard_done(path: Path, plan: Plan, shard: dict) -> bool:
         return False
 
 
-def run_shard(d: str, plan_json: str, sid: int, chunk: int = 16) -> str:
-    """One submitit task: train one shard with the engine and write it atomically."""
+def run_shard(d: str, plan_json: str, sid: int, chunk: int = 16, device: str = "cpu") -> str:
+    """One submitit task: train one shard with the engine (on ``device``: cpu, or cuda on a GPU node)
+    and write it atomically."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -223,7 +224,7 @@ def run_shard(d: str, plan_json: str, sid: int, chunk: int = 16) -> str:
     if tell:
         print(f"shard {sid}: {plan.pair}, seed {shard['seed']}, {len(archs)} architectures -> {path}", flush=True)
     t0 = time.perf_counter()
-    task = Task.make(Recipe.from_dict(plan.recipe), KD(**plan.kd))
+    task = Task.make(Recipe.from_dict(plan.recipe), KD(**plan.kd), device)
     records = []
     for i in range(0, len(archs), chunk):
         records += train_many(archs[i:i + chunk], shard["seed"], task)
@@ -242,7 +243,7 @@ def _progress(total: int, done0: int):
 
 
 def run_pending(plan: Plan, d: Path, executor: str = "local", workers: int | None = None, chunk: int = 16,
-                slurm: dict | None = None, log=print, max_shards: int | None = None) -> list[int]:
+                slurm: dict | None = None, log=print, max_shards: int | None = None, device: str = "cpu") -> list[int]:
     """Run every shard that is not done yet (at most ``max_shards`` of them, lowest ids first: a round of
     a round-robin over pairs); return the ids that ran."""
     if executor not in ("debug", "local", "slurm"):
@@ -265,12 +266,12 @@ def run_pending(plan: Plan, d: Path, executor: str = "local", workers: int | Non
     try:
         if executor == "debug":
             for sid in pending:
-                run_shard(str(d), pj, sid, chunk)
+                run_shard(str(d), pj, sid, chunk, device)
                 bar.update()
         elif executor == "local":
-            _run_local(d, pj, pending, workers, chunk, bar)
+            _run_local(d, pj, pending, workers, chunk, bar, device)
         elif executor == "slurm":
-            _run_slurm(d, pj, pending, chunk, slurm or {}, bar, log)
+            _run_slurm(d, pj, pending, chunk, slurm or {}, bar, log, device)
         else:
             raise ValueError(f"unknown executor {executor!r}; choose local, slurm or debug")
     finally:
@@ -278,7 +279,7 @@ def run_pending(plan: Plan, d: Path, executor: str = "local", workers: int | Non
     return pending
 
 
-def _run_local(d: Path, pj: str, pending: list[int], workers: int | None, chunk: int, bar) -> None:
+def _run_local(d: Path, pj: str, pending: list[int], workers: int | None, chunk: int, bar, device: str = "cpu") -> None:
     """submitit's local executor, at most one task per core in flight (each task single-threaded)."""
     import submitit
 
@@ -291,7 +292,7 @@ def _run_local(d: Path, pj: str, pending: list[int], workers: int | None, chunk:
     try:
         while todo or running:
             while todo and len(running) < w:
-                running.append(ex.submit(run_shard, str(d), pj, todo.pop(0), chunk))
+                running.append(ex.submit(run_shard, str(d), pj, todo.pop(0), chunk, device))
             time.sleep(0.5)
             for job in [j for j in running if j.done()]:
                 running.remove(job)
@@ -304,24 +305,15 @@ def _run_local(d: Path, pj: str, pending: list[int], workers: int | None, chunk:
             job.cancel(check=False)
 
 
-def _run_slurm(d: Path, pj: str, pending: list[int], chunk: int, slurm: dict, bar, log) -> None:
+def _run_slurm(d: Path, pj: str, pending: list[int], chunk: int, slurm: dict, bar, log, device: str = "cpu") -> None:
     """SLURM array jobs, one array task per pending shard (several arrays if SLURM's MaxArraySize is hit)."""
     import submitit
 
     plan = Plan.from_json(pj)
     ex = submitit.AutoExecutor(folder=d / "logs" / "%j", cluster="slurm")
-    params = {"timeout_min": slurm.get("timeout_min", 60), "cpus_per_task": slurm.get("cpus_per_task", 1),
-              "slurm_array_parallelism": slurm.get("array_parallelism", 64), "tasks_per_node": 1,
-              "name": f"danas-{tb.pair_slug(plan.pair)}"}  # what squeue shows as the job name
-    if slurm.get("partition"):
-        params["slurm_partition"] = slurm["partition"]
-    if slurm.get("mem_gb"):
-        params["mem_gb"] = slurm["mem_gb"]
-    if slurm.get("gpus_per_node"):
-        params["gpus_per_node"] = slurm["gpus_per_node"]
-    if slurm.get("additional_parameters"):
-        params["slurm_additional_parameters"] = dict(slurm["additional_parameters"])
-    ex.update_parameters(**params)
+    from .cluster import slurm_params  # the same parameters the dry run renders
+
+    ex.update_parameters(**slurm_params(slurm, plan.pair))
     size = slurm.get("max_array_size")
     size = 1000 if size is None else int(size)
     if size < 1:
@@ -330,7 +322,7 @@ def _run_slurm(d: Path, pj: str, pending: list[int], chunk: int, slurm: dict, ba
     for i in range(0, len(pending), size):
         part = pending[i:i + size]
         n = len(part)
-        new = ex.map_array(run_shard, [str(d)] * n, [pj] * n, part, [chunk] * n)
+        new = ex.map_array(run_shard, [str(d)] * n, [pj] * n, part, [chunk] * n, [device] * n)
         array_ids.append(new[0].job_id.split("_")[0])
         # submitit submits a single task as a plain job (job id "<id>", logs/<id>/), not an array
         what, logs = (("array job", f"{d / 'logs' / array_ids[-1]}_<task>") if n > 1

@@ -22,12 +22,15 @@ from .paths import tables_dir
 from .student import bn_cls, conv_cls, pool_cls
 
 TEACHERS = {"mnist1d": ("resnet", "tcn"), "digits": ("resnet", "mlp"),
-            "fashion-mnist": ("resnet", "mlp"), "mnist-5k": ("resnet", "mlp")}
+            "fashion-mnist": ("resnet", "mlp"), "mnist-5k": ("resnet", "mlp"),
+            # tier L: trained on the user's GPU (`danas-bench teachers dataset=cifar10 device=cuda`), not shipped
+            "cifar10": ("resnet", "vit"), "cifar100": ("resnet", "vit")}
 # teachers of tables v1 that v2 replaced: their tables stay queryable, new recipes do not use them
 RETIRED = {"mnist1d": ("mlp",)}
 FAMILIES = {"resnet": "wide residual CNN (3 stages x 2 blocks, widths 32/64/128)",
             "mlp": "MLP (2 hidden layers of 512, dropout 0.2)",
-            "tcn": "dilated 1-D CNN (5 residual blocks, dilations 1-16, width 64)"}
+            "tcn": "dilated 1-D CNN (5 residual blocks, dilations 1-16, width 64)",
+            "vit": "vision transformer (4 x 4 patches, 6 pre-norm blocks of width 192, 3 heads)"}
 
 
 class Block(nn.Module):
@@ -98,6 +101,27 @@ class TCN(nn.Module):
         return self.head(x.mean(-1))
 
 
+class ViT(nn.Module):
+    """A small vision transformer (attention family) for 2-D images: tier L's second teacher, a different
+    inductive bias from the residual CNN (an MLP is below the students on CIFAR)."""
+
+    def __init__(self, in_channels: int, num_classes: int, image: int, patch: int = 4, dim: int = 192,
+                 depth: int = 6, heads: int = 3):
+        super().__init__()
+        self.patch = nn.Conv2d(in_channels, dim, patch, patch)
+        self.pos = nn.Parameter(torch.zeros(1, (image // patch) ** 2, dim))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2) + self.pos
+        return self.head(self.norm(self.encoder(x)).mean(1))
+
+
 @dataclass(frozen=True)
 class TeacherRecipe:
     epochs: int = 60
@@ -116,7 +140,11 @@ def make(family: str, ds: data_mod.Dataset) -> nn.Module:
         if ds.ndim != 1:
             raise ValueError(f"the tcn teacher is a 1-D network; {ds.name} has {ds.ndim}-D inputs")
         return TCN(ds.shape[0], ds.num_classes)
-    raise ValueError(f"unknown teacher family {family!r}; known: resnet, mlp, tcn")
+    if family == "vit":
+        if ds.ndim != 2:
+            raise ValueError(f"the vit teacher is a 2-D network; {ds.name} has {ds.ndim}-D inputs")
+        return ViT(ds.shape[0], ds.num_classes, ds.shape[-1])
+    raise ValueError(f"unknown teacher family {family!r}; known: resnet, mlp, tcn, vit")
 
 
 def teacher_dir(dataset: str) -> Path:
@@ -134,27 +162,30 @@ def check_pair(dataset: str, teacher: str) -> None:
 
 @torch.no_grad()
 def _logits(model: nn.Module, x: torch.Tensor, bs: int = 1024) -> torch.Tensor:
+    """Eval-mode logits on the CPU; ``x`` may live on the CPU while the model is on a GPU."""
     model.eval()
-    return torch.cat([model(x[i:i + bs]) for i in range(0, len(x), bs)])
+    dev = next(model.parameters()).device
+    return torch.cat([model(x[i:i + bs].to(dev)).cpu() for i in range(0, len(x), bs)])
 
 
 def train(dataset: str, family: str, recipe: TeacherRecipe = TeacherRecipe(), out: Path | None = None,
-          log=print) -> dict:
-    """Train one teacher on the train split, pick nothing on test, save weights and logits."""
+          log=print, device: str = "cpu") -> dict:
+    """Train one teacher on the train split, pick nothing on test, save weights and logits. ``device``:
+    where it trains (tier L: a GPU); the model is made on the CPU, so its initial weights do not depend on it."""
     check_pair(dataset, family)
     ds = data_mod.load(dataset)
     torch.manual_seed(recipe.seed)
-    model = make(family, ds)
+    model = make(family, ds).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, nesterov=True,
                           weight_decay=recipe.weight_decay)
-    x, y = ds.x["train"], ds.y["train"]
+    x, y = ds.x["train"].to(device), ds.y["train"].to(device)
     steps = recipe.epochs * ((len(x) + recipe.batch_size - 1) // recipe.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     gen = torch.Generator().manual_seed(recipe.seed)
     t0 = time.perf_counter()
     for epoch in range(recipe.epochs):
         model.train()
-        perm = torch.randperm(len(x), generator=gen)
+        perm = torch.randperm(len(x), generator=gen).to(device)
         for i in range(0, len(x), recipe.batch_size):
             idx = perm[i:i + recipe.batch_size]
             loss = F.cross_entropy(model(x[idx]), y[idx])
@@ -175,7 +206,8 @@ def train(dataset: str, family: str, recipe: TeacherRecipe = TeacherRecipe(), ou
     out = out or teacher_dir(dataset)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"info": json.dumps(info, sort_keys=True)}
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / f"{family}.safetensors", meta)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, out / f"{family}.safetensors",
+              meta)
     save_file(logits, out / f"{family}.logits.safetensors", meta)
     return info
 

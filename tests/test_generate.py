@@ -409,7 +409,7 @@ VALID = "valid pairs: mnist1d/resnet, mnist1d/mlp, mnist1d/none, digits/resnet"
 @pytest.mark.parametrize("pair, expected", [
     ("digits/vit", ["unknown teacher 'vit' for digits", "choose one of resnet, mlp, none"]),
     ("digits/", ["unknown teacher '' for digits", "choose one of resnet, mlp, none"]),
-    ("cifar10/resnet", ["unknown dataset 'cifar10'", "datasets with teachers: mnist1d, digits"]),
+    ("cifar11/resnet", ["unknown dataset 'cifar11'", "datasets with teachers: mnist1d, digits"]),
     ("/resnet", ["unknown dataset ''", "datasets with teachers: mnist1d, digits"]),
     ("digits", ["'dataset/teacher', got 'digits'", VALID]),
     ("digits/resnet/x", ["got 'digits/resnet/x'", VALID]),

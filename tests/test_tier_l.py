@@ -273,3 +273,52 @@ def test_cuda_engine_matches_the_cpu(cifar_root, archs, autocast):
         assert g["train_loss"][0] == pytest.approx(c["train_loss"][0], rel=tol)
         assert g["train_seconds"] > 0
     assert plain["train_loss"][0] == pytest.approx(gpu[0]["train_loss"][0], rel=tol)
+
+
+# --- teachers, recipes and the cluster dry run ----------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_tier_l_recipes_and_teachers_are_registered(dataset):
+    from danas_bench import teachers
+    from danas_bench.recipe import RECIPE_DIR, recipe_for
+
+    assert "PROVISIONAL" in (RECIPE_DIR / f"{dataset}.yaml").read_text()  # says it was not chosen by a search
+    r = recipe_for(dataset)
+    assert r.dataset == dataset and r.autocast is None
+    fams = teachers.TEACHERS[dataset]
+    assert "resnet" in fams and len(fams) >= 2 and all(f in teachers.FAMILIES for f in fams)
+
+
+def test_vit_teacher_on_colour_images():
+    from danas_bench import teachers
+
+    ds = data.Dataset("cifar10", {"train": torch.zeros(2, 3, 32, 32)}, {"train": torch.zeros(2, dtype=torch.long)}, 10)
+    model = teachers.make("vit", ds)
+    assert model(torch.randn(5, 3, 32, 32)).shape == (5, 10)
+    with pytest.raises(ValueError, match="2-D network"):
+        teachers.make("vit", data.Dataset("x", {"train": torch.zeros(2, 1, 40)}, {}, 10))
+
+
+def test_gpu_cluster_dry_run_needs_no_data_no_teachers_no_slurm(tmp_path):
+    """`generate ... executor=gpu_cluster dry_run=true` exits 0 on a machine without the dataset, the
+    teachers and SLURM, prints the plan, where inputs go, a labelled estimate and an sbatch script
+    that requests a GPU; it writes nothing."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DANAS_DATA",)}
+    env.update(DANAS_TABLES=str(tmp_path / "tables"), DANAS_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "danas_bench.cli", "generate", "pair=cifar10/resnet",
+                        "executor=gpu_cluster", "dry_run=true"], capture_output=True, text=True, env=env,
+                       cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "DRY RUN" in out and "51 shards of <= 128" in out and "array size 51" in out
+    assert "1 GPU(s) per task" in out and "time limit 240 min" in out
+    assert "PROVISIONAL" in out and "ESTIMATE, NOT MEASURED" in out and "GPU-hours" in out
+    assert "cifar-10-batches-bin/data_batch_1.bin" in out and "NOT present here" in out
+    assert "NOT TRAINED YET" in out and "danas-bench teachers dataset=cifar10" in out
+    script = out[out.index("#!/bin/bash"):]
+    assert "#SBATCH --gpus-per-node=1" in script and "#SBATCH --array=0-50%8" in script
+    assert "#SBATCH --partition=gpu" in script and "submitit.core._submit" in script
+    assert not (tmp_path / "tables").exists() and list(tmp_path.iterdir()) in ([], [tmp_path / "cache"])
