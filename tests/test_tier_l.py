@@ -322,3 +322,19 @@ def test_gpu_cluster_dry_run_needs_no_data_no_teachers_no_slurm(tmp_path):
     assert "#SBATCH --gpus-per-node=1" in script and "#SBATCH --array=0-50%8" in script
     assert "#SBATCH --partition=gpu" in script and "submitit.core._submit" in script
     assert not (tmp_path / "tables").exists() and list(tmp_path.iterdir()) in ([], [tmp_path / "cache"])
+
+
+@pytest.mark.filterwarnings("ignore:.*the official archive has")
+def test_throughput_takes_a_device(cifar_root, tmp_path):
+    import json
+
+    from danas_bench import throughput
+
+    out = tmp_path / "t.json"
+    assert throughput.main(["--datasets", "cifar10", "--n", "3", "--chunk", "3", "--teacher", "none", "--epochs", "1",
+                            "--n-train", "32", "--device", "cpu", "--out", str(out)]) == 0
+    (res,) = json.loads(out.read_text())
+    assert res["dataset"] == "cifar10" and res["recipe"]["epochs"] == 1 and "device" not in res  # CPU: fields as before
+    assert res["engine_seconds"] > 0 and res["train_gflop_per_arch"] > 0
+    with pytest.raises(SystemExit):
+        throughput.main(["--device", "tpu"])
