@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench slurm-start slurm-stop clean
+.PHONY: install run leaderboard-full leaderboard-docs test test-fast bench slurm-start slurm-stop clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,8 +17,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# the quick leaderboard (20 matched runs, 30 queries, held-out seeds) -> results/
 run: $(STAMP)
 	$(BIN)/danas-bench leaderboard
+
+# the larger leaderboard (40 runs, 100 queries, DaSS's full meta-training, TPE) -> results/full/;
+# not yet timed (estimate: about 10x the quick run's CPU). `make leaderboard-docs` writes the shipped docs/
+LEADERBOARD_FULL := runs=40 budget.queries=100 base_options=null 'scorings=[heldout_seeds,expected]' \
+	'searchers=[random,random_none,evolution,evolution_kd,akd,autokd,trade,dass,optuna_tpe]'
+leaderboard-full: $(STAMP)
+	$(BIN)/danas-bench leaderboard $(LEADERBOARD_FULL) out=results/full/leaderboard.md figures=results/full/figures
+
+leaderboard-docs: $(STAMP)
+	$(BIN)/danas-bench leaderboard out=docs/leaderboard.md figures=docs/figures compare=null
+	$(BIN)/python scripts/searchers_results.py docs/leaderboard.json docs/searchers.md
 
 test: $(STAMP)
 	bash slurm/cluster.sh install
