@@ -359,7 +359,9 @@ def render(metas: dict[str, dict]) -> str:
          "of the other recorded seeds (with two seeds, (c) equals (a)); figures are averaged over the held-out "
          "seeds, weighted by architectures. The target is a single held-out run, so every figure includes that "
          "run's own noise. The model written is the candidate with the highest mean Kendall tau of (b) over the "
-         "pair's metrics (a choice among a few, on the same held-out seeds: slightly optimistic).", "",
+         "pair's metrics (a choice among a few, on the same held-out seeds: slightly optimistic). On a sampled "
+         "table (tier M) the estimates of architectures outside the sample extrapolate from the sample and are "
+         "validated only inside it.", "",
          "## Chosen model per pair", "", *validation_lines(metas), "",
          "## Every candidate", "", *validation_lines(metas, all_candidates=True), "", "## Candidates", ""]
     specs = {}
