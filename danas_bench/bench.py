@@ -1020,12 +1020,12 @@ def _choose(pair: str, found: dict[str, Path], recipe_id: str | None) -> Path:
     if len(found) == 1:
         return next(iter(found.values()))
     try:  # the dataset's configured recipe (conf/recipe/<dataset>.yaml), when it is among them
-        from .commands import recipe_for
+        from .recipe import recipe_for
 
         rid = recipe_for(pair.split("/")[0]).recipe_id
         if rid in found:
             return found[rid]
-    except (SystemExit, Exception):
+    except ValueError:
         pass
     newest = max(found.values(), key=lambda p: p.stat().st_mtime)
     warnings.warn(f"{pair} has tables of several recipes {sorted(found)}; opening the newest, {newest.name}; "

@@ -8,8 +8,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from .paths import tables_dir
-
-RECIPE_DIR = Path(__file__).parent / "conf" / "recipe"
+from .recipe import RECIPE_DIR, recipe_for  # noqa: F401  (re-exported)
 
 
 def teachers(cfg) -> int:
@@ -53,6 +52,7 @@ def pilot(cfg) -> int:
             (RECIPE_DIR / f"{ds}-v2.yaml").write_text(
                 "# chosen by `danas-bench pilot` (docs/pilot.md)\n" + OmegaConf.to_yaml(pick["recipe"]))
         print(f"{ds}: {len(measured)}/{len(recipes[ds])} candidates measured; chosen {pick.get('chosen')}")
+    out.mkdir(parents=True, exist_ok=True)
     (out / "pilot.json").write_text(json.dumps(results, indent=1))
     write_report(results, out)
     return 0
@@ -69,23 +69,6 @@ def summary(cfg) -> int:
     return 0
 
 
-def recipe_for(dataset: str, override=None):
-    """The dataset's recipe: an explicit override, else conf/recipe/<dataset>.yaml from the pilot."""
-    from .recipe import Recipe
-
-    if override is not None:
-        d = OmegaConf.to_container(override) if not isinstance(override, dict) else dict(override)
-        d.setdefault("dataset", dataset)
-        return Recipe.from_dict(d)
-    path = RECIPE_DIR / f"{dataset}.yaml"
-    if not path.exists():
-        raise SystemExit(f"no recipe for {dataset}: {path} is missing; run `danas-bench pilot datasets=[{dataset}]` "
-                         f"or pass recipe={{width: 8, epochs: 4, ...}}")
-    d = OmegaConf.to_container(OmegaConf.load(path))
-    d["dataset"] = dataset
-    return Recipe.from_dict(d)
-
-
 def _root(cfg):
     return Path(cfg.root) if cfg.get("root") else None
 
@@ -99,7 +82,7 @@ def generate(cfg) -> int:
     recipe = recipe_for(dataset, cfg.recipe)
     kd = KD(teacher, cfg.kd.temperature, cfg.kd.alpha)
     plan = g.make_plan(cfg.pair, recipe, kd, list(cfg.seeds), cfg.archs, cfg.arch_sample_seed,
-                       list(cfg.noise_seeds), cfg.noise_fraction, cfg.shard_size)
+                       list(cfg.noise_seeds), cfg.noise_fraction, cfg.shard_size, cfg.get("paired_seeds", 1))
     d = g.shard_dir(cfg.pair, recipe.recipe_id, _root(cfg))
     if cfg.get("dry_run"):  # the plan, the sbatch script, where data and teachers go: no SLURM, data or teachers needed
         from .cluster import dry_run

@@ -211,6 +211,9 @@ def compute(root: Path | None = None) -> dict:
     from .expected import collect
 
     out["expected"] = collect(root)  # the validation `danas-bench expected` wrote into its files
+    from .reliability import shipped_figures
+
+    out["reliability"] = shipped_figures(root)  # every table of every recipe: v1 beside v2
     return out
 
 
@@ -298,6 +301,18 @@ def render(res: dict, figures: list[str]) -> str:
     from .expected import datasheet_lines
 
     L += [""] + datasheet_lines(res.get("expected") or {})
+    from . import reliability
+
+    L += ["", "## Reliability per table (tables v1 and v2)", "",
+          "Computed from each table's rows by `danas_bench.reliability` (the figures the recipe search chooses "
+          "by, `docs/pilot.md`), on the non-zero cells recorded with every listed seed. ICC(1): the share of a "
+          "single run's test-accuracy variance that is the architecture's; reliability of the seed mean: "
+          "ICC(k); top-10% held-out percentile: the top 10% of cells by one seed's valid accuracy, their "
+          "percentile under the other seeds' mean test accuracy (averaged over the picking seed; 50 is chance); "
+          "KD gain: seed-mean KD minus no-KD test accuracy of the same recipe, mean with a 95% t-interval; "
+          "collapsed: KD runs > 5 pp below the same cell and seed without KD; teacher margin: teacher test "
+          "accuracy minus the best seed-mean student.", ""]
+    L += reliability.render(res.get("reliability") or [])
     L += ["", "## Uses and limits", "",
           "- Intended for comparing architecture searchers for distillation on equal, simulated budgets.",
           "- The recipes are short (see `docs/pilot.md`): single-seed rankings carry the noise above; "

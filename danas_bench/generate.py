@@ -74,8 +74,13 @@ def arch_set(archs: int | str = "all", arch_sample_seed: int = 0) -> tuple[np.nd
 
 def make_plan(pair: str, recipe: Recipe, kd: KD, seeds=(0,), archs: int | str = "all",
               arch_sample_seed: int = 0, noise_seeds=(), noise_fraction: float = 0.1,
-              shard_size: int = 64) -> Plan:
-    """Rows: ``seeds`` over the architecture set, ``noise_seeds`` over a seeded fraction of it."""
+              shard_size: int = 64, paired_seeds: int = 1) -> Plan:
+    """Rows: ``seeds`` over the architecture set, ``noise_seeds`` over a seeded fraction of it.
+
+    Shards run in plan order. The first ``paired_seeds`` seeds alternate per slice of architectures
+    (slice 1 seed 0, slice 1 seed 1, slice 2 seed 0, ...), so that any prefix of finished shards holds
+    those seeds on the same uniform sample: what held-out scoring needs from a partial table. The
+    remaining seeds follow one after the other, as in tables v1 (``paired_seeds=1``)."""
     dataset, teacher = tb.split_pair(pair)  # ValueError listing the valid pairs
     if recipe.dataset != dataset:
         raise ValueError(f"pair {pair} is on dataset {dataset!r} but the recipe is for {recipe.dataset!r}")
@@ -95,7 +100,16 @@ def make_plan(pair: str, recipe: Recipe, kd: KD, seeds=(0,), archs: int | str = 
     base, sampled = arch_set(archs, arch_sample_seed)
     noise = np.sort(np.random.default_rng(arch_sample_seed + 1).choice(
         base, max(1, int(round(noise_fraction * len(base)))), replace=False)) if noise_seeds else np.array([], int)
+    paired_seeds = int(paired_seeds)
+    if not 1 <= paired_seeds <= len(seeds):
+        raise ValueError(f"paired_seeds must lie in [1, {len(seeds)}] (the number of seeds), got {paired_seeds}")
     shards, sid = [], 0
+    if paired_seeds > 1:
+        for i in range(0, len(base), shard_size):
+            for seed in seeds[:paired_seeds]:
+                shards.append({"id": sid, "seed": int(seed), "archs": sorted(int(a) for a in base[i:i + shard_size])})
+                sid += 1
+        seeds = seeds[paired_seeds:]
     for seed_list, pool in ((seeds, base), (noise_seeds, noise)):
         for seed in seed_list:
             for i in range(0, len(pool), shard_size):
