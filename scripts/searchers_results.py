@@ -15,7 +15,7 @@ from pathlib import Path
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 SHORT = {  # claim prefix in leaderboard.json -> its label in docs/searchers.md
-    "AKD": "**AKD** (KD-guided search beats NAS-then-KD)",
+    "AKD: KD-guided": "**AKD** (KD-guided search beats NAS-then-KD)",
     "TRADE: beats conventional": "**TRADE** (beats conventional NAS)",
     "TRADE: beats a hand-picked student (resnet_cell)": "TRADE: beats a hand-picked student (resnet_cell)",
     "TRADE: beats a hand-picked student (all_conv3x3)": "TRADE: beats a hand-picked student (all_conv3x3)",
