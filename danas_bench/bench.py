@@ -17,8 +17,9 @@ first use, so indexing gives a Python float); ``query_many`` is numpy fancy inde
 Rules (DESIGN.md, "Query API"): searchers see validation and training metrics only (``query``,
 ``query_many``, ``curve``); test metrics come from ``test`` / ``test_many``, which are never charged.
 ``seed=None`` samples one of the seeds recorded for the architecture with the caller's RNG; missing
-seeds are never filled from another seed. What the table does not hold (an architecture, a seed, a
-KD temperature or weight) is trained live with the table's recipe (``fallback="live"``), cached in the
+seeds are never filled from another seed. Seed means and sampled seeds read the shipped rows only
+(seeds a user trained live change no score) unless the bench is opened with ``include_overlay=True``.
+What the table does not hold (an architecture, a seed, a KD temperature or weight) is trained live with the table's recipe (``fallback="live"``), cached in the
 overlay (:mod:`danas_bench.overlay`) and read from there later; ``fallback="error"`` raises
 :class:`MissingRecord` instead.
 """
@@ -252,8 +253,9 @@ class _File:
 class _Store:
     """Dense arrays of the rows of one KD setting; see the module docstring."""
 
-    def __init__(self, src, epochs: int):
+    def __init__(self, src, epochs: int, cost_src: "_Store | None" = None):
         self.src, self.epochs, self.n = src, epochs, src.num_rows
+        self.cost_src = cost_src  # charges read this store's cost where it holds the architecture
         a = _np(src.column("arch_index")).astype(np.int64)
         s = _np(src.column("seed")).astype(np.int64)
         self.seeds = sorted(set(s.tolist()))  # (np.unique imports numpy.ma: slow on a cold start)
@@ -282,6 +284,8 @@ class _Store:
         # the only recorded seed's position where exactly one is recorded (-1 elsewhere): no RNG draw
         self.one_pos_l = _pyarr("h", np.where(self.n_have == 1, np.argmax(have, 0) if self.ns else -1, -1))
         self.cost = _seed_mean(self.col("train_seconds"), rows)
+        if self.cost_src is not None:  # shipped seconds where shipped: training a seed live moves no charge
+            self.cost = np.where(self.cost_src.n_have > 0, self.cost_src.cost, self.cost)
         self.cost_l = _pyarr("d", self.cost)
         self.means = {}
 
@@ -389,7 +393,7 @@ class Bench:
 
     def __init__(self, pair: str, path: Path, root: Path, fallback: str = "live",
                  overlay_dir: Path | str | None = None, rng: np.random.Generator | int | None = None,
-                 allow_unlisted: bool = False):
+                 allow_unlisted: bool = False, include_overlay: bool = False):
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
         self.path, self.root, self.fallback = Path(path), Path(root), fallback
@@ -411,6 +415,9 @@ class Bench:
         self._file = _File(self.path)
         self._kd_main = _kd_key(self.kd.temperature, self.kd.alpha)
         self._table_store = _Store(self._file, self.epochs)
+        self._iso = self._table_store  # what seed="mean" / seed=None read unless include_overlay
+        # opt-in: let seed="mean" and seed=None (query, test, curve, ...) read live overlay rows too
+        self.include_overlay = bool(include_overlay)
         self.archs = np.nonzero(self._table_store.n_have > 0)[0].astype(np.int64)
         self.archs.setflags(write=False)
         self.seeds = list(self._table_store.seeds)
@@ -470,8 +477,37 @@ class Bench:
 
         self._ov = dedupe(pa.concat_tables([self._ov, new]))
         self._stores = {}
+        self._iso = self._iso_store()
         self._main = self._store(self._kd_main)
         return True
+
+    def _iso_store(self) -> _Store:
+        """Shipped rows, plus the live rows of architectures the table lacks at the seed the live
+        fallback trains for them (``seeds[0]``): so seed means and sampled seeds never move when a user
+        trains further seeds live (DESIGN.md: the overlay never changes what the tables answer)."""
+        ov = self._ov
+        if ov.num_rows:
+            t = _np(ov.column("kd_temperature")).astype(np.float32)
+            al = _np(ov.column("kd_alpha")).astype(np.float32)
+            a = _np(ov.column("arch_index")).astype(np.int64)
+            s = _np(ov.column("seed")).astype(np.int64)
+            keep = ((t == np.float32(self._kd_main[0])) & (al == np.float32(self._kd_main[1]))
+                    & (s == self.seeds[0]) & ~np.isin(a, self.archs))
+            ov = _take(ov, np.nonzero(keep)[0])
+        if ov.num_rows == 0:
+            return self._table_store
+        st = _Store(_Mem(pa.concat_tables([ov, self._file.full()])), self.epochs)
+        if self._table_store.mapped:
+            st.map_canonical()
+        return st
+
+    def _pick(self, seed, kd_temperature=None, kd_alpha=None) -> _Store:
+        """The store that answers ``seed``: shipped rows for "mean" / None unless ``include_overlay``."""
+        st = self._main if kd_temperature is None and kd_alpha is None else \
+            self._kd_store(kd_temperature, kd_alpha)
+        if st is self._main and not self.include_overlay and (seed is None or type(seed) is str):
+            return self._iso
+        return st
 
     def _store(self, key: tuple) -> _Store:
         st = self._stores.get(key)
@@ -483,7 +519,7 @@ class Bench:
                 ov = _take(ov, np.nonzero((t == np.float32(key[0])) & (a == np.float32(key[1])))[0])
             if key == self._kd_main:
                 st = self._table_store if ov.num_rows == 0 else \
-                    _Store(_Mem(pa.concat_tables([ov, self._file.full()])), self.epochs)
+                    _Store(_Mem(pa.concat_tables([ov, self._file.full()])), self.epochs, cost_src=self._iso)
             else:
                 st = _Store(_Mem(ov), self.epochs)
             if self._main.mapped or self._table_store.mapped:
@@ -515,7 +551,8 @@ class Bench:
         """Map non-canonical indices onto their canonical rows (done once, on the first need)."""
         if self._main.mapped:
             return False
-        for st in {id(s): s for s in (self._table_store, self._main, *self._stores.values())}.values():
+        # (the shipped stores first: the others' charges read their costs)
+        for st in {id(s): s for s in (self._table_store, self._iso, self._main, *self._stores.values())}.values():
             st.map_canonical()
         return True
 
@@ -604,8 +641,10 @@ class Bench:
             i = _STR_INDEX.get(arch) if type(arch) is str else None
             if i is None:
                 i = _index(arch)
-        st = self._main if kd_temperature is None and kd_alpha is None else \
-            self._kd_store(kd_temperature, kd_alpha)
+        if kd_temperature is None and kd_alpha is None:
+            st = self._main if type(seed) is int or self.include_overlay else self._iso
+        else:
+            st = self._pick(seed, kd_temperature, kd_alpha)
         if type(metric) is not str or not (epoch is None or type(epoch) is int):
             self._colkey(metric, epoch, False)  # ValueError before the caches: 3.0 == 3 as a key
         req = metric if epoch is None else (metric, epoch)
@@ -670,6 +709,8 @@ class Bench:
         key = self._store_key(st)
         if self.fallback == "error":
             have = [s for s in st.seeds if st.rows_l[st.seed_pos[s]][i] >= 0]
+            m = self._main
+            live = [s for s in m.seeds if m.rows_l[m.seed_pos[s]][i] >= 0] if st is not m else []
             what = (f"architecture {i}" + (f" (canonical {c})" if c != i else "")
                     + (f" seed {seed}" if isinstance(seed, int) else "")
                     + ("" if key == self._kd_main else f" with KD temperature {key[0]:g} alpha {key[1]:g}"))
@@ -677,6 +718,8 @@ class Bench:
                                 + (f"(its recorded seeds: {have}; missing seeds are never filled from another "
                                    f"seed)" if have else f"(recorded seeds of the table: {self.seeds}; "
                                    f"{len(self.archs)} architectures)")
+                                + (f"; the overlay holds seeds {live} of it (read them with include_overlay=True)"
+                                   if live else "")
                                 + "; open with fallback='live' to train it with the table's recipe")
         if budget is not None and not budget.affordable(0.0):
             budget.charge(0.0)  # raises BudgetExhausted before any training
@@ -687,7 +730,7 @@ class Bench:
         return again(seed)
 
     def _store_key(self, st: _Store) -> tuple:
-        if st is self._main or st is self._table_store:
+        if st is self._main or st is self._table_store or st is self._iso:
             return self._kd_main
         for k, v in self._stores.items():
             if v is st:
@@ -752,8 +795,7 @@ class Bench:
             return vals
         colkey = self._colkey(metric, epoch, test)
         self._check_seed(seed)
-        st = self._main if kd_temperature is None and kd_alpha is None else \
-            self._kd_store(kd_temperature, kd_alpha)
+        st = self._pick(seed, kd_temperature, kd_alpha)
         for attempt in range(3):
             if type(seed) is str:  # "mean"
                 missing = st.n_have[idx] == 0
@@ -784,8 +826,7 @@ class Bench:
                 budget.charge(0.0, len(idx))  # raises BudgetExhausted before any training
             train_seed = int(seed) if isinstance(seed, (int, np.integer)) else self.seeds[0]
             self._live({train_seed: sorted({int(x) for x in _canon()[miss]})}, self._store_key(st))
-            st = self._main if kd_temperature is None and kd_alpha is None else \
-                self._kd_store(kd_temperature, kd_alpha)
+            st = self._pick(seed, kd_temperature, kd_alpha)
         if type(seed) is str:
             vals = st.mean_arr(colkey)[idx]
         else:
@@ -821,8 +862,7 @@ class Bench:
         i = arch if type(arch) is int and 0 <= arch < N else _index(arch)
         if type(seed) is str and seed == "expected":
             return self._expected(metric, None, True, kd_temperature, kd_alpha)[1][i]
-        st = self._main if kd_temperature is None and kd_alpha is None else \
-            self._kd_store(kd_temperature, kd_alpha)
+        st = self._pick(seed, kd_temperature, kd_alpha)
         colkey = self._colkey(metric, None, True)
         self._check_seed(seed)
         req = ("test", metric, None)
@@ -890,8 +930,7 @@ class Bench:
             raise ValueError(f"unknown curve {name!r}; valid curves: {', '.join(CURVES)}")
         i = arch if type(arch) is int and 0 <= arch < N else _index(arch)
         self._check_seed(seed)
-        st = self._main if kd_temperature is None and kd_alpha is None else \
-            self._kd_store(kd_temperature, kd_alpha)
+        st = self._pick(seed, kd_temperature, kd_alpha)
         again = lambda s: self.curve(arch, name, s, budget, kd_temperature, kd_alpha)  # noqa: E731
         arr = st.curve_arr(name)
         if type(seed) is str:
@@ -1035,9 +1074,12 @@ def _choose(pair: str, found: dict[str, Path], recipe_id: str | None) -> Path:
 
 def open(pair: str, root: Path | str | None = None, fallback: str = "live",  # noqa: A001
          overlay_dir: Path | str | None = None, recipe_id: str | None = None,
-         rng: np.random.Generator | int | None = None, allow_unlisted: bool = False) -> Bench:
+         rng: np.random.Generator | int | None = None, allow_unlisted: bool = False,
+         include_overlay: bool = False) -> Bench:
     """Open one pair's table. ``overlay_dir`` is the base folder of the live overlay (default
     ``$DANAS_CACHE/overlay``); ``rng`` seeds the bench's own generator for ``seed=None`` queries.
+    ``include_overlay=True`` lets seed means and sampled seeds read seeds trained live too (by default
+    they read the shipped rows only, so scores do not depend on a user's cache).
     Every file loaded is checked against ``root``'s MANIFEST (sha256) first; ``allow_unlisted=True``
     also opens files it does not list (tables of your own), which are then only range-checked."""
     from .paths import tables_dir
@@ -1051,13 +1093,16 @@ def open(pair: str, root: Path | str | None = None, fallback: str = "live",  # n
         raise ValueError(f"no table for pair {pair!r} under {root}; pairs present: {present}. Pairs are "
                          f"'dataset/teacher' (teacher 'none' = no KD); make a table with "
                          f"`danas-bench generate pair=...`")
-    return Bench(pair, _choose(pair, tables[pair], recipe_id), root, fallback, overlay_dir, rng, allow_unlisted)
+    return Bench(pair, _choose(pair, tables[pair], recipe_id), root, fallback, overlay_dir, rng, allow_unlisted,
+                 include_overlay)
 
 
 def open_all(root: Path | str | None = None, fallback: str = "live",
-             overlay_dir: Path | str | None = None, allow_unlisted: bool = False) -> dict[str, Bench]:
+             overlay_dir: Path | str | None = None, allow_unlisted: bool = False,
+             include_overlay: bool = False) -> dict[str, Bench]:
     """Every pair's table under ``root``: ``{pair: Bench}``."""
-    return {pair: open(pair, root, fallback, overlay_dir, allow_unlisted=allow_unlisted) for pair in discover(root)}
+    return {pair: open(pair, root, fallback, overlay_dir, allow_unlisted=allow_unlisted,
+                       include_overlay=include_overlay) for pair in discover(root)}
 
 
 # --- CLI --------------------------------------------------------------------------------------------

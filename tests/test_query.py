@@ -331,6 +331,7 @@ def test_live_fallback_trains_caches_and_reads_back(cache):
 
     # a seed the table lacks and an off-table KD setting, in one go each
     a = int(bench.archs[0])
+    shipped_mean = bench.query(a, seed="mean")
     v3 = bench.query(a, seed=3)
     vkd = bench.query(a, seed=0, kd_temperature=2.0, kd_alpha=0.5)
     kd_rec = bench.record(a, seed=0, kd_temperature=2.0, kd_alpha=0.5)
@@ -341,13 +342,57 @@ def test_live_fallback_trains_caches_and_reads_back(cache):
     assert bench.query(a, seed=3) == v3 and bench.query(a, kd_temperature=2.0, kd_alpha=0.5, seed=0) == vkd
     assert len(list(files[0].parent.glob("*.parquet"))) == n_files  # answered from the overlay
     assert db.open(PAIR, fallback="error").query(a, seed=3) == v3
-    assert bench.query(a, seed="mean") == pytest.approx(np.mean([bench.query(a, seed=s) for s in (0, 3)]))
+    assert bench.query(a, seed="mean") == shipped_mean  # the live seed only with the opt-in:
+    bench.include_overlay = True
+    recorded = [0, 3] + ([1] if a in _noisy(bench) else [])
+    assert bench.query(a, seed="mean") == pytest.approx(np.mean([bench.query(a, seed=s) for s in recorded]))
 
     ov = Overlay(PAIR, RID)
     assert ov.read_all().num_rows == 3
     ov.compact()
     assert len(ov.files()) == 1 and ov.read_all().num_rows == 3
     assert db.open(PAIR, fallback="error").query(a, seed=3) == v3
+
+
+def test_live_seeds_never_move_shipped_answers_unless_asked(cache):
+    """Seeds trained live (a table architecture's new seed, an off-table architecture's second seed)
+    change no seed mean, test value, sampled seed or charge; include_overlay=True opts them in."""
+    bench = db.open(PAIR, fallback="live")
+    noisy = _noisy(bench)
+    one = next(int(x) for x in bench.archs if int(x) not in noisy)  # seed 0 only in the table
+    two = noisy[0]                                                   # seeds 0 and 1
+    new = _not_in_table(bench)
+    archs = [one, two, new]
+    budget = db.Budget()
+    bench.query(new, seed="mean", budget=budget)  # trains `new` live at the table's first seed
+
+    def answers(b):
+        spent = db.Budget()
+        b.rng = np.random.default_rng(5)  # test_many(seed=None) samples with the bench's own
+        b.query_many(archs, seed=0, budget=spent)
+        return {"test": [b.test(x) for x in archs], "test_many": b.test_many(archs).tolist(),
+                "mean": [b.query(x, seed="mean") for x in archs],
+                "mean_many": b.query_many(archs, seed="mean").tolist(),
+                "curve": [b.curve(x, seed="mean").tolist() for x in archs],
+                "sampled": [b.query(x, seed=None, rng=np.random.default_rng(k)) for k in range(8) for x in archs],
+                "sampled_many": b.query_many(archs * 8, seed=None, rng=np.random.default_rng(0)).tolist(),
+                "test_sampled": b.test_many(archs * 8, seed=None).tolist(),
+                "cost": [b.cost(x) for x in archs], "charged": spent.spent_seconds}
+
+    before = answers(bench)
+    live = bench.query_many(archs, seed=7)  # really trained, into the overlay
+    assert {bench.record(x, seed=7)["source"] for x in archs} == {"live"}
+    assert answers(bench) == before
+    assert answers(db.open(PAIR, fallback="error")) == before  # a fresh bench reads the overlay alike
+
+    opted = db.open(PAIR, fallback="error", include_overlay=True)
+    for x, v7 in zip(archs, live):
+        seeds = [0, 7] + ([1] if x == two else [])
+        assert opted.query(x, seed="mean") == pytest.approx(np.mean([opted.query(x, seed=s) for s in seeds]))
+        assert opted.test(x) == pytest.approx(np.mean([opted.test(x, seed=s) for s in seeds]))
+        drawn = opted.query_many([x] * 64, seed=None, rng=np.random.default_rng(0))
+        assert v7 in drawn and set(drawn) <= {opted.query(x, seed=s) for s in seeds}
+    assert opted.test_many(archs).tolist() != before["test_many"]
 
 
 def test_live_query_many_trains_the_missing_ones(cache):
