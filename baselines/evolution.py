@@ -53,6 +53,7 @@ class RegularizedEvolution(Searcher):
             i = int(np.searchsorted(self.offer, child))
             if i < len(self.offer) and self.offer[i] == child and child not in self.evaluated:
                 return child
+        self._fell_back = True  # no new child in max_retries mutations: a random one (counted, reported)
         return self._random()
 
     def _random(self) -> int | None:
@@ -64,8 +65,9 @@ class RegularizedEvolution(Searcher):
         return int(left[self.rng.integers(len(left))]) if len(left) else None
 
     def ask(self):
+        self._fell_back = False
         child = self._child()
-        return None if child is None else Ask(child, pair=self.pair)
+        return None if child is None else Ask(child, pair=self.pair, fallback=self._fell_back)
 
     def tell(self, ask: Ask, value: float) -> None:
         self.evaluated[ask.arch] = value

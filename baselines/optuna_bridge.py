@@ -89,8 +89,9 @@ class OptunaSearcher(Searcher):
             else:
                 self.pending[arch] = trial
                 return Ask(arch)
+        # no new trial on offer in max_repeats asks: a random architecture (counted, reported)
         arch = unseen_random(self.problem, self.rng, self.known)
-        return None if arch is None else Ask(arch)
+        return None if arch is None else Ask(arch, fallback=True)
 
     def tell(self, ask: Ask, value: float) -> None:
         import optuna

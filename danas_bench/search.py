@@ -56,12 +56,15 @@ class Ask:
     ``epoch``: ``None`` for the final epoch; a lower epoch is cheaper (multi-fidelity) but never
     becomes the incumbent. ``kd_temperature`` / ``kd_alpha``: ``None`` for the table's own KD setting;
     anything else is an off-table setting that the bench trains live (slow, see docs/searchers.md).
+    ``fallback``: the method had nothing new to ask and this is a random architecture instead
+    (counted in ``Searcher.fallbacks`` once answered, and reported by the leaderboard).
     """
     arch: int
     pair: str | None = None
     epoch: int | None = None
     kd_temperature: float | None = None
     kd_alpha: float | None = None
+    fallback: bool = False
 
     @property
     def off_table(self) -> bool:
@@ -88,6 +91,9 @@ class Searcher:
             setattr(self, k, v)
         self.history: list[tuple[Ask, float]] = []
         self.seen: dict[int, float] = {}
+        # answered asks where the method had nothing new to offer and asked a random architecture
+        # instead (``Ask(..., fallback=True)``): counted so that the leaderboard can report them
+        self.fallbacks = 0
 
     # protocol -------------------------------------------------------------------------------------
     def setup(self, problem: "Problem", rng: np.random.Generator) -> None:
@@ -111,12 +117,13 @@ class Searcher:
 
     # bookkeeping (called by the runner) -----------------------------------------------------------
     def _start(self, problem: "Problem", rng: np.random.Generator) -> None:
-        self.history, self.seen = [], {}
+        self.history, self.seen, self.fallbacks = [], {}, 0
         self.problem, self.rng = problem, rng
         self.setup(problem, rng)
 
     def observe(self, ask: Ask, value: float) -> None:
         self.history.append((ask, value))
+        self.fallbacks += bool(ask.fallback)
         if ask.pair is None and ask.epoch is None and not ask.off_table:
             self.seen[ask.arch] = max(value, self.seen.get(ask.arch, -np.inf))
 
