@@ -24,7 +24,7 @@ run: $(STAMP)
 # the larger leaderboard (40 runs, 100 queries, DaSS's full meta-training, TPE) -> results/full/;
 # not yet timed (estimate: about 10x the quick run's CPU). `make leaderboard-docs` writes the shipped docs/
 LEADERBOARD_FULL := runs=40 budget.queries=100 base_options=null 'scorings=[heldout_seeds,expected]' \
-	'searchers=[random,random_none,evolution,evolution_kd,akd,autokd,trade,dass,optuna_tpe]'
+	'searchers=[random,random_none,evolution,evolution_kd,akd,autokd,trade,dass,dass_paper,optuna_tpe]'
 leaderboard-full: $(STAMP)
 	$(BIN)/danas-bench leaderboard $(LEADERBOARD_FULL) out=results/full/leaderboard.md figures=results/full/figures
 

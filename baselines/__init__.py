@@ -18,6 +18,7 @@ REGISTRY: dict[str, tuple[str, str, dict]] = {
     "autokd": ("autokd", "AutoKD", {}),
     "trade": ("trade", "TRADE", {}),
     "dass": ("dass", "DaSS", {}),
+    "dass_paper": ("dass", "DaSS", {"mode": "paper"}),  # the paper's output: top-1, no student queried first
     "optuna": ("optuna_bridge", "OptunaSearcher", {}),
     "optuna_tpe": ("optuna_bridge", "OptunaSearcher", {"sampler": "tpe"}),
     "optuna_nsga2": ("optuna_bridge", "OptunaSearcher", {"sampler": "nsga2"}),

@@ -23,9 +23,16 @@ dataset it has never seen at almost no cost. Here:
   seed); meta-training is not charged to the search budget (declared in docs/searchers.md) and is
   cached per (training pairs, data, config) within a process; ``meta_seed`` follows the run seed on
   the leaderboard;
-- on the pair under search: query ``n_adapt`` architectures (half the meta-model's top picks, half
-  random non-zero cells), take one gradient step on them, rank every architecture on offer, and
-  spend the rest of the budget on the ranking's top, best first.
+- ``mode="query"`` (default, registry name ``dass``; a departure from the paper): on the pair under
+  search, query ``n_adapt`` architectures (half the meta-model's top picks, half random non-zero
+  cells), take one gradient step on them, rank every architecture on offer, and spend the rest of the
+  budget on the ranking's top, best first;
+- ``mode="paper"`` (registry name ``dass_paper``): the paper's output, the meta-model's top-1 for the
+  task with no student trained before it is picked. The teacher is the task's only evidence: it
+  enters through the task description (its validation logits); the paper's teacher-guided inner step
+  on the teacher as support sample has no counterpart here, since the teacher is not a cell of the
+  space (declared in docs/searchers.md). The pick is queried once, so that the runner records and
+  scores it (the paper trains that student once it is chosen), and the search stops: 1 query.
 """
 
 from __future__ import annotations
@@ -66,7 +73,8 @@ def _rows(archs: np.ndarray) -> np.ndarray:
 
 class DaSS(Searcher):
     name = "dass"
-    defaults = {"n_adapt": 10, "hidden": 64, "meta_steps": 600, "meta_batch": 4, "query_size": 128,
+    MODES = ("query", "paper")
+    defaults = {"mode": "query", "n_adapt": 10, "hidden": 64, "meta_steps": 600, "meta_batch": 4, "query_size": 128,
                 "inner_lr": 0.1, "meta_lr": 3e-3, "meta_seed": 0, "exclude_same_dataset": True,
                 "include_none": True}
 
@@ -108,7 +116,8 @@ class DaSS(Searcher):
             data.append((_rows(archs), vals.astype(np.float32), d))
             for a in (archs, vals, d):
                 h.update(np.ascontiguousarray(a).tobytes())
-        cfg = tuple(sorted((k, str(v)) for k, v in self.config.items()))
+        # (the search mode does not touch meta-training: dass and dass_paper share it)
+        cfg = tuple(sorted((k, str(v)) for k, v in self.config.items() if k != "mode"))
         key = (tuple(tasks), cfg, h.hexdigest())  # the data itself: same pair names may hold other tables
         if key in _CACHE:
             return _CACHE[key]
@@ -148,12 +157,20 @@ class DaSS(Searcher):
     def setup(self, problem, rng: np.random.Generator) -> None:
         import torch
 
+        if self.mode not in self.MODES:
+            raise ValueError(f"DaSS mode must be one of {self.MODES}, got {self.mode!r}")
         self.state = self.meta_train(problem)
         self.dz = torch.from_numpy((problem.descriptor() - self.state["mu"]) / self.state["sd"])
         self.x = torch.from_numpy(_features_all()[_rows(problem.archs)])
         self.paid = np.zeros(len(problem.archs), dtype=bool)
         prior = self._predict(self.state["params"])
         zero = self.x[:, -1].numpy() > 0.5
+        self.prior = prior
+        if self.mode == "paper":  # the meta-model's top-1 (a zero cell never), queried once, then stop
+            masked = np.where(zero, -np.inf, prior) if (~zero).any() else prior
+            self.queue = [int(np.argmax(masked))]
+            self.support, self.ranking = [], []
+            return
         k_top = self.n_adapt // 2
         order = [i for i in np.argsort(-prior) if not zero[i]]
         support = list(order[:k_top])

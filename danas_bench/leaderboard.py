@@ -174,27 +174,35 @@ def runs_on(pair: str, name: str) -> bool:
     return not (pair.endswith("/none") and name in CONTROLS)
 
 
-def _task(pairs: Sequence[str], scoring: str, name: str, options: Mapping, runs: Sequence[int],
+def _task(pairs: Sequence[str], scoring: str, names: Sequence[str], options: Mapping, runs: Sequence[int],
           budget: Mapping) -> list[tuple[pl.DataFrame, dict]]:
-    """All runs of one searcher on ``pairs`` (one dataset's pairs: run by run, so DaSS's meta-training on
-    the other datasets, the same for every teacher, is done once per run and reused from its cache)."""
-    frames = {p: [] for p in pairs}
-    walls = {p: [] for p in pairs}
-    cpus = {p: [] for p in pairs}
+    """All runs of the searchers ``names`` (``options``: name -> its options) on ``pairs`` (one dataset's
+    pairs), run by run: DaSS's meta-training on the other datasets, the same for every teacher and for
+    ``dass`` / ``dass_paper``, is done once per run and reused from its cache."""
+    keys = [(p, n) for n in names for p in pairs]
+    frames, walls, cpus = ({k: [] for k in keys} for _ in range(3))
     for r in runs:
         for pair in pairs:
             sp = _space(pair, scoring)
             visible = heldout.visible_seed(sp, r)
-            t, c = time.perf_counter(), time.process_time()
-            f = run(_make(name, options, r), _view(pair, scoring, visible), pair_budget(budget, len(sp.archs)), r,
-                    pool=_run_pool(pair, scoring, visible))
-            walls[pair].append(time.perf_counter() - t)
-            cpus[pair].append(time.process_time() - c)
-            frames[pair].append(f.with_columns(pl.lit(scoring).alias("scoring"),
-                                               pl.lit(visible, pl.Int64).alias("visible_seed"),
-                                               pl.lit(name).alias("searcher")))
-    return [(pl.concat(frames[p], how="vertical"),
-             {"pair": p, "scoring": scoring, "searcher": name, "wall": walls[p], "cpu": cpus[p]}) for p in pairs]
+            for name in names:
+                t, c = time.perf_counter(), time.process_time()
+                searcher = _make(name, options.get(name, {}), r)
+                f = run(searcher, _view(pair, scoring, visible), pair_budget(budget, len(sp.archs)), r,
+                        pool=_run_pool(pair, scoring, visible))
+                walls[pair, name].append(time.perf_counter() - t)
+                cpus[pair, name].append(time.process_time() - c)
+                frames[pair, name].append(f.with_columns(pl.lit(scoring).alias("scoring"),
+                                                         pl.lit(visible, pl.Int64).alias("visible_seed"),
+                                                         pl.lit(name).alias("searcher"),
+                                                         pl.lit(int(getattr(searcher, "fallbacks", 0)), pl.Int64)
+                                                         .alias("fallbacks")))
+    return [(pl.concat(frames[k], how="vertical"),
+             {"pair": k[0], "scoring": scoring, "searcher": k[1], "wall": walls[k], "cpu": cpus[k]}) for k in keys]
+
+
+# searchers that share one task (and so one process's caches): DaSS's two modes share meta-training
+SHARE_TASK = {"dass_paper": "dass"}
 
 
 # --- before any run ----------------------------------------------------------------------------------
@@ -262,30 +270,34 @@ def run_leaderboard(searchers: Sequence[str], pairs="all", runs=20, budget: Mapp
     runs = run_list(runs)
     avail, notes = scorings_available(pair_list, list(scorings))
     preflight(searchers, options, avail)
-    # one task per (dataset, scoring, searcher); slow searchers first, so the workers finish together
-    weight = {"dass": 4, "trade": 3, "autokd": 3, "optuna_tpe": 2}
+    # one task per (dataset, scoring, searcher family); slow ones first, so the workers finish together
+    weight = {"dass": 5, "trade": 3, "autokd": 3, "optuna_tpe": 2}
     groups: dict = {}
     for sc, ps in avail.items():
         for p in ps:
             for s in searchers:
                 if runs_on(p, s):
-                    groups.setdefault((p.split("/")[0], sc, s), []).append(p)
-    tasks = sorted(((ps, sc, s) for (_, sc, s), ps in groups.items()), key=lambda t: -weight.get(t[2], 1) * len(t[0]))
+                    fam = SHARE_TASK.get(s, s)
+                    g = groups.setdefault((p.split("/")[0], sc, fam), {"names": [], "pairs": []})
+                    g["names"] += [] if s in g["names"] else [s]
+                    g["pairs"] += [] if p in g["pairs"] else [p]
+    tasks = sorted(((g["pairs"], sc, tuple(g["names"])) for (_, sc, _), g in groups.items()),
+                   key=lambda t: -weight.get(SHARE_TASK.get(t[2][0], t[2][0]), 1) * len(t[0]) * len(t[2]))
     results: list[tuple[pl.DataFrame, dict]] = []
     bar = _progress(len(tasks), progress)
     t0 = time.perf_counter()
     if workers <= 1:
-        for ps, sc, name in tasks:
-            results += _task(ps, sc, name, options.get(name, {}), runs, budget)
-            bar(f"{ps[0].split('/')[0]} {name}")
+        for ps, sc, names in tasks:
+            results += _task(ps, sc, names, {n: options.get(n, {}) for n in names}, runs, budget)
+            bar(f"{ps[0].split('/')[0]} {' '.join(names)}")
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                  initargs=(spec,))
-        futs = {ex.submit(_task, ps, sc, s, options.get(s, {}), runs, budget): (ps[0].split("/")[0], s)
-                for ps, sc, s in tasks}
+        futs = {ex.submit(_task, ps, sc, names, {n: options.get(n, {}) for n in names}, runs, budget):
+                (ps[0].split("/")[0], *names) for ps, sc, names in tasks}
         try:
             for f in as_completed(futs):
                 results += f.result()
@@ -425,7 +437,8 @@ def finals(frames: pl.DataFrame, context: dict) -> pl.DataFrame:
         rows.append({"pair": pair, "scoring": sc, "searcher": name, "run": int(r),
                      "visible_seed": int(g["visible_seed"][0]), "regret": 100 * float(f["regret"]),
                      "anytime": anytime, "queries_to_final": f["queries_to_final"],
-                     "seconds_to_final": f["seconds_to_final"], "queries": f["queries"], "seconds": f["seconds"]})
+                     "seconds_to_final": f["seconds_to_final"], "queries": f["queries"], "seconds": f["seconds"],
+                     "fallbacks": int(g["fallbacks"][0]) if "fallbacks" in g.columns and g.height else 0})
     return pl.DataFrame(rows).sort(["pair", "scoring", "searcher", "run"])
 
 
@@ -443,6 +456,9 @@ def summarize(fin: pl.DataFrame, timings: list[dict]) -> pl.DataFrame:
             "queries_to_final": float(g["queries_to_final"].mean()),
             "seconds_to_final": float(g["seconds_to_final"].mean()),
             "queries": float(g["queries"].mean()), "seconds": float(g["seconds"].mean()),
+            # random fallbacks per run (asks the method replaced by a random architecture) and their share
+            "fallbacks_mean": float(g["fallbacks"].mean()), "fallbacks_max": int(g["fallbacks"].max()),
+            "fallback_share": float(g["fallbacks"].sum() / max(g["queries"].sum(), 1)),
             "wall_per_run": float(np.mean(t.get("wall", [np.nan]))),
             "cpu_per_run": float(np.mean(t.get("cpu", [np.nan]))),
         })
@@ -466,6 +482,8 @@ def claim_specs(context: dict) -> list[dict]:
         ("AKD beats evolution on the same KD table (algorithm only)", "akd", "evolution_kd", "regret", kd),
         ("TRADE beats evolution on the same KD table (algorithm only)", "trade", "evolution_kd", "regret", kd),
         ("DaSS: a predictor meta-trained on other datasets transfers (beats random)", "dass", "random",
+         "regret", every),
+        ("DaSS: querying students (this adaptation) beats the paper's top-1 pick", "dass", "dass_paper",
          "regret", every),
         ("AutoKD: sample efficiency (vs random)", "autokd", "random", "anytime", every),
         ("AutoKD: sample efficiency (vs trade)", "autokd", "trade", "anytime", every),
@@ -730,6 +748,11 @@ def write_report(frames: pl.DataFrame, timings: list[dict], context: dict, out: 
                                   "regret_ci95": list(stats.bootstrap_ci(x, key=f"{pair}{sc}{name}")), "scoring": sc}
                     lines.append(f"| ref. | *{name.replace('_', ' ')}* | {len(x)} | {x.mean():.3f} "
                                  f"{_ci(refs[name]['regret_ci95'])} | {np.median(x):.3f} | | | | | |")
+            fb = [r for r in s.iter_rows(named=True) if r["fallbacks_max"] > 0]
+            if fb:
+                lines += ["", "Random fallbacks (asks the method replaced by a random architecture, per run): "
+                          + "; ".join(f"{r['searcher']} {r['fallbacks_mean']:.1f} of {r['queries']:.0f} queries "
+                                      f"({r['fallback_share']:.0%}, max {r['fallbacks_max']})" for r in fb) + "."]
             if rel:
                 lines += ["", f"![anytime regret on {pair} ({sc})]({rel})"]
             lines.append("")

@@ -19,7 +19,8 @@ SHORT = {  # claim prefix in leaderboard.json -> its label in docs/searchers.md
     "TRADE: beats conventional": "**TRADE** (beats conventional NAS)",
     "TRADE: beats a hand-picked student (resnet_cell)": "TRADE: beats a hand-picked student (resnet_cell)",
     "TRADE: beats a hand-picked student (all_conv3x3)": "TRADE: beats a hand-picked student (all_conv3x3)",
-    "DaSS": "**DaSS** (transfers to an unseen pair)",
+    "DaSS: a predictor": "**DaSS** (transfers to an unseen pair)",
+    "DaSS: querying": "DaSS: querying students (this adaptation) beats the paper's top-1 pick",
     "AutoKD: sample efficiency (vs random)": "**AutoKD** (sample efficiency, mean regret over the first quarter of the budget) vs random",
     "AutoKD: sample efficiency (vs trade)": "**AutoKD** (sample efficiency) vs TRADE",
 }
@@ -48,6 +49,14 @@ def block(lb: dict) -> str:
             ceil = lb["references"][pair][sc]["noise_ceiling"]["regret_mean"]
             lines.append(f"| {pair} | {ctx['spaces'][sc][pair]['archs']} | " + " | ".join(cells) + f" | {ceil:.2f} |")
         lines.append("")
+        fb = defaultdict(list)  # random fallbacks (asks a method replaced by a random architecture)
+        for pair in ctx["scoring_pairs"][sc]:
+            for r in lb["pairs"][pair]:
+                if r.get("scoring") == sc and r.get("fallbacks_max", 0) > 0:
+                    fb[r["searcher"]].append(f"{pair} {r['fallbacks_mean']:.1f} ({r['fallback_share']:.0%})")
+        if fb:
+            lines += ["Random fallbacks per run (mean count, share of the run's queries): "
+                      + "; ".join(f"{s}: " + ", ".join(v) for s, v in fb.items()) + ".", ""]
     by_claim: dict[tuple, list[dict]] = defaultdict(list)
     for c in lb["claims"]:
         by_claim[(c["claim"], c["scoring"])].append(c)

@@ -101,6 +101,23 @@ def test_dass_meta_seed_follows_the_run():
     assert leaderboard._make("dass", {"meta_seed": 1}, 7).config["meta_seed"] == 1  # the user's choice wins
 
 
+def test_dass_paper_beside_dass_shares_meta_training_and_queries_once():
+    from danas_bench.baselines import dass as dass_mod
+
+    dass_mod._CACHE.clear()
+    frames, timings, ctx = leaderboard.run_leaderboard(
+        ["random", "dass", "dass_paper"], pairs=["synth-a/resnet", "synth-a/mlp"], runs=2, budget={"queries": 8},
+        options={"dass": {"meta_steps": 20}, "dass_paper": {"meta_steps": 20}}, progress=False, synthetic=True,
+        synthetic_options={"datasets": ["synth-a", "synth-b"], "seed_share": 0.2})
+    fin = leaderboard.finals(frames, ctx)
+    paper = fin.filter(pl.col("searcher") == "dass_paper")
+    assert paper.height == 4 and (paper["queries"] == 1).all()  # 2 pairs x 2 runs, the pick alone
+    assert (fin.filter(pl.col("searcher") == "dass")["queries"] == 8).all()
+    assert len(dass_mod._CACHE) == 2  # one meta-training per run, shared by both modes and both teachers
+    specs = {c["claim"] for c in leaderboard.claim_specs(ctx)}
+    assert "dass_paper beats random search" in specs and any(c.startswith("DaSS: querying") for c in specs)
+
+
 # --- overlay isolation on the real tables ---------------------------------------------------------------
 
 
@@ -230,6 +247,9 @@ def test_report_carries_runs_ci_scoring_and_holm(tmp_path):
     for pair, rows in doc["pairs"].items():
         for r in rows:
             assert r["runs"] == 20 and r["scoring"] == "heldout_seeds"
+            assert r["fallbacks_mean"] >= 0 and 0 <= r["fallback_share"] <= 1
+            if r["searcher"].startswith("random"):
+                assert r["fallbacks_max"] == 0  # random search has nothing to fall back from
             lo, hi = r["regret_ci95"]
             assert lo <= r["regret_mean"] <= hi
         if not pair.endswith("/none"):

@@ -262,6 +262,35 @@ def test_dass_meta_trains_on_the_other_pairs_only(pool):
     assert kendalltau(s.scores, truth).statistic > 0.2
 
 
+def test_dass_paper_mode_is_the_meta_models_top1_without_a_student_queried_first(pool):
+    bench = pool["synth-a/resnet"]
+    paper = _make("dass_paper", meta_steps=100)
+    f = run(paper, bench, 12, seed=0, pool=pool)
+    zero = space.zero_cells(paper.problem.archs)
+    pick = int(paper.problem.archs[int(np.argmax(np.where(zero, -np.inf, paper.prior)))])
+    assert f.height == 1 and int(f["arch_index"][0]) == pick  # one query: the pick itself, then it stops
+    querying = _make("dass")
+    run(querying, bench, 12, seed=0, pool=pool)
+    assert querying.state is paper.state  # the same meta-training (cached): only the search differs
+    test = bench.test_many(paper.problem.archs)
+    assert bench.test(pick) > np.median(test)  # the transferred predictor picks better than chance
+    with pytest.raises(ValueError, match="mode"):
+        run(_make("dass", mode="papers"), bench, 2, seed=0, pool=pool)
+
+
+@pytest.mark.parametrize("name", ["evolution", "optuna_tpe"])
+def test_random_fallbacks_are_counted(name, tiny_pool):
+    b = tiny_pool["synth-b/resnet"]
+    s = _make(name)
+    f = run(s, b, {"queries": len(b.archs)}, 0, pool=tiny_pool)
+    # a tiny space searched to the end: the method runs out of new children / trials and falls back
+    assert 0 < s.fallbacks <= f.height
+    assert s.fallbacks == sum(a.fallback for a, _ in s.history)  # answered asks only
+    if name == "evolution":  # its first children are its own: no fallback yet, and the count resets
+        run(s, b, 12, 0, pool=tiny_pool)
+        assert s.fallbacks == 0
+
+
 # --- the Optuna bridge ------------------------------------------------------------------------------------
 
 
