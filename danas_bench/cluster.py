@@ -121,7 +121,9 @@ def dry_run(plan, d: Path, recipe, slurm: dict, chunk: int, recipe_override=None
     rows = sum(len(s["archs"]) for s in plan.shards)
     size = max(len(s["archs"]) for s in plan.shards)
     max_array = int(slurm.get("max_array_size") or 1000)
-    n_arrays = -(-pending // max_array) if pending else 0
+    per_task = int(slurm.get("shards_per_task") or 1)
+    tasks = -(-pending // per_task)  # array tasks: shards_per_task pending shards each
+    n_arrays = -(-tasks // max_array) if tasks else 0
     gpus = int(slurm.get("gpus_per_node") or 0)
     gres = (slurm.get("additional_parameters") or {}).get("gres")
     device = slurm.get("device", "cpu")
@@ -133,9 +135,10 @@ def dry_run(plan, d: Path, recipe, slurm: dict, chunk: int, recipe_override=None
     log(f"   {rows} rows ({len({a for s in plan.shards for a in s['archs']})} architectures, seeds {seeds}) in "
         f"{n_shards} shards of <= {size}; {done} done, {pending} to run")
     log(f"   shards in {d}")
-    log(f"== SLURM: {n_arrays} array job(s) of <= {max_array} tasks (array size {min(pending, max_array)}), "
+    log(f"== SLURM: {n_arrays} array job(s) of <= {max_array} tasks (array size {min(tasks, max_array)}), "
         f"at most {slurm.get('array_parallelism')} running at once")
-    log(f"   per task: one shard on {device}, {gpus} GPU(s) per task"
+    log(f"   per task: {'one shard' if per_task == 1 else f'{per_task} shards one after the other'} on {device}, "
+        f"{gpus} GPU(s) per task"
         + (f" (gres {gres})" if gres else "") + f", {slurm.get('cpus_per_task')} CPU cores, "
         f"{slurm.get('mem_gb')} GB, time limit {slurm.get('timeout_min')} min, partition {slurm.get('partition')}; "
         f"chunk={chunk} architectures fused per training step")
@@ -165,12 +168,12 @@ def dry_run(plan, d: Path, recipe, slurm: dict, chunk: int, recipe_override=None
     gflop = mean_training_gflop(recipe, sorted({a for s in plan.shards for a in s["archs"]}))
     tflops = float(slurm.get("assumed_tflops") or 5.0)
     per_arch = gflop / (tflops * 1e3)  # seconds
-    per_task_min = per_arch * size / 60
+    per_task_min = per_arch * size * per_task / 60
     log("== cost: ESTIMATE, NOT MEASURED")
     log(f"   {gflop:.0f} GFLOP per architecture (counted: mean of 16 sampled architectures, this recipe's "
         f"epochs and images), assuming the engine sustains {tflops:g} TFLOP/s per GPU (executor.assumed_tflops, "
         f"an assumption until scripts/tier_l_gpu.sh measures it)")
-    log(f"   ~{per_arch:.0f} GPU-s per architecture, ~{per_task_min:.0f} min per task of {size}; "
+    log(f"   ~{per_arch:.0f} GPU-s per architecture, ~{per_task_min:.0f} min per task of {size * per_task}; "
         f"~{per_arch * rows / 3600:.0f} GPU-hours for the whole plan ({per_arch * rows / 3600 / max(1, rows) * 6466:.0f} "
         f"per seed of all 6,466 architectures)")
     limit = slurm.get("timeout_min")
@@ -178,6 +181,6 @@ def dry_run(plan, d: Path, recipe, slurm: dict, chunk: int, recipe_override=None
         log(f"   WARNING: timeout_min={limit} is below 2x the estimated task time; raise it or lower shard_size")
 
     folder = d / "logs" / "%j"
-    log(f"== sbatch script submitit would submit (the first array job, {min(pending, max_array) or 1} task(s)):")
-    log(sbatch_script(folder, params, min(pending, max_array) or 1))
+    log(f"== sbatch script submitit would submit (the first array job, {min(tasks, max_array) or 1} task(s)):")
+    log(sbatch_script(folder, params, min(tasks, max_array) or 1))
     return 0

@@ -248,6 +248,13 @@ def run_shard(d: str, plan_json: str, sid: int, chunk: int = 16, device: str = "
     return str(path)
 
 
+def run_shards(d: str, plan_json: str, sids: list[int], chunk: int = 16, device: str = "cpu") -> list[str]:
+    """One submitit task that trains several shards one after the other (``shards_per_task`` > 1):
+    on a GPU node the data, teacher logits and CUDA context are set up once per task instead of once
+    per shard, and a site's per-job overhead (scheduling, start-up) is paid once."""
+    return [run_shard(d, plan_json, sid, chunk, device) for sid in sids]
+
+
 # --- executors --------------------------------------------------------------------------------
 
 def _progress(total: int, done0: int):
@@ -320,7 +327,8 @@ def _run_local(d: Path, pj: str, pending: list[int], workers: int | None, chunk:
 
 
 def _run_slurm(d: Path, pj: str, pending: list[int], chunk: int, slurm: dict, bar, log, device: str = "cpu") -> None:
-    """SLURM array jobs, one array task per pending shard (several arrays if SLURM's MaxArraySize is hit)."""
+    """SLURM array jobs, one array task per ``executor.shards_per_task`` pending shards (default 1; several
+    arrays if SLURM's MaxArraySize is hit)."""
     import submitit
 
     plan = Plan.from_json(pj)
@@ -332,17 +340,25 @@ def _run_slurm(d: Path, pj: str, pending: list[int], chunk: int, slurm: dict, ba
     size = 1000 if size is None else int(size)
     if size < 1:
         raise ValueError(f"executor.max_array_size must be >= 1, got {size}")
+    per_task = int(slurm.get("shards_per_task") or 1)
+    if per_task < 1:
+        raise ValueError(f"executor.shards_per_task must be >= 1, got {per_task}")
+    packs = [pending[i:i + per_task] for i in range(0, len(pending), per_task)]
     jobs, shard_of, array_ids = [], {}, []
-    for i in range(0, len(pending), size):
-        part = pending[i:i + size]
+    for i in range(0, len(packs), size):
+        part = packs[i:i + size]
         n = len(part)
-        new = ex.map_array(run_shard, [str(d)] * n, [pj] * n, part, [chunk] * n, [device] * n)
+        if per_task == 1:
+            new = ex.map_array(run_shard, [str(d)] * n, [pj] * n, [p[0] for p in part], [chunk] * n, [device] * n)
+        else:
+            new = ex.map_array(run_shards, [str(d)] * n, [pj] * n, part, [chunk] * n, [device] * n)
         array_ids.append(new[0].job_id.split("_")[0])
         # submitit submits a single task as a plain job (job id "<id>", logs/<id>/), not an array
         what, logs = (("array job", f"{d / 'logs' / array_ids[-1]}_<task>") if n > 1
                       else ("job", d / "logs" / array_ids[-1]))
         log(f"submitted SLURM {what} {array_ids[-1]} with {n} task{'s' if n > 1 else ''} "
-            f"(shards {part[0]}..{part[-1]}); logs in {logs}")
+            f"(shards {part[0][0]}..{part[-1][-1]}{f', {per_task} per task' if per_task > 1 else ''}); "
+            f"logs in {logs}")
         jobs += new
         shard_of.update(zip((j.job_id for j in new), part))
     try:
@@ -391,7 +407,12 @@ def _squeue_states(array_ids: list[str]) -> dict[str, str] | None:
     return states
 
 
-def _wait_slurm(jobs: list, shard_of: dict[str, int], array_ids: list[str], d: Path, plan: Plan, bar,
+def _which(sids: list[int]) -> str:
+    """'shard 3' or 'shards 3, 4' (empty when none)."""
+    return "" if not sids else f"shard {sids[0]}" if len(sids) == 1 else f"shards {', '.join(map(str, sids))}"
+
+
+def _wait_slurm(jobs: list, shard_of: dict[str, list[int]], array_ids: list[str], d: Path, plan: Plan, bar,
                 poll_s: float = _SQUEUE_EVERY_S, grace_s: float = _RESULT_GRACE_S) -> None:
     """Wait for every array task; raise listing the tasks that ended without finishing their shard."""
     shards = {s["id"]: s for s in plan.shards}
@@ -403,7 +424,8 @@ def _wait_slurm(jobs: list, shard_of: dict[str, int], array_ids: list[str], d: P
         if now - last_poll >= poll_s:
             states, last_poll = _squeue_states(array_ids), now
         for job in list(waiting):
-            sid = shard_of[job.job_id]
+            sids = shard_of[job.job_id]
+            missing = lambda: _which([s for s in sids if not shard_done(shard_path(d, s), plan, shards[s])])  # noqa: E731
             # job.done() asks sacct: only when squeue cannot answer (without accounting sacct only
             # prints warnings and never learns that a task was cancelled)
             if job.paths.result_pickle.exists() or (states is None and job.done()):
@@ -411,10 +433,10 @@ def _wait_slurm(jobs: list, shard_of: dict[str, int], array_ids: list[str], d: P
                 try:
                     job.result()  # re-raises the task's exception, if any
                 except Exception as exc:  # a cancelled or failed task: report, keep the rest
-                    if not shard_done(shard_path(d, sid), plan, shards[sid]):
-                        errors.append(f"task {job.job_id} (shard {sid}): {type(exc).__name__}: "
+                    if lost := missing():
+                        errors.append(f"task {job.job_id} ({lost}): {type(exc).__name__}: "
                                       f"{str(exc).splitlines()[0][:200]}")
-                bar.update()
+                bar.update(len(sids))
                 continue
             state = None if states is None else states.get(job.job_id)
             if states is None or state in _SLURM_ACTIVE:
@@ -424,10 +446,10 @@ def _wait_slurm(jobs: list, shard_of: dict[str, int], array_ids: list[str], d: P
             if now - gone_since.setdefault(job.job_id, now) < grace_s:
                 continue
             waiting.remove(job)
-            if not shard_done(shard_path(d, sid), plan, shards[sid]):
-                errors.append(f"task {job.job_id} (shard {sid}): {state or 'left the queue'} without a result "
+            if lost := missing():
+                errors.append(f"task {job.job_id} ({lost}): {state or 'left the queue'} without a result "
                               f"(cancelled, timed out, out of memory or killed); log: {job.paths.stderr}")
-            bar.update()
+            bar.update(len(sids))
     if errors:
         raise RuntimeError(f"{len(errors)} SLURM tasks did not finish (rerun the same command to resume):\n"
                            + "\n".join(errors[:10]))

@@ -240,3 +240,23 @@ def test_scancel_one_task_then_resubmit(tables_root, tmp_path):
         _check_table(tables_root, d)
     finally:
         _cancel_leftovers(text2)
+
+
+def test_several_shards_per_task(tables_root):
+    """`executor.shards_per_task=2`: 3 shards go out as 2 array tasks (2 + 1 shards), every shard is
+    written and the table merges; a task's log names each shard it trained."""
+    d = g.shard_dir(PAIR, RID)
+    res = subprocess.run(cli_cmd(*BASE, "executor.shards_per_task=2"), capture_output=True, text=True, timeout=400)
+    text = res.stdout + res.stderr
+    try:
+        assert res.returncode == 0, text
+        arrays = _arrays(text)
+        assert [n for _, n in arrays] == [2], text
+        assert "2 per task" in text, text
+        jid = arrays[0][0]
+        first = (d / "logs" / f"{jid}_0" / f"{jid}_0_0_log.out").read_text()
+        assert "shard 0: written in" in first and "shard 1: written in" in first, first
+        assert f"merged {N_SHARDS} of {N_SHARDS} shards" in text, text
+        _check_table(tables_root, d)
+    finally:
+        _cancel_leftovers(text)
