@@ -203,9 +203,11 @@ def fit_pair(pair: str, root: Path | None = None, recipe_id: str | None = None, 
     if b.teacher != "none":
         try:
             none_path = bm.open(f"{b.dataset}/none", root, fallback="error", recipe_id=b.recipe_id).path
+        except tb.TableError:
+            raise  # a damaged or unlisted `none` table is an error, never a silently dropped metric
         except ValueError:
             log(f"{pair}: no {b.dataset}/none table of recipe {b.recipe_id}: KD gain not estimated")
-    candidates = candidates or DEFAULT_CANDIDATES
+    candidates = candidates or default_candidates()
     if model != "auto" and model not in candidates:
         raise ValueError(f"model {model!r} is not among the candidates {sorted(candidates)}")
     metrics = list(BASE_METRICS) + (list(GAIN_METRICS) if none_path is not None else [])
@@ -260,14 +262,11 @@ def summary_line(meta: dict) -> str:
     return "; ".join(parts)
 
 
-_HGB = {"max_iter": 300, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 20,
-        "l2_regularization": 1.0}
-DEFAULT_CANDIDATES = {  # the same as conf/expected.yaml (the command's source of truth)
-    "hgb_onehot": {"model": "hgb", "features": "onehot", "params": _HGB},
-    "hgb_pairs": {"model": "hgb", "features": "pairs", "params": _HGB},
-    "ridge_pairs": {"model": "ridge", "features": "pairs", "params": {"alphas": [0.1, 1.0, 10.0, 100.0]}},
-    "ridge_paths": {"model": "ridge", "features": "paths", "params": {"alphas": [0.1, 1.0, 10.0, 100.0]}},
-}
+def default_candidates() -> dict:
+    """The candidates of ``conf/expected.yaml``: the command and ``fit_pair`` share one list."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(Path(__file__).parent / "conf" / "expected.yaml").candidates)
 
 
 # --- reading (the query path) ---------------------------------------------------------------
@@ -276,27 +275,28 @@ def load(table_path: Path, pair: str, root: Path | None = None, allow_unlisted: 
     """``{metric: float64 array over all 15,625 indices}`` of a table's expected file; TableError when it
     is missing, differs from its MANIFEST entry, or was fitted on another version of the table. Reads
     a file only: nothing is ever trained or fitted here."""
-    from .generate import load_manifest
-
     path = expected_path(table_path)
     if not path.exists():
         raise tb.TableError(f"{pair}: no expected-accuracy table {path.name}; make it with "
                             f"`danas-bench expected pair={pair}`")
     if root is not None:
-        rel = str(path.resolve().relative_to(Path(root).resolve()))
-        entry = load_manifest(Path(root))["files"].get(rel)
-        if entry is None and not allow_unlisted:
-            raise tb.TableError(f"{path} is not listed in the MANIFEST of {root}; rerun "
-                                f"`danas-bench expected pair={pair}` (it lists what it writes)")
-        if entry is not None and entry.get("sha256") != tb.sha256(path):
-            raise tb.TableError(f"{path}: sha256 differs from the MANIFEST: damaged or changed; restore it "
-                                f"from git or rerun `danas-bench expected pair={pair}`")
+        try:
+            tb.check_listed(path, Path(root), allow_unlisted)
+        except tb.TableError as exc:
+            raise tb.TableError(f"{exc}; or rerun `danas-bench expected pair={pair}` (it lists what it "
+                                f"writes)") from None
     meta = tb.read_meta(path)
     if meta.get("kind") != "expected" or meta.get("pair") != pair:
         raise tb.TableError(f"{path}: not the expected table of {pair}")
     if meta.get("source_sha256") != tb.sha256(table_path):
         raise tb.TableError(f"{path}: fitted on another version of {Path(table_path).name}; rerun "
                             f"`danas-bench expected pair={pair}`")
+    if meta.get("none_source") is not None:  # the KD-gain estimates also depend on the `none` table
+        none_path = Path(table_path).with_name(meta["none_source"])
+        if not none_path.is_file() or tb.sha256(none_path) != meta.get("none_source_sha256"):
+            raise tb.TableError(f"{path}: its KD-gain estimates were fitted on another version of "
+                                f"{meta['none_source']} (changed or missing); rerun "
+                                f"`danas-bench expected pair={pair}`")
     t = tb.read(path)
     idx = t.column("arch_index").to_numpy()
     if len(idx) != space.N_ARCHS or not (idx == np.arange(space.N_ARCHS)).all():

@@ -169,3 +169,22 @@ def test_validation_on_real_rows(digits_root):
     two = np.isin(s, [0, 1])  # with two seeds the mean of the others is the one other seed
     v2 = ex.validate(a[two], s[two], y[two], est)
     assert v2["single"] == v2["others_mean"]
+
+
+def test_kd_gain_estimates_follow_the_none_table(digits_root):
+    """The KD gain is fitted on the KD table minus the `none` table: a `none` table changed after the fit
+    makes the estimates stale (refused, naming the command), and a damaged one stops the fit instead of
+    silently dropping the KD-gain metrics."""
+    ex.fit_pair("digits/resnet", digits_root, candidates=RIDGE, log=lambda *_: None)
+    none_path = bm.open("digits/none", digits_root, fallback="error").path
+    table = tb.read(none_path)
+    tb.write_atomic(table.slice(0, table.num_rows - 1), none_path)  # another version of the `none` table
+    generate.update_manifest(none_path, digits_root, kind="table", extra={"pair": "digits/none"})
+    b = bm.open("digits/resnet", digits_root, fallback="error")
+    with pytest.raises(tb.TableError, match=r"KD-gain estimates .*danas-bench expected pair=digits/resnet"):
+        b.query(0, "valid_acc", seed="expected")
+    data = bytearray(none_path.read_bytes())  # now damaged: its bytes no longer match the MANIFEST
+    data[len(data) // 2] ^= 0x01
+    none_path.write_bytes(bytes(data))
+    with pytest.raises(tb.TableError, match="MANIFEST"):
+        ex.fit_pair("digits/resnet", digits_root, candidates=RIDGE, log=lambda *_: None)
