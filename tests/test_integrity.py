@@ -459,9 +459,12 @@ def test_cli_errors_are_one_line(live_root, capsys, argv, match):
     if argv == ["verify"]:
         (live_root / "MANIFEST").write_text("{")
     rc = cli.main(argv, one_line_errors=True)
-    err = capsys.readouterr().err.strip()
-    if argv == ["verify"]:
-        assert rc == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    if argv == ["verify"]:  # verify reports problems on stdout, one line each, and exits 1
+        out = captured.out.strip()
+        assert rc == 1 and len(out.splitlines()) == 1 and "Traceback" not in out + err, out + err
+        assert out.startswith("FAIL ") and match in out, out
         return
     assert rc == 2 and "\n" not in err and "Traceback" not in err, err
     assert err.startswith(f"danas-bench {argv[0]}: "), err
