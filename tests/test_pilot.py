@@ -74,9 +74,19 @@ def test_a_real_tiny_search_measures_every_setting_and_resumes(tmp_path):
     assert df.height == 6 * 2 * 3 and set(df["teacher"]) == {"none", "resnet", "mlp"}
     m = pilot.measure(df, r, cells)
     assert set(m["settings"]) == {"none", "resnet", "mlp"}
+    def wide(teacher):  # (cell, seed) test accuracies, computed here from the stored runs
+        sub = df.filter(pl.col("teacher") == teacher).pivot(on="seed", index="arch_index", values="test_acc")
+        return sub.sort("arch_index").select(["0", "1"]).to_numpy()
+
+    assert m["settings"]["none"]["mean"] == pytest.approx(wide("none").mean())
     for t in ("resnet", "mlp"):
-        lo, hi = m["settings"][t]["kd_gain_ci"]
-        assert lo <= m["settings"][t]["kd_gain"] <= hi and 0 <= m["settings"][t]["collapsed"] <= 1
+        kd, no = wide(t), wide("none")
+        s_t = m["settings"][t]
+        assert s_t["kd_gain"] == pytest.approx((kd.mean(1) - no.mean(1)).mean())
+        assert s_t["helped"] == pytest.approx((kd.mean(1) > no.mean(1)).mean())
+        assert s_t["collapsed"] == pytest.approx((kd < no - 0.05).mean())
+        lo, hi = s_t["kd_gain_ci"]
+        assert lo < s_t["kd_gain"] < hi  # a CI of positive width around the gain
     assert m["core_seconds"] > 0 and json.dumps(m)
     before = pilot.runs_path(tmp_path, r).stat().st_mtime_ns
     pilot.run_candidates([r], cells, chunk=3, workers=1, out_dir=tmp_path, log=lambda *_: None)
