@@ -54,16 +54,19 @@ for ac in fp32 bf16; do
   "$PY" - "$ac" "$N" "$EPOCHS" "$NTRAIN" "$OUT" <<'EOF' 2>&1 | tee -a "$OUT/log.txt"
 import json, sys
 from pathlib import Path
-from danas_bench import throughput
+from danas_bench import data, throughput
 from danas_bench.recipe import recipe_for
-ac, n, epochs, n_train, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
-r = recipe_for("cifar10").replace(epochs=epochs, n_train=n_train, warmup_epochs=None,
-                                  autocast="bf16" if ac == "bf16" else None)
+ac, n_archs, epochs, n_train, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
+full = recipe_for("cifar10")
+n = data.CIFAR_RECORDS
+full_train = min(full.n_train or n, n - n // 12 - n // 6)  # the full recipe's training images
+r = full.replace(epochs=epochs, n_train=n_train, warmup_epochs=None, autocast="bf16" if ac == "bf16" else None)
 for chunk in (16, 64):
-    res = throughput.bench_recipe(r, "none", n, chunk, device="cuda")
+    res = throughput.bench_recipe(r, "none", n_archs, chunk, device="cuda")
     res["autocast"] = ac
-    res["engine_tflops"] = res["train_gflop_per_arch"] * n / res["engine_seconds"] / 1e3
-    res["engine_gpu_seconds_per_arch_full_recipe"] = (res["engine_seconds"] / n) * (20 / epochs) * (45000 / n_train)
+    res["engine_tflops"] = res["train_gflop_per_arch"] * n_archs / res["engine_seconds"] / 1e3
+    res["engine_gpu_seconds_per_arch_full_recipe"] = ((res["engine_seconds"] / n_archs) * (full.epochs / epochs)
+                                                      * (full_train / n_train))
     print(json.dumps({k: res[k] for k in ("autocast", "chunk", "device_name", "engine_seconds", "plain_seconds",
                                           "speedup", "engine_tflops", "engine_gpu_seconds_per_arch_full_recipe",
                                           "equiv_mean_abs_diff", "seed_mean_abs_diff")}), flush=True)
@@ -74,10 +77,10 @@ done
 
 echo "== 3. a tiny real generation on cuda (debug executor, 2 shards of 8, 1 epoch on 2,000 images)" | tee -a "$OUT/log.txt"
 mkdir -p "$DANAS_TABLES"
-.venv/bin/danas-bench generate pair=cifar10/none archs=16 shard_size=8 chunk=8 executor=debug \
+"$PY" -m danas_bench.cli generate pair=cifar10/none archs=16 shard_size=8 chunk=8 executor=debug \
     executor.device=cuda 'recipe={width: 16, epochs: 1, batch_size: 256, n_train: 2000, valid_curve_n: 1000}' \
     2>&1 | tail -30 | tee -a "$OUT/log.txt"
-.venv/bin/danas-bench verify 2>&1 | tee -a "$OUT/log.txt"
+"$PY" -m danas_bench.cli verify 2>&1 | tee -a "$OUT/log.txt"
 "$PY" - "$OUT" <<'EOF' 2>&1 | tee -a "$OUT/log.txt"
 import json, sys
 from pathlib import Path
