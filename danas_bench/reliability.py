@@ -2,7 +2,8 @@
 chooses by (``danas-bench pilot``) and the datasheet reports per shipped table (v1 next to v2).
 
 All figures use non-zero cells only (a zero cell is a constant classifier whose accuracy is the same
-for every seed and would inflate every agreement figure).
+for every seed and would inflate every agreement figure), except ``late_gain`` in :func:`table_figures`,
+which takes the median validation curve over every row of the first seed.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def multi_seed(frame: pl.DataFrame, col: str, min_seeds: int = 2) -> tuple[np.nd
     cells the first ``min_seeds`` share."""
     wide = frame.pivot(on="seed", index="arch_index", values=col, aggregate_function="first")
     seeds = sorted(int(c) for c in wide.columns if c != "arch_index")
-    # as many seeds as still share at least half the cells the first two seeds share
+    if len(seeds) < min_seeds:  # nothing to compare: no cells (table_figures reports cells = 0)
+        return np.empty(0, dtype=np.int64), np.empty((0, len(seeds))), seeds
     base = wide.select(["arch_index", *[str(s) for s in seeds[:min_seeds]]]).drop_nulls().height
     for k in range(len(seeds), min_seeds - 1, -1):
         cols = [str(s) for s in seeds[:k]]

@@ -177,3 +177,12 @@ def test_reliability_of_the_shipped_v1_tables_uses_every_multi_seed_cell():
     r = reliability.table_figures(frame)
     assert r["cells"] == 647 and r["seeds"] == [0, 1, 2]
     assert 0 < r["icc1"] < r["icc_mean3"] < 1
+
+
+def test_a_one_seed_table_has_no_reliability_figures():
+    """A table of one seed has nothing to compare: no cells, and the datasheet leaves it out (no crash)."""
+    from danas_bench import reliability
+
+    frame = _frame(pilot.sample_cells(10, 0), (0,), lambda i, s: 0.5 + 0.01 * i)
+    assert reliability.table_figures(frame) == {"cells": 0}
+    assert len(reliability.render([{"pair": "digits/none", "recipe_id": "x", "cells": 0}])) == 2  # header only
