@@ -34,6 +34,19 @@ def slurm_params(slurm: dict, pair: str) -> dict:
     return params
 
 
+def array_limits(slurm: dict) -> tuple[int, int]:
+    """(array jobs' largest size, shards per array task) of an executor profile; ValueError when either is
+    below 1, so the dry run refuses what the real submission would."""
+    size = slurm.get("max_array_size")
+    size = 1000 if size is None else int(size)
+    if size < 1:
+        raise ValueError(f"executor.max_array_size must be >= 1, got {size}")
+    per_task = int(slurm.get("shards_per_task") or 1)
+    if per_task < 1:
+        raise ValueError(f"executor.shards_per_task must be >= 1, got {per_task}")
+    return size, per_task
+
+
 def sbatch_script(folder: Path, params: dict, n_tasks: int) -> str:
     """The sbatch file submitit writes for an array of ``n_tasks`` tasks (a plain job for one), rendered
     by submitit's own SlurmExecutor without submitting anything (and without SLURM on this machine)."""
@@ -120,8 +133,7 @@ def dry_run(plan, d: Path, recipe, slurm: dict, chunk: int, recipe_override=None
     pending = n_shards - done
     rows = sum(len(s["archs"]) for s in plan.shards)
     size = max(len(s["archs"]) for s in plan.shards)
-    max_array = int(slurm.get("max_array_size") or 1000)
-    per_task = int(slurm.get("shards_per_task") or 1)
+    max_array, per_task = array_limits(slurm)
     tasks = -(-pending // per_task)  # array tasks: shards_per_task pending shards each
     n_arrays = -(-tasks // max_array) if tasks else 0
     gpus = int(slurm.get("gpus_per_node") or 0)
@@ -130,7 +142,7 @@ def dry_run(plan, d: Path, recipe, slurm: dict, chunk: int, recipe_override=None
     params = slurm_params(slurm, plan.pair)
     seeds = sorted({s["seed"] for s in plan.shards})
 
-    log(f"DRY RUN: nothing is submitted and nothing is written.\n")
+    log("DRY RUN: nothing is submitted and nothing is written.\n")
     log(f"== plan: {plan.pair}, recipe {plan.recipe_id} ({_recipe_note(dataset, recipe_override)})")
     log(f"   {rows} rows ({len({a for s in plan.shards for a in s['archs']})} architectures, seeds {seeds}) in "
         f"{n_shards} shards of <= {size}; {done} done, {pending} to run")

@@ -338,3 +338,14 @@ def test_throughput_takes_a_device(cifar_root, tmp_path):
     assert res["engine_seconds"] > 0 and res["train_gflop_per_arch"] > 0
     with pytest.raises(SystemExit):
         throughput.main(["--device", "tpu"])
+
+
+def test_dry_run_refuses_the_array_settings_a_submission_refuses():
+    from danas_bench import cluster
+
+    assert cluster.array_limits({}) == (1000, 1)
+    assert cluster.array_limits({"max_array_size": 64, "shards_per_task": 4}) == (64, 4)
+    with pytest.raises(ValueError, match="executor.max_array_size must be >= 1, got 0"):
+        cluster.array_limits({"max_array_size": 0})
+    with pytest.raises(ValueError, match="executor.shards_per_task must be >= 1, got -2"):
+        cluster.array_limits({"shards_per_task": -2})
