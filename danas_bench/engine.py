@@ -12,8 +12,8 @@ share batches); the initial weights depend on (architecture index, seed) via
 
 Devices: a :class:`Task` runs on ``device`` (default ``"cpu"``, one thread per process; tier L: ``"cuda"``).
 Models are built on the CPU (same initial weights everywhere) and moved; the batch order comes from a CPU
-generator on every device, and metrics are computed on the CPU, so a CPU run is bit-for-bit what it was
-before devices existed. On a GPU the recorded seconds are wall seconds of the device (synchronised), not
+generator on every device, and metrics are computed on the CPU, so a CPU run gives the same bits
+whatever device support is compiled in. On a GPU the recorded seconds are wall seconds of the device (synchronised), not
 process CPU seconds. A recipe with ``autocast: bf16`` runs the forward (and the fused engine's
 convolution backward) in bfloat16 on any device; it is part of the recipe id.
 """

@@ -103,7 +103,7 @@ def stale_temp(tmp: Path, now: float | None = None) -> bool:
     another host's and older than ``STALE_TEMP_S``."""
     tail = tmp.name.rsplit(".tmp-", 1)[-1]
     host, _, pid = tail.rpartition("-")
-    if not host and pid.isdigit():  # the older name ".tmp-<pid>": taken as this host's, as it was then
+    if not host and pid.isdigit():  # a bare ".tmp-<pid>" name carries no host: taken as this host's
         host = socket.gethostname()
     try:
         age = (time.time() if now is None else now) - tmp.stat().st_mtime

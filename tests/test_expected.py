@@ -1,4 +1,4 @@
-"""The expected-accuracy view (issue 20): cross-fitting, isomorphism, verification, no live training.
+"""The expected-accuracy view: cross-fitting, isomorphism, verification, no live training.
 
 Everything runs on copies of the shipped digits tables in ``tmp_path`` (never the repository's
 ``tables/``), with fast candidates (ridge, a small gradient-boosting model) so a fit takes seconds.

@@ -1,4 +1,4 @@
-"""Integrity (issue 21): a damaged table, cache or input is an error, never a silent wrong answer.
+"""Integrity: a damaged table, cache or input is an error, never a silent wrong answer.
 
 Every test works in a copy under ``tmp_path``: a shipped table copied with its MANIFEST entry, or small
 tables written here with the library's own writer (``tables.write_atomic``, ``generate.update_manifest``)
