@@ -333,16 +333,10 @@ def _run_slurm(d: Path, pj: str, pending: list[int], chunk: int, slurm: dict, ba
 
     plan = Plan.from_json(pj)
     ex = submitit.AutoExecutor(folder=d / "logs" / "%j", cluster="slurm")
-    from .cluster import slurm_params  # the same parameters the dry run renders
+    from .cluster import array_limits, slurm_params  # the same parameters the dry run renders
 
     ex.update_parameters(**slurm_params(slurm, plan.pair))
-    size = slurm.get("max_array_size")
-    size = 1000 if size is None else int(size)
-    if size < 1:
-        raise ValueError(f"executor.max_array_size must be >= 1, got {size}")
-    per_task = int(slurm.get("shards_per_task") or 1)
-    if per_task < 1:
-        raise ValueError(f"executor.shards_per_task must be >= 1, got {per_task}")
+    size, per_task = array_limits(slurm)  # the limits the dry run checks too
     packs = [pending[i:i + per_task] for i in range(0, len(pending), per_task)]
     jobs, shard_of, array_ids = [], {}, []
     for i in range(0, len(packs), size):
@@ -629,10 +623,13 @@ def verify(root: Path | None = None, log=print) -> list[str]:
         if meta.get("recipe_id") != entry.get("recipe_id"):
             problems.append(f"{rel}: recipe_id {meta.get('recipe_id')} differs from MANIFEST {entry.get('recipe_id')}")
         if entry.get("kind") == "expected":  # estimates fitted on an older table are stale
-            src = p.with_name(str(meta.get("source")))
-            if not src.is_file() or tb.sha256(src) != meta.get("source_sha256"):
-                problems.append(f"{rel}: fitted on another version of {meta.get('source')}; rerun "
-                                f"`danas-bench expected pair={entry.get('pair')}`")
+            for key in ("source", "none_source"):  # the table itself, and `none` for the KD-gain estimates
+                if key not in meta:
+                    continue
+                src = p.with_name(str(meta.get(key)))
+                if not src.is_file() or tb.sha256(src) != meta.get(f"{key}_sha256"):
+                    problems.append(f"{rel}: fitted on another version of {meta.get(key)}; rerun "
+                                    f"`danas-bench expected pair={entry.get('pair')}`")
         if entry.get("kind") == "table":
             ids = set(table.column("recipe_id").unique().to_pylist())
             if ids != {meta.get("recipe_id")}:

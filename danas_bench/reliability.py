@@ -1,9 +1,9 @@
 """How much of a table is the architecture and how much is seed luck: the figures the recipe search
 chooses by (``danas-bench pilot``) and the datasheet reports per shipped table (v1 next to v2).
 
-All figures use non-zero cells only (a zero cell is a constant classifier whose accuracy is the same
-for every seed and would inflate every agreement figure), except ``late_gain`` in :func:`table_figures`,
-which takes the median validation curve over every row of the first seed.
+All figures use the non-zero cells recorded with every seed used (a zero cell is a constant classifier
+whose accuracy is the same for every seed and would inflate every agreement figure; its flat curve
+would pass for convergence).
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ def table_figures(frame: pl.DataFrame, none: pl.DataFrame | None = None, teacher
            "top10_heldout_pct": float(np.mean(top)),
            "mean": float(mean.mean()), "iqr": float(np.subtract(*np.percentile(mean, [75, 25]))),
            "best_seed_mean": float(mean.max()),
-           "late_gain": late_gain(frame.filter(pl.col("seed") == seeds[0])["valid_acc_curve"].to_list())}
+           "late_gain": late_gain(frame.filter((pl.col("seed") == seeds[0]) & pl.col("arch_index").is_in(cells.tolist()))
+                                  ["valid_acc_curve"].to_list())}
     if teacher_acc is not None:
         out["teacher_margin"] = float(teacher_acc - mean.max())
     if none is not None:

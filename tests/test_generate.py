@@ -293,7 +293,7 @@ def test_verify_checks_rows_against_manifest(run_copy, tables_root):
 def test_verify_empty_or_corrupt_manifest(tables_root):
     assert g.verify() == [f"{tables_root / 'MANIFEST'}: no files listed"]
     (tables_root / "MANIFEST").write_text("{not json")
-    problems = g.verify()  # one line, no traceback (issue 21)
+    problems = g.verify()  # a malformed MANIFEST is one problem line, not a traceback
     assert len(problems) == 1 and "MANIFEST: not valid JSON" in problems[0] and "\n" not in problems[0]
 
 
