@@ -183,6 +183,8 @@ def test_kd_gain_estimates_follow_the_none_table(digits_root):
     b = bm.open("digits/resnet", digits_root, fallback="error")
     with pytest.raises(tb.TableError, match=r"KD-gain estimates .*danas-bench expected pair=digits/resnet"):
         b.query(0, "valid_acc", seed="expected")
+    stale = [p for p in generate.verify(digits_root, log=lambda *_: None) if "resnet" in p and "expected" in p]
+    assert stale and "fitted on another version of none-" in stale[0], stale
     data = bytearray(none_path.read_bytes())  # now damaged: its bytes no longer match the MANIFEST
     data[len(data) // 2] ^= 0x01
     none_path.write_bytes(bytes(data))
