@@ -692,7 +692,10 @@ class Bench:
                     arch, metric, epoch, s, rng, budget, kd_temperature, kd_alpha))
             v = lst[r]
         if budget is not None:
-            budget.charge(st.cost_l[i] if epoch is None else st.cost_l[i] * epoch / self.epochs)
+            if epoch is None:
+                budget.charge(st.cost_l[i])
+            else:
+                budget.charge(st.cost_l[i] * epoch / self.epochs, share=epoch / self.epochs)
         return v
 
     def _miss(self, i: int, st: _Store, seed, budget, again):
@@ -833,7 +836,7 @@ class Bench:
             vals = st.col(colkey)[rows]
         if budget is not None:
             scale = 1.0 if epoch is None else epoch / self.epochs
-            budget.charge(float(st.cost[idx].sum()) * scale, queries=len(idx))
+            budget.charge(float(st.cost[idx].sum()) * scale, queries=len(idx), share=scale)
         return vals
 
     @staticmethod

@@ -6,6 +6,11 @@ recorded seeds), as NAS-Bench-201's simulated time. A charge that would take eit
 limit is refused *before* the answer is given: :class:`BudgetExhausted` is raised and nothing is
 charged, so a searcher never spends more than its budget. Test metrics (``Bench.test``) are never
 charged.
+
+``fractional_queries=True`` counts a query at epoch ``e`` as ``e / epochs`` of a query (a query budget
+in full-training equivalents), so that multi-fidelity searchers (AutoKD's Hyperband brackets) pay for
+a low-epoch query in proportion to the epochs asked, as they do in simulated seconds; the default
+counts every query as one.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ class BudgetExhausted(Exception):
 class Budget:
     """``Budget(max_queries=None, max_seconds=None)``; ``None`` means no limit on that counter."""
 
-    __slots__ = ("max_queries", "max_seconds", "spent_queries", "spent_seconds")
+    __slots__ = ("max_queries", "max_seconds", "spent_queries", "spent_seconds", "fractional_queries")
 
-    def __init__(self, max_queries: int | None = None, max_seconds: float | None = None):
+    def __init__(self, max_queries: int | None = None, max_seconds: float | None = None,
+                 fractional_queries: bool = False):
         if max_queries is not None and not (isinstance(max_queries, numbers.Real) and not isinstance(max_queries, bool)
                                             and math.isfinite(max_queries) and int(max_queries) == max_queries
                                             and max_queries >= 0):
@@ -36,24 +42,36 @@ class Budget:
         self.max_seconds = None if max_seconds is None else float(max_seconds)
         self.spent_queries = 0
         self.spent_seconds = 0.0
+        self.fractional_queries = bool(fractional_queries)
 
-    def affordable(self, seconds: float = 0.0, queries: int = 1) -> bool:
-        """Whether a charge of ``seconds`` and ``queries`` fits in what is left."""
-        if self.max_queries is not None and self.spent_queries + queries > self.max_queries:
+    def _queries(self, queries, share) -> float:
+        """What ``queries`` at ``share`` (epoch / epochs) of full training count."""
+        if not self.fractional_queries or share == 1:
+            return queries
+        if not 0 < share <= 1:
+            raise ValueError(f"a query's share of full training must be in (0, 1], got {share!r}")
+        return queries * float(share)
+
+    def affordable(self, seconds: float = 0.0, queries: int = 1, share: float = 1.0) -> bool:
+        """Whether a charge of ``seconds`` and ``queries`` (at ``share`` of full training) fits in what is left."""
+        queries = self._queries(queries, share)
+        if self.max_queries is not None and self.spent_queries + queries > self.max_queries * (1 + 1e-12):
             return False
         if self.max_seconds is not None and self.spent_seconds + seconds > self.max_seconds * (1 + 1e-12):
             return False
         return True
 
-    def charge(self, seconds: float, queries: int = 1) -> None:
-        """Charge ``seconds`` and ``queries``, or raise :class:`BudgetExhausted` charging nothing."""
+    def charge(self, seconds: float, queries: int = 1, share: float = 1.0) -> None:
+        """Charge ``seconds`` and ``queries``, or raise :class:`BudgetExhausted` charging nothing.
+        ``share``: the epochs asked over the recipe's epochs (counted only with ``fractional_queries``)."""
         if not seconds >= 0:  # NaN or negative: a bug upstream, never a free query
             raise ValueError(f"cannot charge {seconds!r} seconds")
+        queries = self._queries(queries, share)
         q, s = self.spent_queries + queries, self.spent_seconds + seconds
-        if ((self.max_queries is not None and q > self.max_queries)
+        if ((self.max_queries is not None and q > self.max_queries * (1 + 1e-12))
                 or (self.max_seconds is not None and s > self.max_seconds * (1 + 1e-12))):
             raise BudgetExhausted(
-                f"budget exhausted: this query costs {queries} quer{'y' if queries == 1 else 'ies'} and "
+                f"budget exhausted: this query costs {queries:g} quer{'y' if queries == 1 else 'ies'} and "
                 f"{float(seconds):.3f} simulated s; spent {self.spent_queries}/{_fmt(self.max_queries)} queries "
                 f"and {self.spent_seconds:.3f}/{_fmt(self.max_seconds)} s")
         self.spent_queries, self.spent_seconds = q, s

@@ -329,7 +329,8 @@ class SearchView:
                              f"shipped rows only")
         pos = self._pos(arch)
         if budget is not None:
-            budget.charge(self.cost(int(self.archs[pos[0]]), epoch), queries=1)
+            share = 1.0 if epoch is None or self.epochs is None else min(int(epoch) / self.epochs, 1.0)
+            budget.charge(self.cost(int(self.archs[pos[0]]), epoch), queries=1, share=share)
         return float(self._values(pos, metric, epoch)[0])
 
     def query_many(self, archs, metric: str = "valid_acc", epoch: int | None = None, seed=None,
@@ -337,7 +338,7 @@ class SearchView:
         pos = self._pos(np.asarray(archs))
         if budget is not None:
             scale = 1.0 if epoch is None or self.epochs is None else int(epoch) / self.epochs
-            budget.charge(float(self._costs[pos].sum()) * scale, queries=len(pos))
+            budget.charge(float(self._costs[pos].sum()) * scale, queries=len(pos), share=min(scale, 1.0))
         return self._values(pos, metric, epoch)
 
     def cost(self, arch, epoch: int | None = None) -> float:

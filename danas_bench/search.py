@@ -302,7 +302,8 @@ def _logit_descriptor(dataset: str, teacher: str) -> np.ndarray:
 
 def make_budget(budget):
     """A fresh :class:`danas_bench.budget.Budget` from a Budget, a dict
-    ``{"queries": n, "seconds": s}`` (either may be None), or an int (queries)."""
+    ``{"queries": n, "seconds": s, "fractional_queries": bool}`` (either limit may be None), or an int
+    (queries)."""
     from .budget import Budget
 
     if isinstance(budget, Budget):
@@ -313,15 +314,18 @@ def make_budget(budget):
         b = dict(budget)
         q = b.pop("queries", b.pop("max_queries", None))
         s = b.pop("seconds", b.pop("max_seconds", None))
+        frac = bool(b.pop("fractional_queries", False))
         if b:
-            raise ValueError(f"unknown budget keys {sorted(b)}; use queries and seconds")
-        return Budget(max_queries=None if q is None else int(q), max_seconds=None if s is None else float(s))
+            raise ValueError(f"unknown budget keys {sorted(b)}; use queries, seconds and fractional_queries")
+        return Budget(max_queries=None if q is None else int(q), max_seconds=None if s is None else float(s),
+                      fractional_queries=frac)
     raise TypeError(f"budget must be a Budget, a dict or an int, got {type(budget).__name__}")
 
 
 def _spent(budget) -> tuple[float, int]:
     """(seconds, queries) the budget reports as spent."""
-    return float(budget.spent_seconds), int(budget.spent_queries)
+    q = budget.spent_queries  # a float under fractional_queries (low-epoch queries count a share)
+    return float(budget.spent_seconds), float(q) if isinstance(q, float) else int(q)
 
 
 def _accepts(fn, name: str) -> bool:
@@ -336,7 +340,7 @@ TRAJECTORY_SCHEMA = {
     "searcher": pl.Utf8, "config_id": pl.Utf8, "pair": pl.Utf8, "seed": pl.Int64, "step": pl.Int64,
     "arch_index": pl.Int64, "arch": pl.Utf8, "queried_pair": pl.Utf8, "epoch": pl.Int64,
     "kd_temperature": pl.Float64, "kd_alpha": pl.Float64, "value": pl.Float64,
-    "cost_seconds": pl.Float64, "cum_seconds": pl.Float64, "cum_queries": pl.Int64,
+    "cost_seconds": pl.Float64, "cum_seconds": pl.Float64, "cum_queries": pl.Float64,
     "incumbent": pl.Int64, "incumbent_valid": pl.Float64, "incumbent_test": pl.Float64,
     "regret": pl.Float64, "wall_seconds": pl.Float64,
 }

@@ -46,9 +46,9 @@ def _rng(*names: object) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32("/".join(map(str, names)).encode()))
 
 
-def _budget_charge(budget, seconds: float) -> None:
+def _budget_charge(budget, seconds: float, share: float = 1.0) -> None:
     """Charge one query of ``seconds`` simulated training to ``budget`` (the real bench's rule)."""
-    budget.charge(float(seconds), queries=1)
+    budget.charge(float(seconds), queries=1, share=share)
 
 
 class SyntheticBench:
@@ -212,9 +212,8 @@ class SyntheticBench:
         value = float(self._values(np.array([row]), metric, epoch, col, kd)[0])
         if budget is not None:
             secs = self._seconds[row].mean()  # the recorded time, mean over seeds (the real rule)
-            if epoch is not None:
-                secs = secs * int(epoch) / self.epochs
-            _budget_charge(budget, secs)
+            share = 1.0 if epoch is None else int(epoch) / self.epochs
+            _budget_charge(budget, secs * share, share)
         return value
 
     def query_many(self, archs, metric: str = "valid_acc", epoch: int | None = None, seed=0,
@@ -225,12 +224,12 @@ class SyntheticBench:
         out = self._values(rows, metric, epoch, col)
         if budget is not None:
             secs = self._seconds[rows].mean(1)
-            if epoch is not None:
-                secs = secs * int(epoch) / self.epochs
-            if not budget.affordable(float(secs.sum()), len(secs)):
+            share = 1.0 if epoch is None else int(epoch) / self.epochs
+            secs = secs * share
+            if not budget.affordable(float(secs.sum()), len(secs), share):
                 from .budget import BudgetExhausted
                 raise BudgetExhausted(f"budget exhausted: {len(secs)} queries do not fit in {budget!r}")
-            budget.charge(float(secs.sum()), queries=len(secs))
+            budget.charge(float(secs.sum()), queries=len(secs), share=share)
         return out
 
     def test(self, arch, metric: str = "test_acc", seed="mean", kd_temperature: float | None = None,

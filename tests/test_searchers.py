@@ -14,7 +14,7 @@ import pytest
 
 from danas_bench import space, synthetic
 from danas_bench.baselines import NAMES, SIX, make
-from danas_bench.budget import Budget
+from danas_bench.budget import Budget, BudgetExhausted
 from danas_bench.search import TRAJECTORY_SCHEMA, Ask, Problem, Searcher, final, run
 
 TINY_OPS = ("nor_conv_1x1", "nor_conv_3x3")
@@ -164,8 +164,11 @@ def test_unknown_options_and_names():
 @pytest.mark.parametrize("name", [n for n in SEARCHERS if n != "evolution"])
 def test_finds_the_optimum_of_the_tiny_bench(name, tiny_pool):
     b = tiny_pool["synth-a/resnet"]
-    f = _run(name, b, {"queries": len(b.archs)}, 0, tiny_pool)
-    assert f["arch_index"].n_unique() == f.height  # never pays twice for one architecture
+    # (AutoKD's Hyperband rungs stop most students early: no budget limit, it stops when all are trained)
+    f = _run(name, b, {"queries": len(b.archs)} if name != "autokd" else {}, 0, tiny_pool)
+    assert f.select("arch_index", "epoch").n_unique() == f.height  # never pays twice for one architecture
+    full = f.filter(pl.col("epoch").is_null())                      # (at one epoch)
+    assert full["arch_index"].n_unique() == full.height == len(b.archs) or name != "autokd"
     last = f.row(-1, named=True)
     assert last["incumbent"] == b.best()[0] and last["regret"] == pytest.approx(0.0, abs=1e-12)
 
@@ -240,6 +243,43 @@ def test_autokd_off_table_kd_settings(pool):
                                                            kd_alpha=r["kd_alpha"]))
     g = _run("autokd", pool["synth-a/none"], {"queries": 12}, 0, pool, kd_search=True)
     assert g["kd_temperature"].null_count() == g.height  # no KD to tune without a teacher
+
+
+def test_autokd_hyperband_brackets_promote_the_best_and_pay_by_epochs(pool):
+    from danas_bench.baselines.autokd import brackets
+
+    b = pool["synth-a/resnet"]  # 10 epochs: brackets (9 x 1 -> 3 x 3 -> 1 x 10), (5 x 3 -> 1 x 10), (3 x 10)
+    assert brackets(10) == [[(9, 1), (3, 3), (1, 10)], [(5, 3), (1, 10)], [(3, 10)]]
+    s = _make("autokd")
+    f = run(s, b, {"queries": 6, "fractional_queries": True}, 0, pool=pool)
+    ep = f["epoch"].to_list()
+    assert ep[:13] == [1] * 9 + [3] * 3 + [None] and ep[13:19] == [3] * 5 + [None]
+    v, a = f["value"].to_numpy(), f["arch_index"].to_numpy()
+    assert set(a[9:12]) == set(a[:9][np.argsort(-v[:9])[:3]])  # the best third of the 1-epoch rung
+    assert a[12] == a[9:12][np.argmax(v[9:12])]                # the best of the 3-epoch rung
+    # charged by epochs: a 1-epoch query is a tenth of a query and of the architecture's time
+    assert f["cum_queries"][8] == pytest.approx(0.9)
+    assert f["cost_seconds"][0] == pytest.approx(b.cost(int(a[0])) / 10)
+    assert f["cum_queries"].max() <= 6 + 1e-9 and f.height > 6  # more students seen than full queries paid
+    # only full-epoch answers make incumbents
+    assert f.filter(pl.col("epoch").is_not_null())["incumbent"].null_count() == 12
+    # the default budget counts every query as one: the same run stops after 6 asks
+    assert _run("autokd", b, {"queries": 6}, 0, pool).height == 6
+    plain = _run("autokd", b, {"queries": 6}, 0, pool, fidelity="none")
+    assert plain["epoch"].null_count() == plain.height
+
+
+def test_fractional_query_budget():
+    bud = Budget(max_queries=1, fractional_queries=True)
+    for _ in range(3):
+        bud.charge(1.0, share=0.3)
+    assert bud.spent_queries == pytest.approx(0.9) and bud.affordable(0.0, share=0.1)
+    assert not bud.affordable(0.0, share=0.2)
+    with pytest.raises(BudgetExhausted):
+        bud.charge(0.0)
+    plain = Budget(max_queries=1)
+    plain.charge(1.0, share=0.3)  # without the flag every query counts one
+    assert plain.spent_queries == 1 and not plain.affordable(0.0, share=0.1)
 
 
 def test_trade_trust_region_rules(pool):
@@ -417,7 +457,7 @@ def test_every_searcher_on_the_real_bench_class(tmp_path, monkeypatch):
         f = _run(name, b, {"queries": 12}, 0, benches)
         assert f.height == 12, name
         assert set(f["arch_index"].to_list()) <= set(b.archs.tolist())
-        costs = [benches[p].cost(int(a)) for p, a in zip(f["queried_pair"], f["arch_index"])]
+        costs = [benches[p].cost(int(a), epoch=e) for p, a, e in zip(f["queried_pair"], f["arch_index"], f["epoch"])]
         assert np.allclose(f["cum_seconds"].to_numpy(), np.cumsum(costs)), name
         last = f.row(-1, named=True)
         assert last["incumbent_test"] == pytest.approx(b.test(last["incumbent"]))
