@@ -68,7 +68,7 @@ def test_dass_meta_training(benchmark, pool):
 
     def meta():
         dass_mod._CACHE.clear()
-        s = make("dass")
+        s = make("dass", exclude_same_dataset=False)  # the five other pairs (default: other datasets, 3)
         s.problem = search.Problem(bench, pool)
         return s.meta_train(s.problem)
 
