@@ -118,6 +118,22 @@ def test_dass_paper_beside_dass_shares_meta_training_and_queries_once():
     assert "dass_paper beats random search" in specs and any(c.startswith("DaSS: querying") for c in specs)
 
 
+def test_autokd_fidelities_on_the_leaderboard_are_paid_by_epochs(tmp_path):
+    frames, timings, ctx = leaderboard.run_leaderboard(
+        ["random", "autokd"], pairs=["synth-a/resnet"], runs=2, budget={"queries": 6, "fractional_queries": True},
+        options={"autokd": {"n_init": 4, "n_candidates": 128}}, progress=False, synthetic=True,
+        synthetic_options={"seed_share": 0.2})
+    ak = frames.filter(pl.col("searcher") == "autokd")
+    assert ak["epoch"].null_count() < ak.height  # low-epoch rungs were asked ...
+    fin = leaderboard.finals(frames, ctx)
+    assert (fin["queries"] <= 6 + 1e-9).all()   # ... and paid in proportion: more asks than queries
+    assert np.isfinite(fin["anytime"].to_numpy()).all()  # (before its first full answer: a random pick)
+    assert ak.group_by("seed").len()["len"].min() > 6
+    payload = leaderboard.write_report(frames, timings, ctx, tmp_path / "leaderboard.md", None)
+    assert "fractional_queries True" in (tmp_path / "leaderboard.md").read_text()
+    assert all(np.isfinite(r["regret_mean"]) for r in payload["pairs"]["synth-a/resnet"])
+
+
 # --- overlay isolation on the real tables ---------------------------------------------------------------
 
 
