@@ -69,6 +69,14 @@ def summary(cfg) -> int:
     return 0
 
 
+def _recipe_choice(cfg):
+    """A dict of recipe fields (``recipe=...``), else a version (``recipe_version=v2``; Hydra reads a bare
+    ``recipe=v2`` as a choice of the conf/recipe group), else None for the dataset's default recipe."""
+    if cfg.get("recipe") is not None and cfg.get("recipe_version"):
+        raise ValueError("pass either recipe={...} (fields) or recipe_version=v2, not both")
+    return cfg.recipe if cfg.get("recipe") is not None else cfg.get("recipe_version")
+
+
 def _root(cfg):
     return Path(cfg.root) if cfg.get("root") else None
 
@@ -79,7 +87,7 @@ def generate(cfg) -> int:
     from .tables import split_pair
 
     dataset, teacher = split_pair(cfg.pair)
-    recipe = recipe_for(dataset, cfg.recipe)
+    recipe = recipe_for(dataset, _recipe_choice(cfg))
     kd = KD(teacher, cfg.kd.temperature, cfg.kd.alpha)
     plan = g.make_plan(cfg.pair, recipe, kd, list(cfg.seeds), cfg.archs, cfg.arch_sample_seed,
                        list(cfg.noise_seeds), cfg.noise_fraction, cfg.shard_size, cfg.get("paired_seeds", 1))
@@ -106,7 +114,7 @@ def merge(cfg) -> int:
     from .tables import split_pair
 
     dataset, _ = split_pair(cfg.pair)
-    recipe = recipe_for(dataset, cfg.recipe)
+    recipe = recipe_for(dataset, _recipe_choice(cfg))
     d = g.shard_dir(cfg.pair, recipe.recipe_id, _root(cfg))
     if not (d / "plan.json").exists():
         raise SystemExit(f"nothing to merge: {d / 'plan.json'} does not exist; run `danas-bench generate pair={cfg.pair}`")
@@ -131,7 +139,7 @@ def archs(cfg) -> int:
         from .generate import arch_set
 
         indices = sorted(int(a) for a in arch_set(cfg.archs, cfg.arch_sample_seed)[0])
-    archinfo.build_file(recipe_for(cfg.dataset, cfg.recipe), _root(cfg), indices)
+    archinfo.build_file(recipe_for(cfg.dataset, _recipe_choice(cfg)), _root(cfg), indices)
     return 0
 
 

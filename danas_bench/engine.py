@@ -288,13 +288,32 @@ def _stored_flops(recipe: Recipe) -> dict[int, int]:
 
     path = tables_dir() / recipe.dataset / f"archs-{recipe.recipe_id}.parquet"
     if not path.exists():
-        return {}
+        path = _same_student_archs(recipe)
+        if path is None:
+            return {}
     try:
         df = pl.read_parquet(path, columns=["arch_index", "flops"])
     except Exception as e:  # a broken file must not silently change the time split of rows
         raise ValueError(f"cannot read FLOPs from {path} ({e}); rebuild it with "
                          f"`danas-bench archs dataset={recipe.dataset}` or delete it") from e
     return dict(zip(df["arch_index"].to_list(), df["flops"].to_list()))
+
+
+def _same_student_archs(recipe: Recipe):
+    """An archs file of another recipe of the dataset with the same student (width, cells, stages): a
+    forward pass's FLOPs depend on the network, not on the epochs or optimiser, so a new recipe that
+    keeps the student reads them instead of counting them (as long as training it, for tiny students)."""
+    from . import tables as tb
+    from .paths import tables_dir
+
+    for path in sorted((tables_dir() / recipe.dataset).glob("archs-*.parquet")):
+        try:
+            other = Recipe.from_dict(tb.read_meta(path)["recipe"])
+        except (KeyError, ValueError, tb.TableError):
+            continue
+        if other.widths() == recipe.widths():
+            return path
+    return None
 
 
 def forward_flops(index: int, recipe: Recipe) -> int:

@@ -13,7 +13,7 @@ PAIRS=${PAIRS:-"digits/none digits/resnet digits/mlp mnist1d/none mnist1d/resnet
 EXECUTOR=${EXECUTOR:-local}
 BIN=${BIN:-.venv/bin/danas-bench}
 ARGS=${ARGS:-}
-V2=(recipe=v2 'seeds=[0,1,2]' paired_seeds=2)
+V2=(recipe_version=v2 'seeds=[0,1,2]' paired_seeds=2)
 while :; do
   left=0
   for pair in $PAIRS; do
@@ -23,5 +23,5 @@ while :; do
   done
   [ "$left" -eq 0 ] && break
 done
-for pair in $PAIRS; do $BIN merge pair="$pair" recipe=v2; done
+for pair in $PAIRS; do $BIN merge pair="$pair" recipe_version=v2; done
 $BIN verify

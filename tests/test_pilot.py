@@ -186,3 +186,16 @@ def test_a_one_seed_table_has_no_reliability_figures():
     frame = _frame(pilot.sample_cells(10, 0), (0,), lambda i, s: 0.5 + 0.01 * i)
     assert reliability.table_figures(frame) == {"cells": 0}
     assert len(reliability.render([{"pair": "digits/none", "recipe_id": "x", "cells": 0}])) == 2  # header only
+
+
+def test_a_recipe_with_the_same_student_reads_flops_from_its_archs_file():
+    """Tables v2 keeps digits' student (width 4, 1 cell, 3 stages): its shards read FLOPs from the v1
+    archs file, and they equal counting; another student finds no file and counts."""
+    from danas_bench import engine
+
+    r = Recipe("digits", width=4, epochs=3, batch_size=32, n_train=100, warmup_epochs=1)
+    stored = engine._stored_flops(r)
+    assert len(stored) == space.N_CANONICAL
+    some = list(stored)[:: len(stored) // 3]
+    assert [stored[i] for i in some] == [engine.count_flops(i, r) for i in some]
+    assert engine._stored_flops(r.replace(width=5)) == {}
