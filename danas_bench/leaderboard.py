@@ -427,10 +427,33 @@ def code_version() -> dict:
 # --- per-run results, summaries, claims -------------------------------------------------------------
 
 
+def time_budgets(frames: pl.DataFrame) -> dict[str, float]:
+    """Per pair, the simulated-time budget of the time view: the median simulated seconds random search
+    spends on the query budget (the expected cost of that many uniform draws; every searcher's cost per
+    architecture is the same deterministic one), or the median over all runs without random search."""
+    out = {}
+    for pair, g in frames.group_by("pair", maintain_order=True):
+        spent = g.group_by(["scoring", "searcher", "seed"]).agg(pl.col("cum_seconds").max())
+        rnd = spent.filter(pl.col("searcher") == "random")
+        out[pair[0] if isinstance(pair, tuple) else pair] = float((rnd if rnd.height else spent)["cum_seconds"].median())
+    return out
+
+
+def _regret_at(g: pl.DataFrame, seconds: float, blind: float | None) -> float:
+    """Regret (pp) of the run's incumbent once ``seconds`` of simulated time are spent: the last answer that
+    fits the time budget; a run with no full-epoch answer within it counts as a uniform pick."""
+    within = g.filter(pl.col("cum_seconds") <= seconds * (1 + 1e-9))["regret"].drop_nulls()
+    if within.len():
+        return 100 * float(within[-1])
+    return np.nan if blind is None else float(blind)
+
+
 def finals(frames: pl.DataFrame, context: dict) -> pl.DataFrame:
-    """One row per (pair, scoring, searcher, run): final regret (pp), cost to the final incumbent, and the
-    anytime regret (mean regret over the first quarter of the run's query budget, pp)."""
+    """One row per (pair, scoring, searcher, run): final regret (pp), cost to the final incumbent, the
+    anytime regret (mean regret over the first quarter of the run's query budget, pp), and the regret at
+    the pair's simulated-time budget (``time_budgets``): the same runs read under a time budget."""
     rows = []
+    tbud = context.setdefault("time_budgets", time_budgets(frames))
     for (pair, sc, name, r), g in frames.group_by(["pair", "scoring", "searcher", "seed"], maintain_order=True):
         f = final(g)
         q = int(context["budgets"][pair].get("queries") or g["cum_queries"].max())
@@ -444,7 +467,7 @@ def finals(frames: pl.DataFrame, context: dict) -> pl.DataFrame:
         anytime = float(reg.mean()) if early.height and reg.null_count() < early.height else np.nan
         rows.append({"pair": pair, "scoring": sc, "searcher": name, "run": int(r),
                      "visible_seed": int(g["visible_seed"][0]), "regret": 100 * float(f["regret"]),
-                     "anytime": anytime, "queries_to_final": f["queries_to_final"],
+                     "anytime": anytime, "regret_time": _regret_at(g, tbud[pair], blind.get(int(r))), "queries_to_final": f["queries_to_final"],
                      "seconds_to_final": f["seconds_to_final"], "queries": f["queries"], "seconds": f["seconds"],
                      "fallbacks": int(g["fallbacks"][0]) if "fallbacks" in g.columns and g.height else 0})
     return pl.DataFrame(rows).sort(["pair", "scoring", "searcher", "run"])
@@ -461,6 +484,10 @@ def summarize(fin: pl.DataFrame, timings: list[dict]) -> pl.DataFrame:
             "pair": pair, "scoring": sc, "searcher": name, "runs": len(reg),
             "regret_mean": float(np.mean(reg)), "regret_ci95": list(stats.bootstrap_ci(reg, key=f"{pair}{sc}{name}")),
             "regret_median": float(np.median(reg)), "found_best": float(np.mean(reg <= 1e-9)),
+            # the same runs under the pair's simulated-time budget (context["time_budgets"])
+            "regret_time_mean": float(np.nanmean(g["regret_time"].to_numpy())),
+            "regret_time_ci95": list(stats.bootstrap_ci(g["regret_time"].drop_nans().to_numpy(),
+                                                        key=f"{pair}{sc}{name}time")),
             "queries_to_final": float(g["queries_to_final"].mean()),
             "seconds_to_final": float(g["seconds_to_final"].mean()),
             "queries": float(g["queries"].mean()), "seconds": float(g["seconds"].mean()),
@@ -745,11 +772,16 @@ def write_report(frames: pl.DataFrame, timings: list[dict], context: dict, out: 
             lines += [f"### {pair} (`{sc}`)", "", f"Table: {tdesc}; seeds {tv['seeds']}. Searched: {spc['description']}; "
                       f"visible seeds drawn from {spc['visible_seeds']} (runs per seed {dict(enumerate(vis))}). "
                       f"Target: {spc['target']}.", "",
-                      "| rank | searcher | runs | final regret (pp) mean [95% CI] | median | found best | queries to final "
-                      "| sim. s to final | wall s / run | config |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+                      f"Budgets: {context['budgets'][pair].get('queries')} queries; the time view reads the same runs "
+                      f"at {context['time_budgets'][pair]:.0f} simulated s (what random search spends on those "
+                      f"queries, median).", "",
+                      "| rank | searcher | runs | final regret (pp) mean [95% CI] | median | regret at the time budget "
+                      "[95% CI] | found best | queries to final "
+                      "| sim. s to final | wall s / run | config |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
             for r in s.iter_rows(named=True):
                 lines.append(f"| {r['rank']:g} | {r['searcher']} | {r['runs']} | {r['regret_mean']:.3f} "
-                             f"{_ci(r['regret_ci95'])} | {r['regret_median']:.3f} | {r['found_best']:.0%} | "
+                             f"{_ci(r['regret_ci95'])} | {r['regret_median']:.3f} | {r['regret_time_mean']:.3f} "
+                             f"{_ci(r['regret_time_ci95'])} | {r['found_best']:.0%} | "
                              f"{r['queries_to_final']:.1f} | {r['seconds_to_final']:.1f} | {r['wall_per_run']:.2f} | "
                              f"`{context['configs'][r['searcher']]['config_id']}` |")
             refs = {}
@@ -759,7 +791,7 @@ def write_report(frames: pl.DataFrame, timings: list[dict], context: dict, out: 
                     refs[name] = {"runs": len(x), "regret_mean": float(x.mean()),
                                   "regret_ci95": list(stats.bootstrap_ci(x, key=f"{pair}{sc}{name}")), "scoring": sc}
                     lines.append(f"| ref. | *{name.replace('_', ' ')}* | {len(x)} | {x.mean():.3f} "
-                                 f"{_ci(refs[name]['regret_ci95'])} | {np.median(x):.3f} | | | | | |")
+                                 f"{_ci(refs[name]['regret_ci95'])} | {np.median(x):.3f} | | | | | | |")
             fb = [r for r in s.iter_rows(named=True) if r["fallbacks_max"] > 0]
             if fb:
                 lines += ["", "Random fallbacks (asks the method replaced by a random architecture, per run): "

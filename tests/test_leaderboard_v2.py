@@ -280,3 +280,26 @@ def test_report_carries_runs_ci_scoring_and_holm(tmp_path):
     again = leaderboard.write_report(frames, timings, ctx, tmp_path / "lb2" / "leaderboard.md", None, shipped=shipped)
     assert again["reproduces"]["inside_ci"] == again["reproduces"]["compared"] > 0
     assert tables_dir().resolve() not in out.resolve().parents
+
+
+def test_time_view_reads_the_same_runs_at_random_search_median_spend():
+    """The simulated-time view: per pair, the budget is the median simulated seconds random search spends;
+    a run's regret there is its incumbent's once that much time is spent, and under a budget no run
+    exceeds it equals the final regret."""
+    frames, timings, ctx = leaderboard.run_leaderboard(
+        ["random", "evolution"], pairs="all", runs=6, budget={"queries": 15, "max_share": 0.25}, synthetic=True,
+        progress=False, synthetic_options={"datasets": ["synth-a"], "seed_share": 0.1})
+    tb = leaderboard.time_budgets(frames)
+    for pair, g in frames.group_by("pair"):
+        pair = pair[0]
+        spent = g.filter(pl.col("searcher") == "random").group_by("seed").agg(pl.col("cum_seconds").max())
+        assert tb[pair] == pytest.approx(float(spent["cum_seconds"].median()))
+    fin = leaderboard.finals(frames, ctx)
+    assert fin["regret_time"].is_not_nan().all()
+    for (pair, name, run), g in frames.group_by(["pair", "searcher", "seed"]):
+        end = float(g["cum_seconds"].max())
+        final = fin.filter((pl.col("pair") == pair) & (pl.col("searcher") == name) & (pl.col("run") == run))
+        assert leaderboard._regret_at(g, end, None) == pytest.approx(final["regret"][0])
+        assert leaderboard._regret_at(g, 0.0, 7.5) == 7.5  # nothing answered yet: the uniform-pick regret
+    summary = leaderboard.summarize(fin, timings)
+    assert {"regret_time_mean", "regret_time_ci95"} <= set(summary.columns)
