@@ -841,7 +841,8 @@ def main(cfg) -> int:
     shipped = Path(c["compare"]) if c.get("compare") else None
     if shipped is not None and shipped.resolve() == out.with_suffix(".json").resolve():
         shipped = None  # writing the shipped leaderboard itself
-    payload = write_report(frames, timings, context, out, Path(c.get("figures", "results/figures")),
+    figures = c.get("figures", "results/figures")  # figures=null: no plots
+    payload = write_report(frames, timings, context, out, None if figures is None else Path(figures),
                            alpha=float(c.get("alpha", ALPHA)), margin_pp=float(c.get("margin_pp", 0.0)),
                            shipped=shipped)
     if c.get("trajectories"):
