@@ -26,11 +26,19 @@ TOP_K = 50
 
 
 def load_pairs(root: Path | None = None) -> dict[str, dict]:
-    """pair -> {"frame": polars frame of the table, "meta": its metadata, "file": path}; from the MANIFEST."""
+    """pair -> {"frame": polars frame of the table, "meta": its metadata, "file": path}; from the MANIFEST.
+    Where a pair has tables of several recipes (v1 beside a v2 in progress), the one ``open(pair)`` serves:
+    the dataset's default recipe; the reliability section lists every version."""
+    from .recipe import recipe_for
+
     root = root or tables_dir()
+    tables = {rel: e for rel, e in load_manifest(root)["files"].items() if e.get("kind") == "table"}
+    recipes: dict[str, set] = {}
+    for e in tables.values():
+        recipes.setdefault(e["pair"], set()).add(e.get("recipe_id"))
     out = {}
-    for rel, entry in sorted(load_manifest(root)["files"].items()):
-        if entry.get("kind") != "table":
+    for rel, entry in sorted(tables.items()):
+        if len(recipes[entry["pair"]]) > 1 and entry.get("recipe_id") != recipe_for(tb.split_pair(entry["pair"])[0]).recipe_id:
             continue
         path = root / rel
         meta = tb.read_meta(path)

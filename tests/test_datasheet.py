@@ -74,3 +74,24 @@ def test_pareto_front_keeps_only_undominated_points():
     acc = np.array([0.5, 0.4, 0.7, 0.6, 0.6])
     fx, fy = datasheet.pareto(cost, acc)
     assert fx.tolist() == [1.0, 2.0, 3.0] and fy.tolist() == [0.5, 0.6, 0.7]
+
+
+def test_a_pair_with_two_recipes_reports_the_served_one_and_lists_both(tiny_tables, monkeypatch):
+    """A v2 table beside v1: the datasheet's pair figures come from the recipe ``open(pair)`` serves (the
+    dataset's default), while the reliability section lists every recipe's table."""
+    from danas_bench import recipe as recipe_mod
+    from danas_bench import reliability
+
+    served = Recipe(dataset="digits", width=4, epochs=1, batch_size=32, n_train=200)
+    other = served.replace(epochs=2)
+    plan = generate.make_plan("digits/none", other, KD("none"), seeds=[0, 1], archs=12, shard_size=12,
+                              paired_seeds=2)
+    d = generate.shard_dir("digits/none", other.recipe_id, tiny_tables)
+    plan = generate.save_plan(plan, d)
+    generate.run_pending(plan, d, executor="debug", chunk=12, log=lambda *a: None)
+    generate.merge(plan, d, tiny_tables, log=lambda *a: None)
+    monkeypatch.setattr(recipe_mod, "recipe_for", lambda dataset, override=None: served)
+    pairs = datasheet.load_pairs(tiny_tables)
+    assert pairs["digits/none"]["meta"]["recipe_id"] == served.recipe_id
+    rows = [r for r in reliability.shipped_figures(tiny_tables) if r["pair"] == "digits/none"]
+    assert {r["recipe_id"] for r in rows} == {served.recipe_id, other.recipe_id}
