@@ -122,14 +122,14 @@ def _recipe_note(dataset: str, override) -> str:
     return f"{path.name}" + (" -- PROVISIONAL: not chosen by the recipe search (see the file)" if provisional else "")
 
 
-def dry_run(plan, d: Path, recipe, slurm: dict, chunk: int, recipe_override=None, log=print) -> int:
-    """Print what ``generate`` would do on a SLURM cluster, submit nothing, write nothing."""
+def dry_run(plan, d: Path, recipe, slurm: dict, chunk: int, recipe_override=None, log=print,
+            done: int = 0) -> int:
+    """Print what ``generate`` would do on a SLURM cluster, submit nothing, write nothing; ``done``: the
+    plan's shards already finished (counted by the caller, which owns the shards)."""
     from . import data, teachers
-    from .generate import shard_done, shard_path
 
     dataset, teacher = tb.split_pair(plan.pair)
     n_shards = len(plan.shards)
-    done = sum(shard_done(shard_path(d, s["id"]), plan, s) for s in plan.shards) if d.is_dir() else 0
     pending = n_shards - done
     rows = sum(len(s["archs"]) for s in plan.shards)
     size = max(len(s["archs"]) for s in plan.shards)

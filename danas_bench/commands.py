@@ -95,7 +95,9 @@ def generate(cfg) -> int:
     if cfg.get("dry_run"):  # the plan, the sbatch script, where data and teachers go: no SLURM, data or teachers needed
         from .cluster import dry_run
 
-        return dry_run(plan, d, recipe, OmegaConf.to_container(cfg.executor), cfg.chunk, cfg.recipe)
+        done = sum(g.shard_done(g.shard_path(d, s["id"]), plan, s) for s in plan.shards) if d.is_dir() else 0
+        return dry_run(plan, d, recipe, OmegaConf.to_container(cfg.executor), cfg.chunk, _recipe_choice(cfg),
+                       done=done)
     plan = g.save_plan(plan, d)
     ex = cfg.executor
     g.run_pending(plan, d, ex.name, ex.get("workers"), cfg.chunk,

@@ -221,7 +221,7 @@ class Overlay:
 
 def check_rows(table: pa.Table, where) -> None:
     """Range-check every value column of overlay rows (TableError naming the column)."""
-    from .bench import _np, _np_lists  # (bench imports this module)
+    from .columns import _np, _np_lists
 
     for name in ("arch_index", "seed", *tb.UNIT_RANGE, *tb.NON_NEGATIVE):
         col = table.column(name)
