@@ -44,9 +44,9 @@ def facts(index: int, recipe: Recipe, ds: data_mod.Dataset) -> dict:
 
 
 def archs_path(recipe: Recipe, root: Path | None = None) -> Path:
-    from .paths import tables_dir
+    from .paths import archs_file
 
-    return (root or tables_dir()) / recipe.dataset / f"archs-{recipe.recipe_id}.parquet"
+    return archs_file(recipe.dataset, recipe.recipe_id, root)
 
 
 def build_file(recipe: Recipe, root: Path | None = None, indices=None, log=print) -> Path:

@@ -920,7 +920,9 @@ class Bench:
 
     def _load_facts(self):
         if self._facts is None:
-            path = self.root / self.dataset / f"archs-{self.recipe_id}.parquet"
+            from .paths import archs_file
+
+            path = archs_file(self.dataset, self.recipe_id, self.root)
             facts = {k: np.full(N, np.nan) for k in INFO}
             if path.exists():
                 tb.check_listed(path, self.root, self.allow_unlisted)

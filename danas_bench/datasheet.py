@@ -19,7 +19,7 @@ from scipy.stats import kendalltau
 from . import space
 from . import tables as tb
 from .generate import load_manifest, shard_dir
-from .paths import tables_dir
+from .paths import archs_file, tables_dir
 
 COLUMNS = ["arch_index", "seed", "valid_acc", "test_acc", "train_seconds", "test_agreement", "test_ece"]
 TOP_K = 50
@@ -158,7 +158,7 @@ def _plots(pairs: dict, root: Path, fig_dir: Path) -> list[str]:
 
 def _archs_frame(root: Path, ds: str, ps: dict) -> pl.DataFrame | None:
     rid = next(iter(ps.values()))["meta"]["recipe_id"]
-    path = root / ds / f"archs-{rid}.parquet"
+    path = archs_file(ds, rid, root)
     return pl.read_parquet(path, columns=["arch_index", "params", "latency_ms"]) if path.exists() else None
 
 

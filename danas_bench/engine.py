@@ -284,9 +284,9 @@ def _stored_flops(recipe: Recipe) -> dict[int, int]:
     """FLOPs of every canonical architecture from the dataset's archs file (``danas-bench archs``), or {}."""
     import polars as pl
 
-    from .paths import tables_dir
+    from .paths import archs_file
 
-    path = tables_dir() / recipe.dataset / f"archs-{recipe.recipe_id}.parquet"
+    path = archs_file(recipe.dataset, recipe.recipe_id)
     if not path.exists():
         path = _same_student_archs(recipe)
         if path is None:

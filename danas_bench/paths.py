@@ -20,3 +20,9 @@ def cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("danas-bench"))
+
+
+def archs_file(dataset: str, recipe_id: str, root: Path | None = None) -> Path:
+    """A dataset's architecture facts (params, FLOPs, latency) for one recipe's student:
+    ``<tables>/<dataset>/archs-<recipe_id>.parquet``."""
+    return (Path(root) if root is not None else tables_dir()) / dataset / f"archs-{recipe_id}.parquet"
