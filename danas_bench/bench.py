@@ -545,9 +545,9 @@ class Bench:
                 self._kd_store(kd_temperature, kd_alpha) is not self._main:
             raise ValueError(f"{self.pair}: seed='expected' covers the table's own KD setting only")
         if self._exp is None:
-            from . import estimates as expected
+            from . import estimates
 
-            arrs = expected.load(self.path, self.pair, self.root, getattr(self, "allow_unlisted", False))
+            arrs = estimates.load(self.path, self.pair, self.root, getattr(self, "allow_unlisted", False))
             self._exp = {m: (a, _pyarr("d", a)) for m, a in arrs.items()}
         got = self._exp.get(metric)
         if got is None or (not test and metric.startswith("test_")):

@@ -7,21 +7,6 @@
 #   scripts/generate_v2.sh [shards-per-round]     (env: PAIRS, EXECUTOR, DANAS_TABLES, BIN, ARGS)
 # ARGS adds generate overrides, e.g. ARGS="executor.workers=1" to leave a core to other work.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PER_ROUND=${1:-1}
-PAIRS=${PAIRS:-"digits/none digits/resnet digits/mlp mnist1d/none mnist1d/resnet mnist1d/tcn"}
-EXECUTOR=${EXECUTOR:-local}
-BIN=${BIN:-.venv/bin/danas-bench}
-ARGS=${ARGS:-}
-V2=(recipe_version=v2 'seeds=[0,1,2]' paired_seeds=2)
-while :; do
-  left=0
-  for pair in $PAIRS; do
-    out=$($BIN generate pair="$pair" executor="$EXECUTOR" "${V2[@]}" max_shards="$PER_ROUND" merge=false $ARGS 2>&1 | tee /dev/stderr)
-    pending=$(sed -n 's/.* \([0-9]*\) to run.*/\1/p' <<<"$out" | head -1)
-    left=$((left + ${pending:-0}))
-  done
-  [ "$left" -eq 0 ] && break
-done
-for pair in $PAIRS; do $BIN merge pair="$pair" recipe_version=v2; done
-$BIN verify
+export PAIRS=${PAIRS:-"digits/none digits/resnet digits/mlp mnist1d/none mnist1d/resnet mnist1d/tcn"}
+export PLAN="recipe_version=v2 seeds=[0,1,2] paired_seeds=2" MERGE_ARGS="recipe_version=v2"
+exec "$(dirname "$0")/generate_tier_s.sh" "${1:-1}"
