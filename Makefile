@@ -45,7 +45,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slurm and not slow"
 
 bench: $(STAMP)
-	$(BIN)/python -m danas_bench.throughput
+	$(BIN)/python -m danas_bench.reports.throughput
 
 slurm-start:
 	bash slurm/cluster.sh install && bash slurm/cluster.sh start

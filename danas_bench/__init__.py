@@ -4,8 +4,8 @@ __version__ = "0.1.0"
 
 # The query API, imported on first use so that `import danas_bench` stays light (no pyarrow, no torch):
 # `danas_bench.open(pair)`, `danas_bench.open_all()`, `Bench`, `Budget`, `BudgetExhausted`, `MissingRecord`.
-_LAZY = {"open": "bench", "open_all": "bench", "Bench": "bench", "MissingRecord": "bench",
-         "Budget": "budget", "BudgetExhausted": "budget"}
+_LAZY = {"open": "query.bench", "open_all": "query.bench", "Bench": "query.bench", "MissingRecord": "query.bench",
+         "Budget": "core.budget", "BudgetExhausted": "core.budget"}
 __all__ = ["__version__", *_LAZY]
 
 

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None, one_line_errors: bool | None = None) -> 
     if cmd not in COMMANDS:
         print(f"danas-bench: unknown command {cmd!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    from . import commands
+    from danas_bench import commands
 
     if cmd == "query" and overrides and "=" not in overrides[0]:  # the bare architecture argument
         arch = overrides[0]
@@ -82,7 +82,7 @@ def _user_error(exc: Exception) -> bool:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from .budget import BudgetExhausted
+    from danas_bench.core.budget import BudgetExhausted
 
     return isinstance(exc, (HydraException, OmegaConfBaseException, ValueError, LookupError, BudgetExhausted,
                             FileNotFoundError, PermissionError))

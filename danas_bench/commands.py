@@ -7,30 +7,31 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from .paths import tables_dir
-from .recipe import RECIPE_DIR, recipe_for  # noqa: F401  (re-exported)
+from danas_bench.core.recipe import RECIPE_DIR, recipe_for  # noqa: F401  (re-exported)
+from danas_bench.core.pairs import TEACHERS
+from danas_bench.core.paths import shard_dir, shard_path
+from danas_bench.tables import manifest
+from danas_bench.tables.plan import Plan, make_plan, save_plan
 
 
 def teachers(cfg) -> int:
-    from . import teachers as t
+    from danas_bench.training import teachers as t
 
-    fams = cfg.families or t.TEACHERS[cfg.dataset]
+    fams = cfg.families or TEACHERS[cfg.dataset]
     rec = t.TeacherRecipe(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.seed)
     for fam in fams:
         info = t.train(cfg.dataset, fam, rec, device=cfg.get("device", "cpu"))
         print(f"{cfg.dataset}/{fam}: test acc {info['accuracy']['test']:.4f}, params {info['params']:,}, "
               f"{info['train_seconds']:.0f}s")
-    from .generate import register_teachers
-
-    register_teachers(cfg.dataset)  # weights and logits in the MANIFEST: `verify` checks them
+    manifest.register_teachers(cfg.dataset)  # weights and logits in the MANIFEST: `verify` checks them
     t.report(Path("docs/teachers.md"))
     return 0
 
 
 def pilot(cfg) -> int:
-    from . import pilot as p
-    from .pilot_report import write_report
-    from .recipe import Recipe
+    from danas_bench.reports import pilot as p
+    from danas_bench.reports.pilot_report import write_report
+    from danas_bench.core.recipe import Recipe
 
     crit = p.Criteria(**cfg.criteria)
     out = Path(cfg.out_dir)
@@ -63,7 +64,7 @@ def summary(cfg) -> int:
     if not path.exists():
         print("no pilot results yet: run `danas-bench pilot`")
         return 1
-    from .pilot_report import summary_lines
+    from danas_bench.reports.pilot_report import summary_lines
 
     print("\n".join(summary_lines(json.loads(path.read_text()))))
     return 0
@@ -82,28 +83,28 @@ def _root(cfg):
 
 
 def generate(cfg) -> int:
-    from . import generate as g
-    from .recipe import KD
-    from .tables import split_pair
+    from danas_bench.tables import generate as g
+    from danas_bench.core.recipe import KD
+    from danas_bench.core.pairs import split_pair
 
     dataset, teacher = split_pair(cfg.pair)
     recipe = recipe_for(dataset, _recipe_choice(cfg))
     kd = KD(teacher, cfg.kd.temperature, cfg.kd.alpha)
-    plan = g.make_plan(cfg.pair, recipe, kd, list(cfg.seeds), cfg.archs, cfg.arch_sample_seed,
+    plan = make_plan(cfg.pair, recipe, kd, list(cfg.seeds), cfg.archs, cfg.arch_sample_seed,
                        list(cfg.noise_seeds), cfg.noise_fraction, cfg.shard_size, cfg.get("paired_seeds", 1))
-    d = g.shard_dir(cfg.pair, recipe.recipe_id, _root(cfg))
+    d = shard_dir(cfg.pair, recipe.recipe_id, _root(cfg))
     if cfg.get("dry_run"):  # the plan, the sbatch script, where data and teachers go: no SLURM, data or teachers needed
-        from .cluster import dry_run
+        from danas_bench.tables.cluster import dry_run
 
-        done = sum(g.shard_done(g.shard_path(d, s["id"]), plan, s) for s in plan.shards) if d.is_dir() else 0
+        done = sum(g.shard_done(shard_path(d, s["id"]), plan, s) for s in plan.shards) if d.is_dir() else 0
         return dry_run(plan, d, recipe, OmegaConf.to_container(cfg.executor), cfg.chunk, _recipe_choice(cfg),
                        done=done)
-    plan = g.save_plan(plan, d)
+    plan = save_plan(plan, d)
     ex = cfg.executor
     g.run_pending(plan, d, ex.name, ex.get("workers"), cfg.chunk,
                   OmegaConf.to_container(ex) if ex.name == "slurm" else None, max_shards=cfg.get("max_shards"),
                   device=ex.get("device", "cpu"))
-    left = sum(not g.shard_path(d, s["id"]).exists() for s in plan.shards)
+    left = sum(not shard_path(d, s["id"]).exists() for s in plan.shards)
     if cfg.merge and (left == 0 or cfg.get("partial", False)):
         g.merge(plan, d, _root(cfg), partial=bool(cfg.get("partial", False)))
     elif cfg.merge:
@@ -112,33 +113,32 @@ def generate(cfg) -> int:
 
 
 def merge(cfg) -> int:
-    from . import generate as g
-    from .tables import split_pair
+    from danas_bench.tables import generate as g
+    from danas_bench.core.pairs import split_pair
 
     dataset, _ = split_pair(cfg.pair)
     recipe = recipe_for(dataset, _recipe_choice(cfg))
-    d = g.shard_dir(cfg.pair, recipe.recipe_id, _root(cfg))
+    d = shard_dir(cfg.pair, recipe.recipe_id, _root(cfg))
     if not (d / "plan.json").exists():
         raise SystemExit(f"nothing to merge: {d / 'plan.json'} does not exist; run `danas-bench generate pair={cfg.pair}`")
-    g.merge(g.Plan.from_json((d / "plan.json").read_text()), d, _root(cfg), partial=bool(cfg.get("partial", False)))
+    g.merge(Plan.from_json((d / "plan.json").read_text()), d, _root(cfg), partial=bool(cfg.get("partial", False)))
     return 0
 
 
 def verify(cfg) -> int:
-    from . import generate as g
 
     for dataset in cfg.get("register_teachers") or []:  # vouch for teacher files trained here
-        for f in g.register_teachers(dataset, _root(cfg)):
+        for f in manifest.register_teachers(dataset, _root(cfg)):
             print(f"listed {f} in the MANIFEST")
-    return 1 if g.verify(_root(cfg)) else 0
+    return 1 if manifest.verify(_root(cfg)) else 0
 
 
 def archs(cfg) -> int:
-    from . import archinfo
+    from danas_bench.tables import archinfo
 
     indices = None
     if cfg.archs != "all":
-        from .generate import arch_set
+        from danas_bench.tables.plan import arch_set
 
         indices = sorted(int(a) for a in arch_set(cfg.archs, cfg.arch_sample_seed)[0])
     archinfo.build_file(recipe_for(cfg.dataset, _recipe_choice(cfg)), _root(cfg), indices)
@@ -146,13 +146,13 @@ def archs(cfg) -> int:
 
 
 def query(cfg) -> int:
-    from .bench import cli_query
+    from danas_bench.query.bench import cli_query
 
     return cli_query(cfg)
 
 
 def datasheet(cfg) -> int:
-    from . import datasheet as ds
+    from danas_bench.reports import datasheet as ds
 
     res = ds.write(_root(cfg), Path(cfg.out_dir))
     print(f"docs/datasheet.md: {len(res['pairs'])} tables, {len(res['kd'])} KD comparisons")
@@ -160,13 +160,13 @@ def datasheet(cfg) -> int:
 
 
 def leaderboard(cfg) -> int:
-    from .leaderboard import main
+    from danas_bench.reports.leaderboard import main
 
     return main(cfg)
 
 
 def expected(cfg) -> int:
-    from . import expected as ex
+    from danas_bench.reports import expected as ex
 
     root = _root(cfg)
     cands = OmegaConf.to_container(cfg.candidates)

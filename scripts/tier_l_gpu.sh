@@ -37,7 +37,7 @@ else
   "$PY" - <<'EOF'
 import os
 import numpy as np
-from danas_bench import data
+from danas_bench.training import data
 rng = np.random.default_rng(0)
 n = data.CIFAR_RECORDS  # full size, so the splits have the real sizes (and costs)
 data.write_cifar_binary(os.environ["DANAS_DATA"], "cifar10", rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8),
@@ -54,8 +54,9 @@ for ac in fp32 bf16; do
   "$PY" - "$ac" "$N" "$EPOCHS" "$NTRAIN" "$OUT" <<'EOF' 2>&1 | tee -a "$OUT/log.txt"
 import json, sys
 from pathlib import Path
-from danas_bench import data, throughput
-from danas_bench.recipe import recipe_for
+from danas_bench.training import data
+from danas_bench.reports import throughput
+from danas_bench.core.recipe import recipe_for
 ac, n_archs, epochs, n_train, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
 full = recipe_for("cifar10")
 n = data.CIFAR_RECORDS
@@ -85,7 +86,7 @@ mkdir -p "$DANAS_TABLES"
 import json, sys
 from pathlib import Path
 import polars as pl
-from danas_bench.paths import tables_dir
+from danas_bench.core.paths import tables_dir
 (f,) = sorted((tables_dir() / "cifar10").glob("none-*.parquet"))
 df = pl.read_parquet(f)
 print(f"{f.name}: {df.height} rows, mean test acc {df['test_acc'].mean():.3f}, "

@@ -15,7 +15,7 @@ prints each row's ratio to the fastest of its group):
 - ``conv3-forward`` / ``conv3-train-step``: a cell's 3-tap convolution (the users of one op, 48 of the
   64 students' groups), forward alone and forward + both gradients: torch's ``conv2d`` as the engine
   ran it before (oneDNN, two 4-channel groups packed into one 8-channel block at stage 1) vs the C
-  kernels of ``danas_bench.native`` (unpacked).
+  kernels of ``danas_bench.training.native`` (unpacked).
 
 glibc's page faults (``engine.keep_freed_memory``) are process-wide, so they are not benchmarked here
 side by side: ``tests/test_engine.py::test_freed_activations_stay_in_the_heap`` counts them.
@@ -26,8 +26,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from danas_bench import engine, native
-from danas_bench.fused import TallBatchNorm
+from danas_bench.training import engine
+from danas_bench.training import native
+from danas_bench.training.fused import TallBatchNorm
 
 SHAPES = {"stage1": (1, 256, 64, 40), "stage3": (1, 1024, 64, 10)}
 

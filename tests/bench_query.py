@@ -31,9 +31,9 @@ import numpy as np
 import pytest
 
 import danas_bench as db
-from danas_bench import space
-from danas_bench.bench import discover
-from danas_bench.paths import tables_dir
+from danas_bench.core import space
+from danas_bench.query.bench import discover
+from danas_bench.core.paths import tables_dir
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +166,7 @@ COLD = textwrap.dedent("""
     t0 = time.perf_counter()
     import numpy as np
     import danas_bench as db
-    import danas_bench.bench
+    import danas_bench.query.bench
     t1 = time.perf_counter()
     def rss():
         for line in open("/proc/self/status"):

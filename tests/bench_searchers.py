@@ -5,7 +5,7 @@ benchmarks by default)::
 
     .venv/bin/pytest tests/bench_searchers.py --benchmark-enable -p no:cacheprovider
 
-Everything runs on the synthetic benches (:mod:`danas_bench.synthetic`, the full 6,466-architecture
+Everything runs on the synthetic benches (:mod:`danas_bench.search.synthetic`, the full 6,466-architecture
 space), so the numbers are the searchers' own overhead plus microsecond look-ups, as on the real
 tables. Groups:
 
@@ -24,9 +24,10 @@ import time
 
 import pytest
 
-from danas_bench import search, synthetic
-from danas_bench.baselines import dass as dass_mod
-from danas_bench.baselines import make
+from danas_bench.search import runner as search
+from danas_bench.search import synthetic
+from danas_bench.search.baselines import dass as dass_mod
+from danas_bench.search.baselines import make
 
 TARGETS = {"random": 0.5, "evolution": 0.5, "akd": 0.5, "optuna_tpe": None, "trade": 15.0, "autokd": 15.0,
            "dass": None}

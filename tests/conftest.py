@@ -56,7 +56,7 @@ def tables_root(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def tiny_recipe():
     """A factory of tiny recipes: ``tiny_recipe("digits")`` -> Recipe(width=4, epochs=1, batch_size=32)."""
-    from danas_bench.recipe import Recipe
+    from danas_bench.core.recipe import Recipe
 
     def make(dataset: str = "digits", **overrides) -> Recipe:
         return Recipe(dataset=dataset, **{**TINY_RECIPE, **overrides})

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from danas_bench import data, teachers
+from danas_bench.training import data
+from danas_bench.training import teachers
+from danas_bench.core.pairs import TEACHERS, check_pair
 
 
 @pytest.mark.parametrize("name,shape", [("mnist1d", (1, 40)), ("digits", (1, 8, 8)), ("mnist-5k", (1, 28, 28))])
@@ -54,7 +56,7 @@ def test_unknown_dataset_lists_the_choices(monkeypatch, tmp_path):
 def test_shipped_teachers_have_logits_on_every_split(dataset):
     ds = data.load(dataset)
     accs = {}
-    for fam in teachers.TEACHERS[dataset]:
+    for fam in TEACHERS[dataset]:
         lg = teachers.logits(dataset, fam)
         for split in ("train", "valid", "test"):
             assert lg[split].shape == (len(ds.y[split]), 10)
@@ -70,4 +72,4 @@ def test_shipped_teachers_have_logits_on_every_split(dataset):
 
 def test_unknown_teacher_lists_the_choices():
     with pytest.raises(ValueError, match="resnet, mlp, none"):
-        teachers.check_pair("digits", "vit")
+        check_pair("digits", "vit")

@@ -9,8 +9,11 @@ import polars as pl
 import pytest
 from scipy.stats import kendalltau
 
-from danas_bench import datasheet, generate
-from danas_bench.recipe import KD, Recipe
+from danas_bench.reports import datasheet
+from danas_bench.tables import generate
+from danas_bench.core.recipe import KD, Recipe
+from danas_bench.core.paths import shard_dir
+from danas_bench.tables.plan import make_plan, save_plan
 
 PAIRS = ("digits/resnet", "digits/mlp", "digits/none")
 
@@ -26,10 +29,10 @@ def tiny_tables(tmp_path_factory):
     mp.setenv("DANAS_CACHE", str(tmp_path_factory.mktemp("cache")))
     recipe = Recipe(dataset="digits", width=4, epochs=1, batch_size=32, n_train=200)
     for pair in PAIRS:
-        plan = generate.make_plan(pair, recipe, KD(pair.split("/")[1]), seeds=[0], archs=24,
+        plan = make_plan(pair, recipe, KD(pair.split("/")[1]), seeds=[0], archs=24,
                                   noise_seeds=[1, 2], noise_fraction=0.25, shard_size=24)
-        d = generate.shard_dir(pair, recipe.recipe_id, root)
-        plan = generate.save_plan(plan, d)
+        d = shard_dir(pair, recipe.recipe_id, root)
+        plan = save_plan(plan, d)
         generate.run_pending(plan, d, executor="debug", chunk=24, log=lambda *a: None)
         generate.merge(plan, d, root, log=lambda *a: None)
     yield root
@@ -79,15 +82,15 @@ def test_pareto_front_keeps_only_undominated_points():
 def test_a_pair_with_two_recipes_reports_the_served_one_and_lists_both(tiny_tables, monkeypatch):
     """A v2 table beside v1: the datasheet's pair figures come from the recipe ``open(pair)`` serves (the
     dataset's default), while the reliability section lists every recipe's table."""
-    from danas_bench import recipe as recipe_mod
-    from danas_bench import reliability
+    from danas_bench.core import recipe as recipe_mod
+    from danas_bench.reports import reliability
 
     served = Recipe(dataset="digits", width=4, epochs=1, batch_size=32, n_train=200)
     other = served.replace(epochs=2)
-    plan = generate.make_plan("digits/none", other, KD("none"), seeds=[0, 1], archs=12, shard_size=12,
+    plan = make_plan("digits/none", other, KD("none"), seeds=[0, 1], archs=12, shard_size=12,
                               paired_seeds=2)
-    d = generate.shard_dir("digits/none", other.recipe_id, tiny_tables)
-    plan = generate.save_plan(plan, d)
+    d = shard_dir("digits/none", other.recipe_id, tiny_tables)
+    plan = save_plan(plan, d)
     generate.run_pending(plan, d, executor="debug", chunk=12, log=lambda *a: None)
     generate.merge(plan, d, tiny_tables, log=lambda *a: None)
     monkeypatch.setattr(recipe_mod, "recipe_for", lambda dataset, override=None: served)

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from danas_bench import engine, native, space
-from danas_bench.fused import (CONV_OPS, FusedCell, FusedReduction, FusedStudents, TallBatchNorm, avg_pool_same,
-                               avg_pool_same_backward, pack_factor)
-from danas_bench.student import Reduction
-from danas_bench.recipe import KD, Recipe
+from danas_bench.training import engine
+from danas_bench.training import native
+from danas_bench.core import space
+from danas_bench.training.fused import (CONV_OPS, FusedCell, FusedReduction, FusedStudents, TallBatchNorm, avg_pool_same, avg_pool_same_backward, pack_factor)
+from danas_bench.training.student import Reduction
+from danas_bench.core.recipe import KD, Recipe
 
 TINY = {"width": 4, "epochs": 1, "batch_size": 32}
 
@@ -282,7 +283,7 @@ def test_recipe_id_is_stable_and_sensitive():
 
 def test_shipped_recipes_keep_the_ids_their_tables_carry():
     """A field added to Recipe must not change the id of recipes that leave it unset."""
-    from danas_bench.recipe import RECIPE_DIR, recipe_for
+    from danas_bench.core.recipe import RECIPE_DIR, recipe_for
 
     manifest = json.loads((Path(__file__).parents[1] / "tables" / "MANIFEST").read_text())["files"]
     for dataset in ("digits", "mnist1d"):
@@ -299,7 +300,7 @@ def test_shipped_recipes_keep_the_ids_their_tables_carry():
 
 def test_every_shipped_recipe_file_loads():
     from danas_bench.commands import RECIPE_DIR, recipe_for
-    from danas_bench.data import TIERS
+    from danas_bench.training.data import TIERS
 
     files = sorted(RECIPE_DIR.glob("*.yaml"))
     assert {f.stem for f in files} >= {"digits", "mnist1d", "fashion-mnist"}
@@ -335,7 +336,7 @@ def test_throughput_benchmark_times_both_sides_on_one_sample(tmp_path):
     """The benchmark's record: plain time = its three parts around the engine's two runs, engine time
     = their mean, rates and ratio consistent with the times, equivalence figures in [0, 1], the report
     written."""
-    from danas_bench import throughput
+    from danas_bench.reports import throughput
 
     res = throughput.bench_recipe(Recipe("digits", n_train=64, **TINY), "resnet", n=4, chunk=4, log=lambda *a: None)
     assert res["plain_seconds"] == pytest.approx(sum(res["plain_seconds_parts"]))
@@ -412,7 +413,7 @@ def test_pool_constants_first_made_in_evaluation_still_serve_training():
 
 
 def test_fused_batch_norm_refuses_students_it_cannot_represent():
-    from danas_bench.fused import _cat_bn
+    from danas_bench.training.fused import _cat_bn
 
     ok = torch.nn.BatchNorm1d(4)
     for bad in (torch.nn.BatchNorm1d(4, momentum=None), torch.nn.BatchNorm1d(4, affine=False),

@@ -12,12 +12,13 @@ import shutil
 import numpy as np
 import pytest
 
-from danas_bench import bench as bm
-from danas_bench import expected as ex
-from danas_bench import generate, space
-from danas_bench import tables as tb
+from danas_bench.query import bench as bm
+from danas_bench.reports import expected as ex
+from danas_bench.core import space
+from danas_bench.core import schema as tb
 
 from conftest import REPO, danas_env
+from danas_bench.tables.manifest import load_manifest, update_manifest, verify
 
 SHIPPED = REPO / "tables"
 RIDGE = {"ridge_paths": {"model": "ridge", "features": "paths", "params": {"alphas": [1.0, 10.0]}}}
@@ -87,9 +88,9 @@ def test_command_writes_a_verified_table_that_queries_read(digits_root, tmp_path
     assert main(["expected", "pair=digits/resnet", "model=ridge_paths", f"out_dir={docs}"]) == 0
     b = bm.open("digits/resnet", digits_root, fallback="error")
     path = ex.expected_path(b.path)
-    entry = generate.load_manifest(digits_root)["files"][f"digits/{path.name}"]
+    entry = load_manifest(digits_root)["files"][f"digits/{path.name}"]
     assert entry["kind"] == "expected" and entry["sha256"] == tb.sha256(path) and entry["rows"] == space.N_ARCHS
-    assert generate.verify(digits_root) == []
+    assert verify(digits_root) == []
     meta = tb.read_meta(path)
     assert meta["model"] == "ridge_paths" and meta["source_sha256"] == tb.sha256(b.path)
     assert set(meta["metrics"]) == {"valid_acc", "test_acc", "valid_kd_gain", "test_kd_gain"}
@@ -152,10 +153,10 @@ def test_damaged_or_stale_expected_file_is_refused(digits_root):
     shutil.copy2(path, ex.expected_path(other / b.path.name))
     with pytest.raises(tb.TableError, match="another version"):
         ex.load(other / b.path.name, "digits/none")
-    generate.update_manifest(other / b.path.name, other, kind="table", extra={"pair": "digits/none"})
-    generate.update_manifest(ex.expected_path(other / b.path.name), other, kind="expected",
+    update_manifest(other / b.path.name, other, kind="table", extra={"pair": "digits/none"})
+    update_manifest(ex.expected_path(other / b.path.name), other, kind="expected",
                              extra={"pair": "digits/none"})
-    assert any("fitted on another version" in p for p in generate.verify(other, log=lambda *_: None))
+    assert any("fitted on another version" in p for p in verify(other, log=lambda *_: None))
 
 
 def test_validation_on_real_rows(digits_root):
@@ -179,11 +180,11 @@ def test_kd_gain_estimates_follow_the_none_table(digits_root):
     none_path = bm.open("digits/none", digits_root, fallback="error").path
     table = tb.read(none_path)
     tb.write_atomic(table.slice(0, table.num_rows - 1), none_path)  # another version of the `none` table
-    generate.update_manifest(none_path, digits_root, kind="table", extra={"pair": "digits/none"})
+    update_manifest(none_path, digits_root, kind="table", extra={"pair": "digits/none"})
     b = bm.open("digits/resnet", digits_root, fallback="error")
     with pytest.raises(tb.TableError, match=r"KD-gain estimates .*danas-bench expected pair=digits/resnet"):
         b.query(0, "valid_acc", seed="expected")
-    stale = [p for p in generate.verify(digits_root, log=lambda *_: None) if "resnet" in p and "expected" in p]
+    stale = [p for p in verify(digits_root, log=lambda *_: None) if "resnet" in p and "expected" in p]
     assert stale and "fitted on another version of none-" in stale[0], stale
     data = bytearray(none_path.read_bytes())  # now damaged: its bytes no longer match the MANIFEST
     data[len(data) // 2] ^= 0x01

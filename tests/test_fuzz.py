@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import danas_bench as db
-from danas_bench import space
-from danas_bench.bench import MissingRecord
+from danas_bench.core import space
+from danas_bench.query.bench import MissingRecord
 
 from test_integrity import write_table
 

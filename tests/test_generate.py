@@ -20,12 +20,17 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from danas_bench import cli, space
-from danas_bench import generate as g
-from danas_bench import tables as tb
-from danas_bench.recipe import KD, Recipe
+from danas_bench import cli
+from danas_bench.core import space
+from danas_bench.tables import generate as g
+from danas_bench.core import schema as tb
+from danas_bench.core.recipe import KD, Recipe
 
 from conftest import TINY_RECIPE, TINY_RECIPE_CLI, cli_cmd, danas_env, make_tables_root
+from danas_bench.core.pairs import split_pair
+from danas_bench.core.paths import CONF_DIR, shard_dir, shard_path, table_path
+from danas_bench.tables.manifest import load_manifest, update_manifest, verify
+from danas_bench.tables.plan import Plan, check_coverage, make_plan, save_plan
 
 PAIR = "digits/resnet"
 RECIPE = Recipe(dataset="digits", **TINY_RECIPE)
@@ -34,8 +39,8 @@ RID = RECIPE.recipe_id
 CLI_ARGS = ["generate", f"pair={PAIR}", TINY_RECIPE_CLI, "archs=8", "shard_size=4", "chunk=4"]
 
 
-def _plan(pair=PAIR, recipe=RECIPE, archs=8, shard_size=4, **kw) -> g.Plan:
-    return g.make_plan(pair, recipe, KD(pair.split("/")[1]), seeds=[0], archs=archs, shard_size=shard_size, **kw)
+def _plan(pair=PAIR, recipe=RECIPE, archs=8, shard_size=4, **kw) -> Plan:
+    return make_plan(pair, recipe, KD(pair.split("/")[1]), seeds=[0], archs=archs, shard_size=shard_size, **kw)
 
 
 def _snapshot(paths) -> dict:
@@ -75,8 +80,8 @@ def finished_run(tmp_path_factory):
         for k, v in danas_env(root, base / "cache").items():
             mp.setenv(k, v)
         plan = _plan()
-        d = g.shard_dir(PAIR, RID)
-        g.save_plan(plan, d)
+        d = shard_dir(PAIR, RID)
+        save_plan(plan, d)
         assert g.run_pending(plan, d, executor="debug", chunk=4) == [0, 1]
         g.merge(plan, d)
     return root
@@ -86,7 +91,7 @@ def finished_run(tmp_path_factory):
 def run_copy(finished_run, tables_root) -> Path:
     """A private copy of ``finished_run`` in this test's tables root; returns the shard folder."""
     shutil.copytree(finished_run, tables_root, dirs_exist_ok=True)
-    return g.shard_dir(PAIR, RID)
+    return shard_dir(PAIR, RID)
 
 
 # --- 1. kill and resume --------------------------------------------------------------------------
@@ -98,7 +103,7 @@ def test_kill_and_resume_local_executor(tables_root, tmp_path, danas_cli):
     # (a task's cost is mostly starting Python and torch: few, larger shards keep the test short)
     args = ["generate", f"pair={PAIR}", TINY_RECIPE_CLI, "archs=24", "shard_size=6", "chunk=6", "executor=local",
             "executor.workers=2"]
-    d = g.shard_dir(PAIR, RID)
+    d = shard_dir(PAIR, RID)
     assert str(d).startswith(str(tables_root))
     n_shards = 4
     log1 = tmp_path / "first.log"
@@ -125,8 +130,8 @@ def test_kill_and_resume_local_executor(tables_root, tmp_path, danas_cli):
     before = _snapshot(done_before)
     acc_before = {p.name: dict(zip(*(tb.read(p).column(c).to_pylist() for c in ("arch_index", "test_acc"))))
                   for p in done_before}
-    assert not g.table_path(PAIR, RID).exists(), "merged although killed"
-    plan = g.Plan.from_json((d / "plan.json").read_text())
+    assert not table_path(PAIR, RID).exists(), "merged although killed"
+    plan = Plan.from_json((d / "plan.json").read_text())
     assert len(plan.shards) == n_shards
 
     res = danas_cli(*args, timeout=500)
@@ -137,7 +142,7 @@ def test_kill_and_resume_local_executor(tables_root, tmp_path, danas_cli):
     # shards finished before the kill were kept, not retrained or rewritten
     assert _snapshot(done_before) == before
     # the merged table: exactly the planned (architecture, seed) rows, once each
-    out = g.table_path(PAIR, RID)
+    out = table_path(PAIR, RID)
     assert out == tables_root / "digits" / f"resnet-{RID}.parquet"
     table = tb.read(out)
     keys = list(zip(table.column("arch_index").to_pylist(), table.column("seed").to_pylist()))
@@ -151,7 +156,7 @@ def test_kill_and_resume_local_executor(tables_root, tmp_path, danas_cli):
     # the manifest lists the table with its rows and checksum, and verify agrees
     entry = json.loads((tables_root / "MANIFEST").read_text())["files"][f"digits/resnet-{RID}.parquet"]
     assert (entry["rows"], entry["sha256"], entry["recipe_id"]) == (24, tb.sha256(out), RID)
-    assert g.verify() == []
+    assert verify() == []
     assert cli.main(["verify"]) == 0
 
 
@@ -159,7 +164,7 @@ def test_restart_removes_torn_temp_files(run_copy):
     """A killed writer's temp file is swept by the next run; nothing is retrained when all is done."""
     torn = run_copy / ".shard-00001.parquet.tmp-99999"
     torn.write_bytes(b"PAR1 half a file")
-    plan = g.Plan.from_json((run_copy / "plan.json").read_text())
+    plan = Plan.from_json((run_copy / "plan.json").read_text())
     before = _snapshot(sorted(run_copy.glob("shard-*.parquet")))
     assert g.run_pending(plan, run_copy, executor="debug") == []
     assert not torn.exists()
@@ -170,11 +175,11 @@ def test_restart_removes_torn_temp_files(run_copy):
 
 @pytest.mark.slow
 def test_truncated_shard_is_reported_and_rerun(run_copy, tables_root):
-    plan = g.Plan.from_json((run_copy / "plan.json").read_text())
-    bad, good = g.shard_path(run_copy, 1), g.shard_path(run_copy, 0)
+    plan = Plan.from_json((run_copy / "plan.json").read_text())
+    bad, good = shard_path(run_copy, 1), shard_path(run_copy, 0)
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 2])
-    table_file = g.table_path(PAIR, RID)
+    table_file = table_path(PAIR, RID)
     table_before = tb.sha256(table_file)
 
     with pytest.raises(tb.TableError, match="truncated or corrupt") as err:
@@ -193,18 +198,18 @@ def test_truncated_shard_is_reported_and_rerun(run_copy, tables_root):
     assert g.shard_done(bad, plan, plan.shards[1])
     out = g.merge(plan, run_copy)
     assert tb.read(out).num_rows == 8
-    assert g.verify() == []
+    assert verify() == []
 
 
 # --- 3. foreign and misplaced shards ---------------------------------------------------------------
 
 def test_foreign_recipe_shard_is_rejected(run_copy):
-    plan = g.Plan.from_json((run_copy / "plan.json").read_text())
-    p = g.shard_path(run_copy, 1)
+    plan = Plan.from_json((run_copy / "plan.json").read_text())
+    p = shard_path(run_copy, 1)
     table = tb.read(p)
     meta = {**tb.read_meta(p), "recipe_id": Recipe(dataset="digits", width=8, epochs=1).recipe_id}
     tb.write_atomic(tb.to_table(table.to_pylist(), meta), p)
-    table_file = g.table_path(PAIR, RID)
+    table_file = table_path(PAIR, RID)
     table_before = tb.sha256(table_file)
 
     with pytest.raises(tb.TableError, match="foreign") as err:
@@ -215,12 +220,12 @@ def test_foreign_recipe_shard_is_rejected(run_copy):
 
 
 def test_shard_of_another_pair_or_slot_is_rejected(run_copy):
-    plan = g.Plan.from_json((run_copy / "plan.json").read_text())
-    shutil.copy(g.shard_path(run_copy, 0), g.shard_path(run_copy, 1))  # right recipe, wrong slot
+    plan = Plan.from_json((run_copy / "plan.json").read_text())
+    shutil.copy(shard_path(run_copy, 0), shard_path(run_copy, 1))  # right recipe, wrong slot
     with pytest.raises(tb.TableError, match="expected digits/resnet shard 1"):
         g.merge(plan, run_copy)
-    p = g.shard_path(run_copy, 1)
-    table = tb.read(g.shard_path(run_copy, 0))
+    p = shard_path(run_copy, 1)
+    table = tb.read(shard_path(run_copy, 0))
     meta = {**tb.read_meta(p), "pair": "digits/mlp", "shard": 1}
     tb.write_atomic(tb.to_table(table.to_pylist(), meta), p)
     with pytest.raises(tb.TableError, match="holds pair digits/mlp"):
@@ -228,22 +233,22 @@ def test_shard_of_another_pair_or_slot_is_rejected(run_copy):
 
 
 def test_merge_refuses_missing_shards(run_copy):
-    plan = g.Plan.from_json((run_copy / "plan.json").read_text())
-    g.shard_path(run_copy, 1).unlink()
+    plan = Plan.from_json((run_copy / "plan.json").read_text())
+    shard_path(run_copy, 1).unlink()
     with pytest.raises(tb.TableError, match=r"1 of 2 shards missing .*shard-00001\.parquet"):
         g.merge(plan, run_copy)
 
 
 def test_coverage_rejects_duplicates_and_gaps(run_copy):
-    table = tb.read(g.table_path(PAIR, RID))
-    plan = g.Plan.from_json((run_copy / "plan.json").read_text())
-    g.check_coverage(table, plan.rows(), "t")
+    table = tb.read(table_path(PAIR, RID))
+    plan = Plan.from_json((run_copy / "plan.json").read_text())
+    check_coverage(table, plan.rows(), "t")
     import pyarrow as pa
 
     with pytest.raises(tb.TableError, match="duplicate rows"):
-        g.check_coverage(pa.concat_tables([table, table.slice(0, 1)]), plan.rows(), "t")
+        check_coverage(pa.concat_tables([table, table.slice(0, 1)]), plan.rows(), "t")
     with pytest.raises(tb.TableError, match="1 planned rows missing"):
-        g.check_coverage(table.slice(1), plan.rows(), "t")
+        check_coverage(table.slice(1), plan.rows(), "t")
 
 
 # --- 4. MANIFEST and verify -----------------------------------------------------------------------
@@ -258,7 +263,7 @@ def test_verify_reports_changed_table(run_copy, tables_root, danas_cli):
     flipped = bytearray(original)
     flipped[len(flipped) // 2] ^= 0xFF
     out.write_bytes(bytes(flipped))
-    problems = g.verify()
+    problems = verify()
     assert len(problems) == 1 and problems[0].startswith(rel) and "sha256" in problems[0]
     assert "does not match MANIFEST" in problems[0]
     res = danas_cli("verify")
@@ -266,13 +271,13 @@ def test_verify_reports_changed_table(run_copy, tables_root, danas_cli):
     assert f"FAIL {rel}: sha256" in res.stdout
 
     out.write_bytes(original + b"\0")
-    assert any(p.startswith(rel) and "sha256" in p for p in g.verify())
+    assert any(p.startswith(rel) and "sha256" in p for p in verify())
     assert cli.main(["verify"]) == 1
 
     out.write_bytes(original)
-    assert g.verify() == []
+    assert verify() == []
     out.unlink()
-    assert g.verify() == [f"{rel}: listed in MANIFEST but missing"]
+    assert verify() == [f"{rel}: listed in MANIFEST but missing"]
 
 
 def test_verify_checks_rows_against_manifest(run_copy, tables_root):
@@ -287,13 +292,13 @@ def test_verify_checks_rows_against_manifest(run_copy, tables_root):
     assert entry["bytes"] == (tables_root / rel).stat().st_size
     entry["rows"] = 9
     man_path.write_text(json.dumps(man))
-    assert g.verify() == [f"{rel}: 8 rows, MANIFEST says 9"]
+    assert verify() == [f"{rel}: 8 rows, MANIFEST says 9"]
 
 
 def test_verify_empty_or_corrupt_manifest(tables_root):
-    assert g.verify() == [f"{tables_root / 'MANIFEST'}: no files listed"]
+    assert verify() == [f"{tables_root / 'MANIFEST'}: no files listed"]
     (tables_root / "MANIFEST").write_text("{not json")
-    problems = g.verify()  # a malformed MANIFEST is one problem line, not a traceback
+    problems = verify()  # a malformed MANIFEST is one problem line, not a traceback
     assert len(problems) == 1 and "MANIFEST: not valid JSON" in problems[0] and "\n" not in problems[0]
 
 
@@ -304,16 +309,16 @@ def test_manifest_updates_do_not_lose_entries(tables_root):
         p = tables_root / f"f{i}.txt"
         p.write_text(str(i))
         files.append(p)
-    threads = [threading.Thread(target=lambda p=p: [g.update_manifest(p, kind="other") for _ in range(5)])
+    threads = [threading.Thread(target=lambda p=p: [update_manifest(p, kind="other") for _ in range(5)])
                for p in files]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    man = g.load_manifest()
+    man = load_manifest()
     assert sorted(man["files"]) == sorted(p.name for p in files)
     assert all(man["files"][p.name]["sha256"] == tb.sha256(p) for p in files)
-    assert g.verify() == []
+    assert verify() == []
 
 
 # --- 5. plan drift --------------------------------------------------------------------------------
@@ -334,14 +339,14 @@ def test_plan_drift_is_refused(run_copy, override):
 def test_same_plan_resumes(run_copy):
     plan_file = run_copy / "plan.json"
     before = plan_file.read_text()
-    again = g.save_plan(_plan(), run_copy)
-    assert again == g.Plan.from_json(before)
+    again = save_plan(_plan(), run_copy)
+    assert again == Plan.from_json(before)
     assert plan_file.read_text() == before
     # the CLI with the same settings finds every shard done, trains nothing and re-merges
     shards = _snapshot(sorted(run_copy.glob("shard-*.parquet")))
     assert cli.main([*CLI_ARGS, "executor=debug"]) == 0
     assert _snapshot(sorted(run_copy.glob("shard-*.parquet"))) == shards
-    assert g.verify() == []
+    assert verify() == []
 
 
 # --- 6. debug executor, row contents --------------------------------------------------------------
@@ -352,10 +357,10 @@ def test_debug_executor_rows(tables_root, teacher):
     pair = f"digits/{teacher}"
     recipe = Recipe(dataset="digits", **{**TINY_RECIPE, "epochs": 2})
     kd = KD(teacher)
-    plan = g.make_plan(pair, recipe, kd, seeds=[0], archs=4, shard_size=2)
-    d = g.shard_dir(pair, recipe.recipe_id)
+    plan = make_plan(pair, recipe, kd, seeds=[0], archs=4, shard_size=2)
+    d = shard_dir(pair, recipe.recipe_id)
     assert d == tables_root / "shards" / f"digits__{teacher}" / recipe.recipe_id
-    g.save_plan(plan, d)
+    save_plan(plan, d)
     assert g.run_pending(plan, d, executor="debug", chunk=2) == [0, 1]
     assert g.run_pending(plan, d, executor="debug", chunk=2) == []  # resumed: nothing left
     out = g.merge(plan, d)
@@ -398,7 +403,7 @@ def test_debug_executor_rows(tables_root, teacher):
         len(meta["shards"])
     assert meta["shard_machines"] == {tb.machine()["host_cpu"]: len(meta["shards"])}  # where seconds were measured
     assert pq.ParquetFile(out).metadata.num_rows == 4
-    assert g.verify() == []
+    assert verify() == []
 
 
 # --- 7. bad input ---------------------------------------------------------------------------------
@@ -419,11 +424,11 @@ VALID = "valid pairs: mnist1d/resnet, mnist1d/tcn, mnist1d/none, digits/resnet"
 ])
 def test_bad_pair_lists_valid_choices(pair, expected):
     with pytest.raises(ValueError) as err:
-        tb.split_pair(pair)
+        split_pair(pair)
     for part in expected:
         assert part in str(err.value)
     with pytest.raises(ValueError) as err:  # make_plan checks the pair before it plans anything
-        g.make_plan(pair, RECIPE, KD("resnet"), archs=4)
+        make_plan(pair, RECIPE, KD("resnet"), archs=4)
     assert expected[-1] in str(err.value)
 
 
@@ -449,13 +454,13 @@ def test_bad_pair_via_cli(tables_root):
 def test_make_plan_rejects_inconsistent_settings(kwargs, match):
     args = {"pair": PAIR, "recipe": RECIPE, "kd": KD("resnet"), "seeds": [0], "archs": 8, "shard_size": 4}
     with pytest.raises(ValueError, match=match):
-        g.make_plan(**{**args, **kwargs})
+        make_plan(**{**args, **kwargs})
 
 
 def test_run_pending_rejects_bad_executor(tables_root):
     plan = _plan()
-    d = g.shard_dir(PAIR, RID)
-    g.save_plan(plan, d)
+    d = shard_dir(PAIR, RID)
+    save_plan(plan, d)
     with pytest.raises(ValueError, match="choose local, slurm or debug"):
         g.run_pending(plan, d, executor="ray")
     with pytest.raises(ValueError, match="chunk must be >= 1"):
@@ -466,7 +471,7 @@ def test_run_pending_rejects_bad_executor(tables_root):
 # --- plans (no training) --------------------------------------------------------------------------
 
 def test_plan_shards_cover_rows_once():
-    plan = g.make_plan(PAIR, RECIPE, KD("resnet"), seeds=[0, 1], archs=50, shard_size=16,
+    plan = make_plan(PAIR, RECIPE, KD("resnet"), seeds=[0, 1], archs=50, shard_size=16,
                        noise_seeds=[2, 3], noise_fraction=0.2)
     assert [s["id"] for s in plan.shards] == list(range(len(plan.shards)))
     assert all(1 <= len(s["archs"]) <= 16 for s in plan.shards)
@@ -478,10 +483,10 @@ def test_plan_shards_cover_rows_once():
     assert base <= set(int(i) for i in space.canonical_indices())
     assert plan.sampled
     # deterministic, and the JSON round trip is exact (resume compares plans)
-    again = g.make_plan(PAIR, RECIPE, KD("resnet"), seeds=[0, 1], archs=50, shard_size=16,
+    again = make_plan(PAIR, RECIPE, KD("resnet"), seeds=[0, 1], archs=50, shard_size=16,
                         noise_seeds=[2, 3], noise_fraction=0.2)
-    assert again == plan == g.Plan.from_json(plan.to_json())
-    full = g.make_plan("digits/none", RECIPE, KD("none"), archs="all", shard_size=1000)
+    assert again == plan == Plan.from_json(plan.to_json())
+    full = make_plan("digits/none", RECIPE, KD("none"), archs="all", shard_size=1000)
     assert not full.sampled and len(full.rows()) == len(space.canonical_indices())
     assert full.kd["alpha"] == 0.0
 
@@ -500,7 +505,7 @@ def test_slurm_profiles_compose(profile):
             "max_array_size", "poll_s", "result_grace_s", "additional_parameters"} <= set(ex)
     assert ex["additional_parameters"] == {"account": "acct"}
     if profile != "slurm":
-        text = (Path(g.__file__).parent / "conf" / "executor" / f"{profile}.yaml").read_text()
+        text = (CONF_DIR / "executor" / f"{profile}.yaml").read_text()
         assert text.count("CHANGE") >= 3
 
 

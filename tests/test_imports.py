@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[1]
-PACKAGES = {"danas_bench": ROOT / "danas_bench", "danas_bench.baselines": ROOT / "baselines"}
+PACKAGES = {"danas_bench": ROOT / "danas_bench"}
+# the parts, lowest first: a module may import from its own part and the parts below it, never above
+LAYERS = ("core", "training", "tables", "query", "search", "reports")
+TOP = {"danas_bench", "danas_bench.cli", "danas_bench.commands"}  # the package root and the CLI: above all parts
 
 
 def modules() -> dict[str, Path]:
@@ -75,6 +78,31 @@ def test_no_import_cycle():
 def test_the_cycle_finder_finds_a_planted_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def layer(module: str) -> int:
+    if module in TOP:
+        return len(LAYERS)
+    part = module.split(".")[1]
+    assert part in LAYERS, f"{module} lies in no part; add its folder to LAYERS in order"
+    return LAYERS.index(part)
+
+
+def climbs(graph: dict[str, set[str]]) -> list[str]:
+    """Imports that run from a lower part up to a higher one (``danas_bench`` itself, for
+    ``__version__``, is allowed from anywhere: it imports nothing eagerly)."""
+    return [f"{m} ({LAYERS[layer(m)] if m not in TOP else 'top'}) imports {n}"
+            for m, deps in sorted(graph.items()) for n in sorted(deps)
+            if n != "danas_bench" and layer(n) > layer(m)]
+
+
+def test_no_import_climbs_to_a_higher_part():
+    assert climbs(import_graph()) == []
+
+
+def test_the_climb_finder_finds_a_planted_climb():
+    planted = {"danas_bench.core.space": {"danas_bench.query.bench"}, "danas_bench.query.bench": {"danas_bench.core.space"}}
+    assert climbs(planted) == ["danas_bench.core.space (core) imports danas_bench.query.bench"]
 
 
 @pytest.mark.parametrize("name", sorted(modules()))

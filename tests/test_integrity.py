@@ -20,14 +20,18 @@ import pyarrow.parquet as pq
 import pytest
 
 import danas_bench as db
-from danas_bench import cli, space
-from danas_bench import generate as g
-from danas_bench import tables as tb
-from danas_bench.budget import Budget
-from danas_bench.overlay import Overlay
-from danas_bench.recipe import KD, Recipe
+from danas_bench import cli
+from danas_bench.core import space
+from danas_bench.tables import generate as g
+from danas_bench.core import schema as tb
+from danas_bench.core.budget import Budget
+from danas_bench.query.overlay import Overlay
+from danas_bench.core.recipe import KD, Recipe
 
 from conftest import REPO, danas_env, make_tables_root
+from danas_bench.core.paths import shard_dir, shard_path, table_path
+from danas_bench.tables.manifest import register_teachers, update_manifest, verify
+from danas_bench.tables.plan import make_plan, save_plan
 
 RECIPE = Recipe(dataset="digits", width=4, epochs=2, batch_size=32, n_train=128)
 SHIPPED = REPO / "tables"
@@ -63,7 +67,7 @@ def records(pair: str, archs, seeds=(0,), recipe: Recipe = RECIPE, rng_seed: int
 def write_table(root: Path, pair: str, archs, seeds=(0,), listed: bool = True, edit=None, meta_extra=None) -> Path:
     """A table of ``pair`` written with the library's writer (page checksums); listed in root's MANIFEST
     unless ``listed=False``; ``edit(rows)`` may damage the rows first."""
-    from danas_bench import data as data_mod
+    from danas_bench.training import data as data_mod
 
     dataset, teacher = pair.split("/")
     rows = records(pair, archs, seeds)
@@ -73,10 +77,10 @@ def write_table(root: Path, pair: str, archs, seeds=(0,), listed: bool = True, e
             "recipe_id": RECIPE.recipe_id, "kd": dict(KD(teacher).__dict__), "seeds": sorted(seeds),
             "split_hashes": data_mod.load(dataset).split_hashes, "schema_version": tb.SCHEMA_VERSION,
             **(meta_extra or {})}
-    path = g.table_path(pair, RECIPE.recipe_id, root)
+    path = table_path(pair, RECIPE.recipe_id, root)
     tb.write_atomic(tb.to_table(rows, meta), path)
     if listed:
-        g.update_manifest(path, root, kind="table", extra={"pair": pair, "recipe_id": RECIPE.recipe_id,
+        update_manifest(path, root, kind="table", extra={"pair": pair, "recipe_id": RECIPE.recipe_id,
                                                           "sampled": True, "partial": False})
     return path
 
@@ -188,7 +192,7 @@ def test_seeds_outside_the_plan_are_refused(root):
 
 def test_architecture_facts_file_is_checked_too(root):
     write_table(root, "digits/resnet", [0, 1, 2])
-    from danas_bench import archinfo
+    from danas_bench.tables import archinfo
 
     facts = archinfo.archs_path(RECIPE, root)
     rows = [{"arch_index": 0, "arch": space.arch_str(0), "params": 10, "flops": 20, "latency_ms": 0.1,
@@ -211,7 +215,7 @@ def test_a_malformed_manifest_is_one_line(root, text, match):
     with pytest.raises(tb.TableError, match=match) as err:
         db.open("digits/resnet", root, fallback="error")
     assert "\n" not in str(err.value)
-    problems = g.verify(root, log=lambda *a: None)
+    problems = verify(root, log=lambda *a: None)
     assert len(problems) == 1 and match.split()[0] in problems[0] and "\n" not in problems[0]
 
 
@@ -221,16 +225,16 @@ def test_verify_covers_teachers_unlisted_tables_and_paths_outside_the_root(root,
     make_tables_root(root, datasets=("digits",))
     write_table(root, "digits/resnet", [0, 1, 2])
     out = []
-    assert g.verify(root, out.append) == []
+    assert verify(root, out.append) == []
     assert "UNLISTED teachers/digits/resnet.logits.safetensors: not in MANIFEST" in "\n".join(out)
-    g.register_teachers("digits", root)
+    register_teachers("digits", root)
     out.clear()
-    assert g.verify(root, out.append) == [] and "UNLISTED" not in "\n".join(out)
+    assert verify(root, out.append) == [] and "UNLISTED" not in "\n".join(out)
     logits = root / "teachers" / "digits" / "resnet.logits.safetensors"
     data = bytearray(logits.read_bytes())
     data[-7] ^= 0x01  # a flipped bit in a cached logit
     logits.write_bytes(bytes(data))
-    problems = g.verify(root, out.append)
+    problems = verify(root, out.append)
     assert len(problems) == 1 and problems[0].startswith("teachers/digits/resnet.logits.safetensors: sha256")
     data[-7] ^= 0x01
     logits.write_bytes(bytes(data))
@@ -240,7 +244,7 @@ def test_verify_covers_teachers_unlisted_tables_and_paths_outside_the_root(root,
     man["files"]["../outside.parquet"] = {"kind": "table", "sha256": "0" * 64}
     (root / "MANIFEST").write_text(json.dumps(man))
     out.clear()
-    problems = g.verify(root, out.append)
+    problems = verify(root, out.append)
     assert len(problems) == 1 and problems[0].startswith("../outside.parquet: MANIFEST path lies outside")
     assert f"UNLISTED digits/none-{RECIPE.recipe_id}.parquet: not in MANIFEST" in "\n".join(out)
 
@@ -276,9 +280,9 @@ def test_kd_and_plans_refuse_invalid_settings(t):
     with pytest.raises(ValueError, match="KD temperature must be a finite number"):
         KD("resnet", t, 0.9)
     with pytest.raises(ValueError, match=r"seeds must be ints in \[0, 32767\]"):
-        g.make_plan("digits/resnet", RECIPE, KD("resnet"), seeds=[0, 40000])
+        make_plan("digits/resnet", RECIPE, KD("resnet"), seeds=[0, 40000])
     with pytest.raises(ValueError, match="seeds must be ints"):
-        g.make_plan("digits/resnet", RECIPE, KD("resnet"), seeds=["abc"])
+        make_plan("digits/resnet", RECIPE, KD("resnet"), seeds=["abc"])
 
 
 def test_op_lists_are_validated_whether_cached_or_not(live_root):
@@ -300,12 +304,12 @@ def test_op_lists_are_validated_whether_cached_or_not(live_root):
 
 
 def test_live_rows_need_the_tables_data(live_root):
-    path = g.table_path("digits/none", RECIPE.recipe_id, live_root)
+    path = table_path("digits/none", RECIPE.recipe_id, live_root)
     t = pq.read_table(path)
     meta = json.loads(t.schema.metadata[tb.META_KEY])
     meta["split_hashes"] = {**meta["split_hashes"], "valid": "0" * 64}
     tb.write_atomic(t.replace_schema_metadata({tb.META_KEY: json.dumps(meta).encode()}), path)
-    g.update_manifest(path, live_root, kind="table", extra={"pair": "digits/none", "recipe_id": RECIPE.recipe_id,
+    update_manifest(path, live_root, kind="table", extra={"pair": "digits/none", "recipe_id": RECIPE.recipe_id,
                                                             "sampled": True})
     bench = db.open("digits/none", live_root, fallback="live")
     with pytest.raises(tb.TableError, match=r"data here differs from the table's \(split hashes of \['valid'\]"):
@@ -356,7 +360,7 @@ WRITER = """
 import sys, time, os
 from pathlib import Path
 import pyarrow as pa
-from danas_bench import tables as tb
+from danas_bench.core import schema as tb
 path = Path(sys.argv[1])
 tmp = tb.temp_path(path)
 tmp.write_bytes(b"half-written shard")
@@ -368,10 +372,10 @@ os.replace(tmp, path)
 
 
 def test_a_restart_keeps_a_live_writers_temp_file(root, tmp_path):
-    plan = g.make_plan("digits/none", RECIPE, KD("none"), seeds=[0], archs=4, shard_size=2)
-    d = g.shard_dir(plan.pair, plan.recipe_id, root)
-    g.save_plan(plan, d)
-    shard = g.shard_path(d, 0)
+    plan = make_plan("digits/none", RECIPE, KD("none"), seeds=[0], archs=4, shard_size=2)
+    d = shard_dir(plan.pair, plan.recipe_id, root)
+    save_plan(plan, d)
+    shard = shard_path(d, 0)
     ready, go = tmp_path / "ready", tmp_path / "go"
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(shard), str(ready), str(go)])
     try:
@@ -384,8 +388,8 @@ def test_a_restart_keeps_a_live_writers_temp_file(root, tmp_path):
         dead = d / ".shard-00001.parquet.tmp-nosuchhost-1"  # another host's, old: a dead writer's
         dead.write_bytes(b"torn")
         os.utime(dead, (0, 0))
-        mine_dead = tb.temp_path(g.shard_path(d, 1)).with_name(
-            tb.temp_path(g.shard_path(d, 1)).name.rsplit("-", 1)[0] + "-999999999")
+        mine_dead = tb.temp_path(shard_path(d, 1)).with_name(
+            tb.temp_path(shard_path(d, 1)).name.rsplit("-", 1)[0] + "-999999999")
         mine_dead.write_bytes(b"torn")  # this host, a pid that does not run
         g.run_pending(plan, d, executor="debug", max_shards=0, log=lambda *a: None)  # the restart
         assert not dead.exists() and not mine_dead.exists()
@@ -401,7 +405,7 @@ def test_a_restart_keeps_a_live_writers_temp_file(root, tmp_path):
 
 @pytest.fixture
 def native_cache(tmp_path, monkeypatch):
-    from danas_bench import native
+    from danas_bench.training import native
 
     monkeypatch.delenv("DANAS_NATIVE", raising=False)
     monkeypatch.setenv("DANAS_NATIVE_CACHE", str(tmp_path / "native"))
@@ -414,7 +418,7 @@ def native_cache(tmp_path, monkeypatch):
 
 
 def test_a_planted_or_corrupt_library_is_rebuilt(native_cache):
-    from danas_bench import native
+    from danas_bench.training import native
 
     (so,) = native_cache.glob("*/conv3.so")
     assert oct(native_cache.stat().st_mode & 0o777) == "0o700" and oct(so.parent.stat().st_mode & 0o777) == "0o700"
@@ -428,7 +432,7 @@ def test_a_planted_or_corrupt_library_is_rebuilt(native_cache):
 
 
 def test_a_cache_others_can_write_is_refused(native_cache):
-    from danas_bench import native
+    from danas_bench.training import native
 
     os.chmod(native_cache, 0o777)
     native._lib.cache_clear()

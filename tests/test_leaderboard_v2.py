@@ -13,9 +13,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from danas_bench import heldout, leaderboard, stats, synthetic
-from danas_bench.baselines import make
-from danas_bench.paths import tables_dir
+from danas_bench.reports import heldout
+from danas_bench.reports import leaderboard
+from danas_bench.core import stats
+from danas_bench.search import synthetic
+from danas_bench.search.baselines import make
+from danas_bench.core.paths import tables_dir
 from danas_bench.search import LazyPool, run
 
 
@@ -102,7 +105,7 @@ def test_dass_meta_seed_follows_the_run():
 
 
 def test_dass_paper_beside_dass_shares_meta_training_and_queries_once():
-    from danas_bench.baselines import dass as dass_mod
+    from danas_bench.search.baselines import dass as dass_mod
 
     dass_mod._CACHE.clear()
     frames, timings, ctx = leaderboard.run_leaderboard(
@@ -138,7 +141,7 @@ def test_autokd_fidelities_on_the_leaderboard_are_paid_by_epochs(tmp_path):
 
 
 def _real_pair():
-    from danas_bench.bench import discover
+    from danas_bench.query.bench import discover
 
     pairs = sorted(discover())
     if not pairs:
@@ -147,7 +150,7 @@ def _real_pair():
 
 
 def test_scoring_reads_shipped_rows_only(tmp_path):
-    from danas_bench import bench as bench_mod
+    from danas_bench.query import bench as bench_mod
 
     pair = _real_pair()
     b = bench_mod.open(pair, overlay_dir=tmp_path / "overlay", fallback="error")

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from danas_bench import native
+from danas_bench.training import native
 
 needs_kernels = pytest.mark.skipif(not native.available(), reason="no C compiler: the engine uses torch's conv2d")
 

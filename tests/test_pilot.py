@@ -8,9 +8,10 @@ import polars as pl
 import pytest
 import torch
 
-from danas_bench import pilot, space
-from danas_bench.generate import make_plan
-from danas_bench.recipe import KD, Recipe, recipe_for
+from danas_bench.reports import pilot
+from danas_bench.core import space
+from danas_bench.tables.plan import make_plan
+from danas_bench.core.recipe import KD, Recipe, recipe_for
 
 
 def test_icc_is_one_for_identical_seeds_and_near_zero_for_pure_noise():
@@ -96,7 +97,7 @@ def test_a_real_tiny_search_measures_every_setting_and_resumes(tmp_path):
 
 
 def test_warmup_rises_linearly_then_follows_the_cosine_to_zero():
-    from danas_bench.engine import lr_schedule
+    from danas_bench.training.engine import lr_schedule
 
     r = Recipe("digits", epochs=4, batch_size=10, lr=1.0, warmup_epochs=1)
     p = torch.nn.Parameter(torch.zeros(1))
@@ -147,7 +148,7 @@ def _frame(cells, seeds, acc_fn):
 
 
 def test_table_figures_recover_a_known_structure():
-    from danas_bench import reliability
+    from danas_bench.reports import reliability
 
     rng = np.random.default_rng(3)
     cells = pilot.sample_cells(400, 1)
@@ -169,8 +170,8 @@ def test_table_figures_recover_a_known_structure():
 
 def test_reliability_of_the_shipped_v1_tables_uses_every_multi_seed_cell():
     """v1 digits: seed 0 everywhere, seeds 1 and 2 on a 10% sample; 647 of those cells are non-zero."""
-    from danas_bench import reliability
-    from danas_bench.recipe import recipe_for
+    from danas_bench.reports import reliability
+    from danas_bench.core.recipe import recipe_for
 
     rid = recipe_for("digits").recipe_id
     frame = pl.read_parquet(f"tables/digits/none-{rid}.parquet", columns=reliability.COLUMNS)
@@ -181,7 +182,7 @@ def test_reliability_of_the_shipped_v1_tables_uses_every_multi_seed_cell():
 
 def test_a_one_seed_table_has_no_reliability_figures():
     """A table of one seed has nothing to compare: no cells, and the datasheet leaves it out (no crash)."""
-    from danas_bench import reliability
+    from danas_bench.reports import reliability
 
     frame = _frame(pilot.sample_cells(10, 0), (0,), lambda i, s: 0.5 + 0.01 * i)
     assert reliability.table_figures(frame) == {"cells": 0}
@@ -191,7 +192,7 @@ def test_a_one_seed_table_has_no_reliability_figures():
 def test_a_recipe_with_the_same_student_reads_flops_from_its_archs_file():
     """Tables v2 keeps digits' student (width 4, 1 cell, 3 stages): its shards read FLOPs from the v1
     archs file, and they equal counting; another student finds no file and counts."""
-    from danas_bench import engine
+    from danas_bench.training import engine
 
     r = Recipe("digits", width=4, epochs=3, batch_size=32, n_train=100, warmup_epochs=1)
     stored = engine._stored_flops(r)

@@ -1,4 +1,4 @@
-"""Tests of the query API (danas_bench.bench, .budget, .overlay) on small, really trained tables.
+"""Tests of the query API (danas_bench.query.bench, .budget, .overlay) on small, really trained tables.
 
 A module fixture trains two tiny digits tables (12 architectures of ``digits/resnet`` with a second
 seed on 3 of them, and 4 architectures of ``digits/none``) with a tiny recipe, in-process, in a
@@ -17,13 +17,16 @@ import pytest
 
 import danas_bench as db
 # (no torch-importing module at the top: the spawned writer processes import this file)
-from danas_bench import cli, space
-from danas_bench import generate as g
-from danas_bench.bench import MissingRecord
-from danas_bench.overlay import Overlay
-from danas_bench.recipe import KD, Recipe
+from danas_bench import cli
+from danas_bench.core import space
+from danas_bench.tables import generate as g
+from danas_bench.query.bench import MissingRecord
+from danas_bench.query.overlay import Overlay
+from danas_bench.core.recipe import KD, Recipe
 
 from conftest import danas_env, make_tables_root
+from danas_bench.core.paths import shard_dir
+from danas_bench.tables.plan import Plan, make_plan, save_plan
 
 PAIR = "digits/resnet"
 RECIPE = Recipe(dataset="digits", width=4, epochs=2, batch_size=32, n_train=128)
@@ -35,20 +38,20 @@ N_ARCHS = 12
 def qroot(tmp_path_factory):
     base = tmp_path_factory.mktemp("query")
     root = make_tables_root(base / "tables", datasets=("digits",))
-    from danas_bench import archinfo
+    from danas_bench.tables import archinfo
 
     quiet = lambda *a, **k: None  # noqa: E731
     with pytest.MonkeyPatch.context() as m:
         for k, v in danas_env(root, base / "cache").items():
             m.setenv(k, v)
         for pair, n, noise in ((PAIR, N_ARCHS, [1]), ("digits/none", 4, [])):
-            plan = g.make_plan(pair, RECIPE, KD(pair.split("/")[1]), seeds=[0], archs=n, noise_seeds=noise,
+            plan = make_plan(pair, RECIPE, KD(pair.split("/")[1]), seeds=[0], archs=n, noise_seeds=noise,
                                noise_fraction=0.25, shard_size=16)
-            d = g.shard_dir(pair, RID, root)
-            g.save_plan(plan, d)
+            d = shard_dir(pair, RID, root)
+            save_plan(plan, d)
             g.run_pending(plan, d, executor="debug", chunk=16, log=quiet)
             g.merge(plan, d, root, log=quiet)
-        first = sorted(g.Plan.from_json((g.shard_dir(PAIR, RID, root) / "plan.json").read_text()).shards[0]["archs"])
+        first = sorted(Plan.from_json((shard_dir(PAIR, RID, root) / "plan.json").read_text()).shards[0]["archs"])
         archinfo.build_file(RECIPE, root, indices=first[:2], log=quiet)
     return root
 
@@ -281,7 +284,8 @@ def test_best_is_the_oracle(bench, frame):
 
 
 def test_info_from_file_and_live(bench, cache):
-    from danas_bench import archinfo, data
+    from danas_bench.tables import archinfo
+    from danas_bench.training import data
 
     with_file = [a for a in (int(x) for x in bench.archs) if not np.isnan(bench._load_facts()["params"][a])]
     assert len(with_file) == 2

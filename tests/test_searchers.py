@@ -1,6 +1,6 @@
 """The ask/tell protocol, the runner, the six baselines, the Optuna bridge and the leaderboard.
 
-Everything runs on :mod:`danas_bench.synthetic` benches (made-up but structured accuracies over the
+Everything runs on :mod:`danas_bench.search.synthetic` benches (made-up but structured accuracies over the
 real NAS-Bench-201 space), so these tests need no tables and take seconds. The tiny bench holds the
 64 architectures whose edges are all 1x1 or 3x3 convolutions (no two of them isomorphic) and has no
 seed noise, so its optimum is well defined and reachable by every searcher.
@@ -12,9 +12,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from danas_bench import space, synthetic
-from danas_bench.baselines import NAMES, SIX, make
-from danas_bench.budget import Budget, BudgetExhausted
+from danas_bench.core import space
+from danas_bench.search import synthetic
+from danas_bench.search.baselines import NAMES, SIX, make
+from danas_bench.core.budget import Budget, BudgetExhausted
 from danas_bench.search import TRAJECTORY_SCHEMA, Ask, Problem, Searcher, final, run
 
 TINY_OPS = ("nor_conv_1x1", "nor_conv_3x3")
@@ -62,7 +63,7 @@ def test_synthetic_bench_surface(pool):
     b.query(a, epoch=5, budget=budget)
     assert budget.spent_queries == 2
     assert budget.spent_seconds == pytest.approx(1.5 * b.cost(a))
-    from danas_bench.budget import BudgetExhausted
+    from danas_bench.core.budget import BudgetExhausted
 
     with pytest.raises(BudgetExhausted):
         b.query(a, budget=budget)
@@ -246,7 +247,7 @@ def test_autokd_off_table_kd_settings(pool):
 
 
 def test_autokd_hyperband_brackets_promote_the_best_and_pay_by_epochs(pool):
-    from danas_bench.baselines.autokd import brackets
+    from danas_bench.search.baselines.autokd import brackets
 
     b = pool["synth-a/resnet"]  # 10 epochs: brackets (9 x 1 -> 3 x 3 -> 1 x 10), (5 x 3 -> 1 x 10), (3 x 10)
     assert brackets(10) == [[(9, 1), (3, 3), (1, 10)], [(5, 3), (1, 10)], [(3, 10)]]
@@ -382,7 +383,7 @@ def test_leaderboard_command(tmp_path):
 
 
 def test_leaderboard_workers_match_in_process(tmp_path):
-    from danas_bench.leaderboard import run_leaderboard
+    from danas_bench.reports.leaderboard import run_leaderboard
 
     kw = dict(searchers=["random", "akd"], pairs=["synth-a/mlp"], runs=2, budget={"queries": 10},
               synthetic=True, progress=False)
@@ -394,7 +395,7 @@ def test_leaderboard_workers_match_in_process(tmp_path):
 
 
 def test_leaderboard_rejects_unknown_pairs():
-    from danas_bench.leaderboard import run_leaderboard
+    from danas_bench.reports.leaderboard import run_leaderboard
 
     with pytest.raises(ValueError, match="pairs present"):
         run_leaderboard(["random"], pairs=["nope/none"], runs=1, synthetic=True, progress=False)
@@ -406,8 +407,8 @@ def test_leaderboard_rejects_unknown_pairs():
 def _write_fake_tables(root, n_archs: int = 200) -> None:
     """digits/{resnet,mlp,none} tables of ``n_archs`` canonical architectures (seed 0, a second seed on
     a few), with synthetic values but the real schema, metadata and file layout; plus the archs file."""
-    from danas_bench import tables as tb
-    from danas_bench.recipe import KD, Recipe
+    from danas_bench.core import schema as tb
+    from danas_bench.core.recipe import KD, Recipe
 
     rec = Recipe(dataset="digits", width=4, epochs=3, batch_size=32)
     rid = rec.recipe_id
@@ -440,7 +441,7 @@ def _write_fake_tables(root, n_archs: int = 200) -> None:
 
 
 def test_every_searcher_on_the_real_bench_class(tmp_path, monkeypatch):
-    """The runner and the baselines against danas_bench.bench.Bench (not the synthetic stand-in)."""
+    """The runner and the baselines against danas_bench.query.bench.Bench (not the synthetic stand-in)."""
     from conftest import danas_env, make_tables_root
 
     import danas_bench as db
@@ -466,7 +467,7 @@ def test_every_searcher_on_the_real_bench_class(tmp_path, monkeypatch):
     run(s, b, 12, seed=0)  # no pool given: the tables beside the bench
     assert s.state["tasks"] == ["digits/mlp", "digits/none"]
     assert s.problem.descriptor().shape == (7,) and s.problem.descriptor()[-1] == 0.0
-    from danas_bench.leaderboard import table_version
+    from danas_bench.reports.leaderboard import table_version
 
     tv = table_version(b)
     assert tv["recipe_id"] == b.recipe_id and len(tv["sha256"]) == 16 and tv["archs"] == 200
@@ -475,7 +476,9 @@ def test_every_searcher_on_the_real_bench_class(tmp_path, monkeypatch):
 def test_dass_descriptors_need_no_raw_dataset(monkeypatch):
     """DaSS describes a task from the shipped teacher files alone: with every dataset loader broken the
     descriptors still compute, and the teacher's accuracy in them is the one measured on the data."""
-    from danas_bench import data, search, teachers
+    from danas_bench.training import data
+    from danas_bench.search import runner as search
+    from danas_bench.training import teachers
 
     search._DESCRIPTORS.clear()
     monkeypatch.setattr(data, "load", lambda name: (_ for _ in ()).throw(AssertionError(f"read raw {name}")))

@@ -28,11 +28,14 @@ from pathlib import Path
 
 import pytest
 
-from danas_bench import generate as g
-from danas_bench import tables as tb
-from danas_bench.recipe import Recipe
+from danas_bench.tables import generate as g
+from danas_bench.core import schema as tb
+from danas_bench.core.recipe import Recipe
 
 from conftest import TINY_RECIPE, TINY_RECIPE_CLI, cli_cmd
+from danas_bench.core.paths import shard_dir, shard_path, table_path
+from danas_bench.tables.manifest import verify
+from danas_bench.tables.plan import Plan
 
 pytestmark = pytest.mark.slurm
 
@@ -108,15 +111,15 @@ def _snapshot(paths) -> dict:
 
 def _check_table(root: Path, d: Path) -> None:
     """The merged table holds exactly the planned (architecture, seed) rows, once each; verify agrees."""
-    plan = g.Plan.from_json((d / "plan.json").read_text())
-    out = g.table_path(PAIR, RID)
+    plan = Plan.from_json((d / "plan.json").read_text())
+    out = table_path(PAIR, RID)
     assert out == root / "digits" / f"resnet-{RID}.parquet"
     table = tb.read(out)
     keys = list(zip(table.column("arch_index").to_pylist(), table.column("seed").to_pylist()))
     assert len(keys) == 24 == len(set(keys)), "duplicate or missing rows"
     assert set(keys) == plan.rows()
     assert set(table.column("recipe_id").to_pylist()) == {RID}
-    assert g.verify() == []
+    assert verify() == []
     res = subprocess.run(cli_cmd("verify"), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "OK: 1 files" in res.stdout, res.stdout + res.stderr
     assert [p for p in root.rglob(".*") if ".tmp-" in p.name] == []
@@ -135,7 +138,7 @@ def test_generate_submits_array_job_and_merges(tables_root):
     ``executor.max_array_size=2`` splits the 3 shards over two array jobs (2 + 1 tasks), the path a
     large plan takes on a cluster whose MaxArraySize is smaller than its number of shards.
     """
-    d = g.shard_dir(PAIR, RID)
+    d = shard_dir(PAIR, RID)
     assert str(d).startswith(str(tables_root))
     res = subprocess.run(cli_cmd(*BASE, "executor.max_array_size=2"), capture_output=True, text=True,
                          timeout=400)
@@ -158,7 +161,7 @@ def test_generate_submits_array_job_and_merges(tables_root):
                 task = f"{jid}_{i}" if n > 1 else jid
                 log = (d / "logs" / task / f"{task}_0_log.out").read_text()
                 assert f"JobEnvironment(job_id={task}," in log, log
-                assert f"shard {sid}: {PAIR}, seed 0, 8 architectures -> {g.shard_path(d, sid)}" in log, log
+                assert f"shard {sid}: {PAIR}, seed 0, 8 architectures -> {shard_path(d, sid)}" in log, log
                 assert f"shard {sid}: written in" in log, log
                 sid += 1
         assert "sacct" not in text, "the wait asked sacct (no accounting here) instead of squeue"
@@ -172,7 +175,7 @@ def test_generate_submits_array_job_and_merges(tables_root):
 
 def test_scancel_one_task_then_resubmit(tables_root, tmp_path):
     """scancel one running array task: the run reports it, a rerun resubmits only its shard."""
-    d = g.shard_dir(PAIR, RID)
+    d = shard_dir(PAIR, RID)
     log1 = tmp_path / "first.log"
     text = ""
     with open(log1, "w") as out:
@@ -214,14 +217,14 @@ def test_scancel_one_task_then_resubmit(tables_root, tmp_path):
             proc.wait()
         _cancel_leftovers(log1.read_text())
 
-    victim_path = g.shard_path(d, victim_shard)
+    victim_path = shard_path(d, victim_shard)
     assert not victim_path.exists(), (
         f"task {victim} finished its shard within SLURM's KillWait after scancel; the shard is too "
         f"small for this machine (raise shard_size)")
     done = sorted(d.glob("shard-*.parquet"))
     assert len(done) == N_SHARDS - 1
     before = _snapshot(done)
-    assert not g.table_path(PAIR, RID).exists(), "merged although a shard was lost"
+    assert not table_path(PAIR, RID).exists(), "merged although a shard was lost"
 
     # resubmit: the same command submits one task for the lost shard, then merges
     res = subprocess.run(cli_cmd(*BASE, "executor.array_parallelism=2"), capture_output=True, text=True,
@@ -245,7 +248,7 @@ def test_scancel_one_task_then_resubmit(tables_root, tmp_path):
 def test_several_shards_per_task(tables_root):
     """`executor.shards_per_task=2`: 3 shards go out as 2 array tasks (2 + 1 shards), every shard is
     written and the table merges; a task's log names each shard it trained."""
-    d = g.shard_dir(PAIR, RID)
+    d = shard_dir(PAIR, RID)
     res = subprocess.run(cli_cmd(*BASE, "executor.shards_per_task=2"), capture_output=True, text=True, timeout=400)
     text = res.stdout + res.stderr
     try:

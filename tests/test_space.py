@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from danas_bench import space
+from danas_bench.core import space
 
 FAST = settings(database=None, deadline=None, max_examples=50,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from danas_bench import data
+from danas_bench.training import data
 
 N_TRAIN, N_TEST = 60, 12  # records in the fixture's train files and its test file (official: 50,000 + 10,000)
 
@@ -157,9 +157,12 @@ def test_no_pickle_on_the_load_path():
 
 # --- the engine on any device ---------------------------------------------------------------------
 
-from danas_bench import engine, native, space  # noqa: E402
-from danas_bench.fused import FusedStudents, _Conv, uses_native  # noqa: E402
-from danas_bench.recipe import KD, Recipe  # noqa: E402
+from danas_bench.training import engine
+from danas_bench.training import native
+from danas_bench.core import space  # noqa: E402
+from danas_bench.training.fused import FusedStudents, _Conv, uses_native  # noqa: E402
+from danas_bench.core.recipe import KD, Recipe  # noqa: E402
+from danas_bench.core.pairs import TEACHERS
 
 TINY = {"width": 4, "epochs": 1, "batch_size": 32}
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/tier_l_gpu.sh runs these)")
@@ -197,7 +200,7 @@ def test_fused_training_step_runs_off_the_cpu(archs, dataset, shape):
     """The whole fused forward and hand-written backward on the 'meta' device (shapes only): any tensor the
     engine made on the CPU, or any C kernel call, would fail here, as it would on a GPU."""
     ndim = len(shape) - 1
-    from danas_bench.student import build
+    from danas_bench.training.student import build
 
     students = [build(a, 0, shape[0], 10, ndim, width=4) for a in archs]
     model = FusedStudents(students).to("meta")
@@ -282,18 +285,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
 def test_tier_l_recipes_and_teachers_are_registered(dataset):
-    from danas_bench import teachers
-    from danas_bench.recipe import RECIPE_DIR, recipe_for
+    from danas_bench.training import teachers
+    from danas_bench.core.recipe import RECIPE_DIR, recipe_for
 
     assert "PROVISIONAL" in (RECIPE_DIR / f"{dataset}.yaml").read_text()  # says it was not chosen by a search
     r = recipe_for(dataset)
     assert r.dataset == dataset and r.autocast is None
-    fams = teachers.TEACHERS[dataset]
+    fams = TEACHERS[dataset]
     assert "resnet" in fams and len(fams) >= 2 and all(f in teachers.FAMILIES for f in fams)
 
 
 def test_vit_teacher_on_colour_images():
-    from danas_bench import teachers
+    from danas_bench.training import teachers
 
     ds = data.Dataset("cifar10", {"train": torch.zeros(2, 3, 32, 32)}, {"train": torch.zeros(2, dtype=torch.long)}, 10)
     model = teachers.make("vit", ds)
@@ -328,7 +331,7 @@ def test_gpu_cluster_dry_run_needs_no_data_no_teachers_no_slurm(tmp_path):
 def test_throughput_takes_a_device(cifar_root, tmp_path):
     import json
 
-    from danas_bench import throughput
+    from danas_bench.reports import throughput
 
     out = tmp_path / "t.json"
     assert throughput.main(["--datasets", "cifar10", "--n", "3", "--chunk", "3", "--teacher", "none", "--epochs", "1",
@@ -341,7 +344,7 @@ def test_throughput_takes_a_device(cifar_root, tmp_path):
 
 
 def test_dry_run_refuses_the_array_settings_a_submission_refuses():
-    from danas_bench import cluster
+    from danas_bench.tables import cluster
 
     assert cluster.array_limits({}) == (1000, 1)
     assert cluster.array_limits({"max_array_size": 64, "shards_per_task": 4}) == (64, 4)

@@ -1,0 +1,169 @@
+"""Render the recipe search's results (docs/pilot.json) into docs/pilot.md, a frontier plot, and a
+short terminal summary. Every number comes from the runs under docs/recipe_search/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from danas_bench.core import space
+
+PAIRS_PER_DATASET = 3  # two teachers and `none`
+TRAINED_SEEDS = 2      # the budget covers seeds 0 and 1 of every canonical cell
+
+
+def generation_core_hours(core_seconds: float) -> float:
+    """Core-hours to train seeds 0 and 1 of every canonical cell for a dataset's three pairs."""
+    return space.N_CANONICAL * TRAINED_SEEDS * PAIRS_PER_DATASET * core_seconds / 3600
+
+
+def _recipe(r: dict) -> str:
+    s = f"w{r['width']} e{r['epochs']} bs{r['batch_size']} n{r['n_train'] or 'all'} lr{r['lr']:g}"
+    return s + (f" wu{r['warmup_epochs']}" if r.get("warmup_epochs") else "")
+
+
+def _pp(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def _rows(ds: str, res: dict) -> list[str]:
+    settings = None
+    out = []
+    for c in res["candidates"]:
+        settings = list(c["settings"])
+        kd = [t for t in settings if t != "none"]
+        per = c["settings"]
+        mark = " **chosen**" if c["recipe_id"] == res.get("chosen") else ""
+        cells = [
+            f"{_recipe(c['recipe'])}{mark}", f"`{c['recipe_id']}`",
+            " / ".join(f"{per[t]['icc1']:.2f}" for t in settings),
+            " / ".join(f"{per[t]['top10_heldout_pct']:.0f}" for t in settings),
+            " / ".join(f"{100 * per[t]['seed_abs_diff']:.1f}" for t in settings),
+            " / ".join(f"{per[t]['kendall_tau']:.2f}" for t in settings),
+            " / ".join(f"{100 * per[t]['mean']:.1f} ({100 * per[t]['iqr']:.1f})" for t in settings),
+            " / ".join(f"{100 * per[t]['late_gain']:.1f}" for t in settings),
+            " / ".join(f"{_pp(per[t]['kd_gain'])} [{_pp(per[t]['kd_gain_ci'][0])}, {_pp(per[t]['kd_gain_ci'][1])}]"
+                       for t in kd),
+            " / ".join(f"{per[t]['helped']:.2f}" for t in kd),
+            " / ".join(f"{100 * per[t]['collapsed']:.1f}" for t in kd),
+            " / ".join(f"{100 * per[t]['teacher_margin']:.1f}" for t in kd),
+            f"{c['core_seconds']:.2f}",
+            ", ".join(k for k, v in c["checks"].items() if not v) or "all pass",
+        ]
+        out.append("| " + " | ".join(cells) + " |")
+    if not out:
+        return []
+    kd = [t for t in settings if t != "none"]
+    head = ["recipe", "id", f"ICC(1) {'/'.join(settings)}", "top-10% held-out pct", "seed mean abs diff (pp)",
+            "Kendall tau", "mean test acc % (IQR)", "last-quarter gain (pp)",
+            f"KD gain pp [95% CI] {'/'.join(kd)}", "share helped", "KD collapsed %", "teacher margin (pp)",
+            "core-s / training", "fails"]
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + out
+
+
+def plot_frontier(results: dict, path: Path) -> None:
+    """Reliability (minimum ICC(1) over KD settings) against cost, one panel per dataset; the Pareto
+    frontier joined, the budget cap dashed, the chosen candidate circled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
+    for ax, (ds, res) in zip(axes[0], results.items()):
+        cands = res["candidates"]
+        if not cands:
+            continue
+        x = [c["core_seconds"] for c in cands]
+        y = [c["icc1_min"] for c in cands]
+        ok = [all(c["checks"].values()) for c in cands]
+        ax.scatter([a for a, o in zip(x, ok) if o], [b for b, o in zip(y, ok) if o], c="tab:green", label="passes all checks")
+        ax.scatter([a for a, o in zip(x, ok) if not o], [b for b, o in zip(y, ok) if not o], c="tab:red", marker="x",
+                   label="fails a check")
+        front, best = [], -1.0
+        for a, b in sorted(zip(x, y)):
+            if b > best:
+                front.append((a, b))
+                best = b
+        ax.plot(*zip(*front), "k-", lw=0.8, label="frontier")
+        ax.axvline(res["budget_core_seconds"], ls="--", c="grey", label="budget cap")
+        for c in cands:
+            if c["recipe_id"] == res.get("chosen"):
+                ax.scatter([c["core_seconds"]], [c["icc1_min"]], s=160, facecolors="none", edgecolors="k",
+                           label="chosen")
+        ax.set(title=f"{ds}: reliability vs cost", xlabel="core-seconds per training",
+               ylabel="min ICC(1) over KD settings")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(results: dict, out_dir: Path) -> None:
+    out_dir = Path(out_dir)
+    plot_frontier(results, out_dir / "figures" / "pilot_frontier.png")
+    crit = next(iter(results.values()))["criteria"]
+    L = ["# Recipe search (tables v2)", "",
+         "Generated by `danas-bench pilot` from its own runs (`docs/recipe_search/<dataset>-<recipe_id>.parquet`, "
+         "one row per cell, seed and KD setting; `docs/pilot.json` holds every figure). The tables v1 pilot, which "
+         "tried one candidate per dataset, is in `docs/pilot-v1.md`.", "",
+         "## Protocol", "",
+         "Every candidate trains the same seeded sample of non-zero canonical cells (`n_cells`, sample seed in "
+         "`conf/pilot.yaml`) with seeds 0 and 1, once without KD and once with each teacher (T = 4, alpha = 0.9), "
+         "with the fused engine, one process per core. Per KD setting (`none` first, then the teachers):", "",
+         "- **ICC(1)**: one-way random-effects intraclass correlation of test accuracy over cells: the share of a "
+         "single run's variance that is the architecture's;",
+         "- **top-10% held-out percentile**: the 10% of cells with the best seed-0 valid accuracy, their mean "
+         "percentile under seed-1 test accuracy (and seed 1 -> seed 0, averaged; 50 is chance, 95 is perfect);",
+         "- seed-to-seed mean |diff| and Kendall tau of test accuracy; mean and IQR of the seed-mean test accuracy;",
+         f"- **converged**: the median validation curve gains < {100 * crit['max_late_gain']:.0f} pp over the last "
+         "quarter of the epochs;",
+         f"- **KD collapsed**: the share of KD runs more than {100 * crit['collapse_gap']:.0f} pp below the same "
+         "cell's no-KD run with the same seed; **KD gain**: seed-mean KD minus no-KD test accuracy per cell, mean "
+         "with a 95% t-interval over cells; share of cells helped;",
+         "- **teacher margin**: teacher test accuracy minus the best seed-mean student of the candidate (any KD "
+         "setting);",
+         "- **cost**: process CPU seconds per training (core-seconds), including evaluation.", "",
+         "## The rule", "",
+         "Budget: seeds 0 and 1 of all 6,466 canonical cells for the six tier-S pairs in 40 core-hours, split as a "
+         "cap per training: "
+         + ", ".join(f"{ds} {res['budget_core_seconds']} core-s ({generation_core_hours(res['budget_core_seconds']):.1f} "
+                     f"core-h)" for ds, res in results.items())
+         + f" = {sum(generation_core_hours(r['budget_core_seconds']) for r in results.values()):.1f} core-hours "
+         "(6,466 x 2 seeds x 3 pairs x cap).", "",
+         "Among the candidates within the cap that pass every check (converged for KD and no-KD; KD collapsed "
+         f"< {100 * crit['max_collapsed']:.0f}% for every teacher; KD's 95% CI above 0 for at least one teacher; "
+         f"every teacher >= {100 * crit['min_teacher_margin']:.0f} pp above the best student), choose the most "
+         "reliable: the highest minimum ICC(1) over KD settings; among those within "
+         f"{crit['near_best_icc']} of it, the highest minimum top-10% percentile. When no candidate passes every "
+         "check, the candidates within the cap failing the fewest checks compete by the same rule, and the failed "
+         "checks are the stated shortfall.", "",
+         "![reliability vs cost](figures/pilot_frontier.png)", ""]
+    for ds, res in results.items():
+        n = len(res["candidates"])
+        L += [f"## {ds}", "",
+              f"{n} of {res['n_planned']} candidates measured on {len(res['cells'])} cells x 2 seeds"
+              + (" (the search resumes where it stopped: rerun `danas-bench pilot`)." if n < res["n_planned"] else ".")]
+        if res.get("chosen"):
+            c = next(c for c in res["candidates"] if c["recipe_id"] == res["chosen"])
+            L += ["", f"**Chosen: `{res['chosen']}`** ({_recipe(c['recipe'])}), "
+                  f"{c['core_seconds']:.2f} core-s per training = "
+                  f"{generation_core_hours(c['core_seconds']):.1f} core-hours for seeds 0 and 1 of {ds}'s three pairs. "
+                  + ("Passes every check." if not res["shortfall"] else
+                     f"Shortfall: fails {', '.join(res['shortfall'])} (no candidate within the cap passes every check).")
+                  + (" Provisional until every candidate is measured." if n < res["n_planned"] else "")]
+        L += [""] + _rows(ds, res) + [""]
+    (out_dir / "pilot.md").write_text("\n".join(L) + "\n")
+
+
+def summary_lines(results: dict) -> list[str]:
+    out = []
+    for ds, res in results.items():
+        c = next((c for c in res["candidates"] if c["recipe_id"] == res.get("chosen")), None)
+        if c is None:
+            out.append(f"{ds}: no recipe chosen yet ({len(res['candidates'])}/{res['n_planned']} measured)")
+            continue
+        out.append(f"{ds}: {res['chosen']} ({_recipe(c['recipe'])}), min ICC(1) {c['icc1_min']:.2f}, "
+                   f"top-10% pct {c['top10_min']:.0f}, {c['core_seconds']:.2f} core-s; "
+                   f"shortfall: {', '.join(res['shortfall']) or 'none'}")
+    return out

@@ -1,0 +1,154 @@
+"""How much of a table is the architecture and how much is seed luck: the figures the recipe search
+chooses by (``danas-bench pilot``) and the datasheet reports per shipped table (v1 next to v2).
+
+All figures use the non-zero cells recorded with every seed used (a zero cell is a constant classifier
+whose accuracy is the same for every seed and would inflate every agreement figure; its flat curve
+would pass for convergence).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+from danas_bench.core import space
+from danas_bench.core.pairs import split_pair
+
+
+def icc1(a: np.ndarray) -> tuple[float, float]:
+    """One-way random-effects ICC(1) and ICC(k) of an (n cells, k seeds) array: the share of a single
+    run's (and of the k-seed mean's) variance that is the cell's."""
+    n, k = a.shape
+    grand = a.mean()
+    msb = k * ((a.mean(1) - grand) ** 2).sum() / (n - 1)
+    msw = ((a - a.mean(1, keepdims=True)) ** 2).sum() / (n * (k - 1))
+    return float((msb - msw) / (msb + (k - 1) * msw)), float((msb - msw) / msb) if msb > 0 else float("nan")
+
+
+def top_heldout_percentile(pick: np.ndarray, score: np.ndarray, top: float = 0.1) -> float:
+    """Mean percentile, under ``score``, of the top ``top`` share of cells by ``pick`` (100 = best;
+    a perfect pick of the top 10% scores ~95, chance 50)."""
+    n = len(pick)
+    m = max(1, int(round(top * n)))
+    chosen = np.argsort(-pick, kind="stable")[:m]
+    pct = stats.rankdata(score) / n * 100
+    return float(pct[chosen].mean())
+
+
+def mean_ci(x: np.ndarray) -> tuple[float, float, float]:
+    """Mean and its 95% t-interval."""
+    m = float(x.mean())
+    h = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    return m, m - h, m + h
+
+
+def late_gain(curves) -> float:
+    """Gain of the median validation curve over its last quarter of epochs (converged: < 1 pp)."""
+    med = np.median(np.asarray(curves, dtype=np.float64), axis=0)
+    e = len(med)
+    return float(med[-1] - med[e - max(1, e // 4) - 1])
+
+
+def multi_seed(frame: pl.DataFrame, col: str, min_seeds: int = 2) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(cells, (n cells, k seeds) array, seeds) of ``col`` on the non-zero cells recorded with each of
+    the first k seeds: the most seeds (at least ``min_seeds``) that still share at least half the
+    cells the first ``min_seeds`` share."""
+    wide = frame.pivot(on="seed", index="arch_index", values=col, aggregate_function="first")
+    seeds = sorted(int(c) for c in wide.columns if c != "arch_index")
+    if len(seeds) < min_seeds:  # nothing to compare: no cells (table_figures reports cells = 0)
+        return np.empty(0, dtype=np.int64), np.empty((0, len(seeds))), seeds
+    base = wide.select(["arch_index", *[str(s) for s in seeds[:min_seeds]]]).drop_nulls().height
+    for k in range(len(seeds), min_seeds - 1, -1):
+        cols = [str(s) for s in seeds[:k]]
+        sub = wide.select(["arch_index", *cols]).drop_nulls()
+        if sub.height >= base / 2:
+            break
+    cells = sub["arch_index"].to_numpy()
+    live = ~space.zero_cells(cells)
+    return cells[live], sub.select(cols).to_numpy()[live], seeds[:k]
+
+
+def table_figures(frame: pl.DataFrame, none: pl.DataFrame | None = None, teacher_acc: float | None = None,
+                  collapse_gap: float = 0.05) -> dict:
+    """The reliability figures of one table (columns arch_index, seed, valid_acc, test_acc,
+    valid_acc_curve); ``none`` is the same dataset's no-KD table for KD gain and collapse."""
+    cells, test, seeds = multi_seed(frame, "test_acc")
+    if len(cells) < 3:
+        return {"cells": int(len(cells))}
+    _, valid, _ = multi_seed(frame.filter(pl.col("arch_index").is_in(cells.tolist())), "valid_acc")
+    icc, icc_k = icc1(test)
+    k = test.shape[1]
+    top = [top_heldout_percentile(valid[:, s], np.delete(test, s, axis=1).mean(1)) for s in range(k)]
+    mean = test.mean(1)
+    out = {"cells": int(len(cells)), "seeds": seeds, "icc1": icc, f"icc_mean{k}": icc_k,
+           "seed_abs_diff": float(np.abs(test[:, 0] - test[:, 1]).mean()),
+           "kendall_tau": float(stats.kendalltau(test[:, 0], test[:, 1]).statistic),
+           "top10_heldout_pct": float(np.mean(top)),
+           "mean": float(mean.mean()), "iqr": float(np.subtract(*np.percentile(mean, [75, 25]))),
+           "best_seed_mean": float(mean.max()),
+           "late_gain": late_gain(frame.filter((pl.col("seed") == seeds[0]) & pl.col("arch_index").is_in(cells.tolist()))
+                                  ["valid_acc_curve"].to_list())}
+    if teacher_acc is not None:
+        out["teacher_margin"] = float(teacher_acc - mean.max())
+    if none is not None:
+        n_cells, n_test, n_seeds = multi_seed(none, "test_acc")
+        common = sorted(set(cells.tolist()) & set(n_cells.tolist()))
+        both = [s for s in seeds if s in n_seeds]
+        if len(common) >= 3 and both:
+            pos_kd = {c: i for i, c in enumerate(cells.tolist())}
+            pos_no = {c: i for i, c in enumerate(n_cells.tolist())}
+            kd_cols = [seeds.index(s) for s in both]
+            no_cols = [n_seeds.index(s) for s in both]
+            kd = test[[pos_kd[c] for c in common]][:, kd_cols]
+            no = n_test[[pos_no[c] for c in common]][:, no_cols]
+            gain = kd.mean(1) - no.mean(1)
+            m, lo, hi = mean_ci(gain)
+            out.update({"kd_cells": len(common), "kd_gain": m, "kd_gain_ci": [lo, hi],
+                        "helped": float((gain > 0).mean()),
+                        "collapsed": float((kd < no - collapse_gap).mean())})
+    return out
+
+
+COLUMNS = ["arch_index", "seed", "valid_acc", "test_acc", "valid_acc_curve"]
+
+
+def shipped_figures(root=None) -> list[dict]:
+    """``table_figures`` of every table in the MANIFEST (each recipe of a pair on its own row, so that
+    tables v1 and v2 sit side by side), with the KD figures against the same recipe's ``none`` table."""
+    from danas_bench.training import teachers
+    from danas_bench.tables.manifest import load_manifest
+    from danas_bench.core.paths import tables_dir
+
+    root = root or tables_dir()
+    entries = {rel: e for rel, e in load_manifest(root)["files"].items() if e.get("kind") == "table"}
+    frames = {(e["pair"], e["recipe_id"]): pl.read_parquet(root / rel, columns=COLUMNS) for rel, e in entries.items()}
+    rows = []
+    for (pair, rid), frame in sorted(frames.items()):
+        ds, teacher = split_pair(pair)
+        none = frames.get((f"{ds}/none", rid)) if teacher != "none" else None
+        acc = teachers.info(ds, teacher)["accuracy"]["test"] if teacher != "none" else None
+        rows.append({"pair": pair, "recipe_id": rid, **table_figures(frame, none, acc)})
+    return rows
+
+
+def render(rows: list[dict]) -> list[str]:
+    """The datasheet's reliability table (markdown lines)."""
+    def f(r, k, scale=1.0, nd=2):
+        v = r.get(k)
+        return "-" if v is None else f"{scale * v:.{nd}f}"
+
+    out = ["| pair | recipe | cells x seeds | ICC(1) | reliability of the seed mean | top-10% held-out pct | "
+           "seed mean abs diff (pp) | last-quarter gain (pp) | mean test acc % | KD gain pp [95% CI] | helped | "
+           "collapsed % | teacher margin (pp) |", "|" + "---|" * 13]
+    for r in rows:
+        if r.get("cells", 0) < 3:
+            continue
+        k = len(r["seeds"])
+        ci = (f"{100 * r['kd_gain']:+.1f} [{100 * r['kd_gain_ci'][0]:+.1f}, {100 * r['kd_gain_ci'][1]:+.1f}]"
+              if "kd_gain" in r else "-")
+        out.append(f"| {r['pair']} | `{r['recipe_id']}` | {r['cells']} x {k} | {f(r, 'icc1')} | "
+                   f"{f(r, f'icc_mean{k}')} ({k} seeds) | {f(r, 'top10_heldout_pct', nd=0)} | "
+                   f"{f(r, 'seed_abs_diff', 100, 1)} | {f(r, 'late_gain', 100, 1)} | {f(r, 'mean', 100, 1)} | {ci} | "
+                   f"{f(r, 'helped')} | {f(r, 'collapsed', 100, 1)} | {f(r, 'teacher_margin', 100, 1)} |")
+    return out

@@ -1,0 +1,521 @@
+"""One ask/tell protocol for every searcher, and the runner that drives it against a bench.
+
+A searcher never touches the bench. It receives a :class:`Problem` (what it may know: the pair, the
+architectures on offer, arch-only facts such as latency, validation results of *other* pairs for
+meta-learning) and an RNG, then alternates::
+
+    ask() -> Ask | int | None      # the next evaluation it wants (None: it has nothing left to ask)
+    tell(ask, value)               # the validation value the bench returned for it
+
+:func:`run` owns the bench and the budget: every ask becomes one charged ``bench.query`` (validation
+metric only), and every row of the returned trajectory records the query, its simulated cost, the
+cumulative cost, the incumbent (best validation accuracy so far at full fidelity), the incumbent's
+test accuracy (read through the uncharged ``bench.test``) and its regret against ``bench.best()``.
+
+Writing a new searcher::
+
+    from danas_bench.search import Searcher, run
+
+    class Greedy(Searcher):
+        name = "greedy"
+        def setup(self, problem, rng):
+            self.order = rng.permutation(problem.archs)
+        def ask(self):
+            return int(self.order[len(self.history)])
+
+    frame = run(Greedy(), bench, {"queries": 100}, seed=0)
+
+``self.history`` (list of ``(Ask, value)``) and ``self.seen`` (arch index -> best value seen) are kept
+by the base class's :meth:`Searcher.observe`, which :func:`run` calls before :meth:`Searcher.tell`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from danas_bench.core import space
+from danas_bench.core.pairs import TEACHERS
+
+# --- the protocol ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One evaluation a searcher asks for.
+
+    ``pair``: ``None`` for the pair under search; another pair of the same dataset (for example
+    ``"digits/none"``, which NAS-without-KD searches on) is queried and charged the same way.
+    ``epoch``: ``None`` for the final epoch; a lower epoch is cheaper (multi-fidelity) but never
+    becomes the incumbent. ``kd_temperature`` / ``kd_alpha``: ``None`` for the table's own KD setting;
+    anything else is an off-table setting that the bench trains live (slow, see docs/searchers.md).
+    ``fallback``: the method had nothing new to ask and this is a random architecture instead
+    (counted in ``Searcher.fallbacks`` once answered, and reported by the leaderboard).
+    """
+    arch: int
+    pair: str | None = None
+    epoch: int | None = None
+    kd_temperature: float | None = None
+    kd_alpha: float | None = None
+    fallback: bool = False
+
+    @property
+    def off_table(self) -> bool:
+        return self.kd_temperature is not None or self.kd_alpha is not None
+
+
+class Searcher:
+    """Base class of the ask/tell protocol; subclasses override :meth:`setup`, :meth:`ask`, :meth:`tell`.
+
+    Constructor keyword arguments are the searcher's configuration: they are stored in ``self.config``
+    (together with the class's ``defaults``) and recorded in every leaderboard row.
+    """
+
+    name: str = "searcher"
+    defaults: dict = {}
+
+    def __init__(self, **config):
+        unknown = set(config) - set(self.defaults)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unknown options {sorted(unknown)}; "
+                            f"valid options: {sorted(self.defaults)}")
+        self.config = {**self.defaults, **config}
+        for k, v in self.config.items():
+            setattr(self, k, v)
+        self.history: list[tuple[Ask, float]] = []
+        self.seen: dict[int, float] = {}
+        # answered asks where the method had nothing new to offer and asked a random architecture
+        # instead (``Ask(..., fallback=True)``): counted so that the leaderboard can report them
+        self.fallbacks = 0
+
+    # protocol -------------------------------------------------------------------------------------
+    def setup(self, problem: "Problem", rng: np.random.Generator) -> None:
+        """Called once before the first ask, with the problem and the run's RNG."""
+
+    def ask(self) -> Ask | int | None:
+        raise NotImplementedError
+
+    def tell(self, ask: Ask, value: float) -> None:
+        """The validation value of ``ask`` (``history`` and ``seen`` are already updated)."""
+
+    def preflight(self, problem: "Problem") -> None:
+        """Raise (ImportError, FileNotFoundError, ...) if a package or data file this searcher needs on
+        ``problem`` is missing; the leaderboard calls it for every task before any run, so a missing
+        dependency fails in a second, not after minutes of other runs."""
+
+    def run_options(self, run: int) -> dict:
+        """Options that follow the run seed (the leaderboard applies them per run unless the user fixed
+        them): every stochastic part of a searcher must vary with the run, not only its RNG."""
+        return {}
+
+    # bookkeeping (called by the runner) -----------------------------------------------------------
+    def _start(self, problem: "Problem", rng: np.random.Generator) -> None:
+        self.history, self.seen, self.fallbacks = [], {}, 0
+        self.problem, self.rng = problem, rng
+        self.setup(problem, rng)
+
+    def observe(self, ask: Ask, value: float) -> None:
+        self.history.append((ask, value))
+        self.fallbacks += bool(ask.fallback)
+        if ask.pair is None and ask.epoch is None and not ask.off_table:
+            self.seen[ask.arch] = max(value, self.seen.get(ask.arch, -np.inf))
+
+    def config_id(self) -> str:
+        return config_id(self.name, self.config)
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+        return f"{type(self).__name__}({opts})"
+
+
+def config_id(name: str, config: Mapping) -> str:
+    blob = json.dumps({"name": name, **dict(config)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+# --- what a searcher may see ----------------------------------------------------------------------
+
+Pool = Mapping[str, object] | Callable[[str], object]
+
+
+class Problem:
+    """The searcher's read-only view of a pair: no test metrics, no oracle, no charged queries.
+
+    - ``pair``, ``dataset``, ``teacher``, ``archs`` (canonical indices on offer, sorted), ``ops`` (their
+      op ids, shape (n, 6)), ``onehot`` (their (n, 30) one-hot encoding), ``seeds``, ``epochs``;
+    - ``info(arch)`` / ``latency(archs)``: architecture-only facts (params, FLOPs, latency in ms);
+    - ``cost(arch, epoch)``: the simulated seconds a query would be charged;
+    - ``pairs``: the other pairs the pool offers; ``validation(pair)``: their validation accuracy over
+      their architectures (uncharged, for meta-learning; refused for the pair under search);
+      ``descriptor(pair)``: a teacher / dataset description vector; ``archs_of(pair)``: which
+      architectures another pair holds.
+    """
+
+    def __init__(self, bench, pool: Pool | None = None):
+        self._bench = bench
+        self._pool = pool
+        self._opened: dict[str, object] = {bench.pair: bench}
+        self.pair, self.dataset, self.teacher = bench.pair, bench.dataset, bench.teacher
+        self.archs = np.asarray(bench.archs, dtype=np.int64)
+        self.archs.setflags(write=False)
+        self.ops = space.ops_matrix(self.archs)  # (n, 6) op ids of the canonical archs on offer
+        self.ops.setflags(write=False)
+        self.onehot = space.one_hot(self.archs).astype(np.float64)  # (n, 30), edge-major: 5 * e + op
+        self.onehot.setflags(write=False)
+        self.seeds = tuple(bench.seeds)
+        self.epochs = _epochs(bench)
+        self._latency: np.ndarray | None = None
+
+    # the pair under search
+    def info(self, arch) -> dict:
+        return dict(self._bench.info(arch))
+
+    def latency(self, archs=None) -> np.ndarray:
+        """Latency in ms of ``archs`` (default: all of ``self.archs``), cached."""
+        if self._latency is None:
+            many = getattr(self._bench, "info_many", None)
+            self._latency = (np.asarray(many(self.archs, "latency_ms"), dtype=float) if callable(many) else
+                             np.array([self._bench.info(int(a))["latency_ms"] for a in self.archs], dtype=float))
+        if archs is None:
+            return self._latency
+        pos = np.searchsorted(self.archs, space.canonical_table()[np.asarray(archs, dtype=np.int64)])
+        pos = np.clip(pos, 0, len(self.archs) - 1)
+        hit = self.archs[pos] == space.canonical_table()[np.asarray(archs, dtype=np.int64)]
+        out = self._latency[pos].copy()
+        if not hit.all():
+            out[~hit] = [self._bench.info(int(a))["latency_ms"] for a in np.asarray(archs)[~hit]]
+        return out
+
+    def cost(self, arch, epoch: int | None = None) -> float:
+        return float(self._bench.cost(arch, epoch=epoch))
+
+    def position(self, arch) -> int:
+        """Row of ``arch`` (any index of its class) in ``archs``; KeyError if it is not on offer."""
+        c = int(space.canonical_table()[space.to_index(arch)])
+        i = int(np.searchsorted(self.archs, c))
+        if i >= len(self.archs) or self.archs[i] != c:
+            raise KeyError(f"architecture {c} is not on offer in {self.pair}")
+        return i
+
+    # other pairs
+    @property
+    def pairs(self) -> list[str]:
+        """Every pair the pool offers (the pair under search included)."""
+        if isinstance(self._pool, Mapping):
+            return sorted(self._pool)
+        return sorted(self._opened)
+
+    def has_pair(self, pair: str) -> bool:
+        try:
+            self._open(pair)
+            return True
+        except Exception:
+            return False
+
+    def _open(self, pair: str):
+        if pair not in self._opened:
+            if self._pool is None:
+                raise KeyError(f"no pool of benches to open {pair!r} from")
+            self._opened[pair] = self._pool[pair] if isinstance(self._pool, Mapping) else self._pool(pair)
+        return self._opened[pair]
+
+    def archs_of(self, pair: str) -> np.ndarray:
+        """The canonical architectures another pair's table holds (which ones, not their results)."""
+        return np.asarray(self._open(pair).archs, dtype=np.int64)
+
+    def validation(self, pair: str, metric: str = "valid_acc") -> tuple[np.ndarray, np.ndarray]:
+        """(canonical archs, mean-over-seeds validation metric) of *another* pair; not charged."""
+        if pair == self.pair:
+            raise PermissionError(f"{pair} is the pair under search: its results are only read through "
+                                  f"charged queries (ask/tell)")
+        bench = self._open(pair)
+        archs = np.asarray(bench.archs, dtype=np.int64)
+        return archs, np.asarray(bench.query_many(archs, metric=metric, seed="mean"), dtype=float)
+
+    def descriptor(self, pair: str | None = None) -> np.ndarray:
+        """A teacher / dataset description of ``pair`` (default: the pair under search)."""
+        return describe(self._open(pair or self.pair))
+
+    def companion(self, teacher: str) -> str:
+        """The pair of the same dataset with another teacher, e.g. ``companion("none")``."""
+        return f"{self.dataset}/{teacher}"
+
+
+def _epochs(bench) -> int | None:
+    for name in ("epochs", "n_epochs"):
+        v = getattr(bench, name, None)
+        if isinstance(v, (int, np.integer)):
+            return int(v)
+    return None
+
+
+def describe(bench) -> np.ndarray:
+    """A fixed-length teacher / dataset description (DaSS's task embedding).
+
+    A bench may provide its own ``descriptor()``; otherwise it is computed from the teacher's cached
+    logits on the validation split: teacher accuracy, mean max-probability, mean normalised entropy
+    at T = 1 and T = 4, mean top-1/top-2 margin, log of the number of classes, and a ``none`` flag.
+    """
+    if hasattr(bench, "descriptor"):
+        return np.asarray(bench.descriptor(), dtype=np.float32)
+    return _logit_descriptor(bench.dataset, bench.teacher)
+
+
+_DESCRIPTORS: dict[tuple[str, str], np.ndarray] = {}
+
+
+def _logit_descriptor(dataset: str, teacher: str) -> np.ndarray:
+    key = (dataset, teacher)
+    if key in _DESCRIPTORS:
+        return _DESCRIPTORS[key]
+    import torch
+    from safetensors.torch import load_file
+
+    from danas_bench.training import teachers as teachers_mod
+
+    def valid_logits(t: str) -> torch.Tensor:
+        # the shipped teacher files are all a descriptor needs (their accuracy is in their metadata): no raw
+        # dataset on the search path; their sha256 is in the MANIFEST that `verify` checks
+        path = teachers_mod.teacher_dir(dataset) / f"{t}.logits.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(f"no cached logits for teacher {dataset}/{t} at {path}: DaSS describes a task "
+                                    f"by its teacher's logits; train it with `danas-bench teachers dataset={dataset}`")
+        return load_file(str(path))["valid"].float()
+
+    if teacher == "none":
+        c = valid_logits(TEACHERS[dataset][0]).shape[1]
+        out = np.array([0, 0, 0, 0, 0, np.log(c), 1.0], dtype=np.float32)
+    else:
+        z = valid_logits(teacher)
+        c = z.shape[1]
+        acc = teachers_mod.info(dataset, teacher)["accuracy"]["valid"]
+        p1 = torch.softmax(z, -1)
+        p4 = torch.softmax(z / 4, -1)
+        ent = lambda p: float((-(p * p.clamp_min(1e-12).log()).sum(-1) / np.log(c)).mean())  # noqa: E731
+        top2 = p1.topk(2, -1).values
+        out = np.array([acc, float(top2[:, 0].mean()), ent(p1), ent(p4),
+                        float((top2[:, 0] - top2[:, 1]).mean()), np.log(c), 0.0], dtype=np.float32)
+    _DESCRIPTORS[key] = out
+    return out
+
+
+# --- the runner -----------------------------------------------------------------------------------
+
+
+def make_budget(budget):
+    """A fresh :class:`danas_bench.core.budget.Budget` from a Budget, a dict
+    ``{"queries": n, "seconds": s, "fractional_queries": bool}`` (either limit may be None), or an int
+    (queries)."""
+    from danas_bench.core.budget import Budget
+
+    if isinstance(budget, Budget):
+        return budget
+    if isinstance(budget, (int, np.integer)):
+        return Budget(max_queries=int(budget))
+    if isinstance(budget, Mapping):
+        b = dict(budget)
+        q = b.pop("queries", b.pop("max_queries", None))
+        s = b.pop("seconds", b.pop("max_seconds", None))
+        frac = bool(b.pop("fractional_queries", False))
+        if b:
+            raise ValueError(f"unknown budget keys {sorted(b)}; use queries, seconds and fractional_queries")
+        return Budget(max_queries=None if q is None else int(q), max_seconds=None if s is None else float(s),
+                      fractional_queries=frac)
+    raise TypeError(f"budget must be a Budget, a dict or an int, got {type(budget).__name__}")
+
+
+def _spent(budget) -> tuple[float, int]:
+    """(seconds, queries) the budget reports as spent."""
+    q = budget.spent_queries  # a float under fractional_queries (low-epoch queries count a share)
+    return float(budget.spent_seconds), float(q) if isinstance(q, float) else int(q)
+
+
+def _accepts(fn, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+TRAJECTORY_SCHEMA = {
+    "searcher": pl.Utf8, "config_id": pl.Utf8, "pair": pl.Utf8, "seed": pl.Int64, "step": pl.Int64,
+    "arch_index": pl.Int64, "arch": pl.Utf8, "queried_pair": pl.Utf8, "epoch": pl.Int64,
+    "kd_temperature": pl.Float64, "kd_alpha": pl.Float64, "value": pl.Float64,
+    "cost_seconds": pl.Float64, "cum_seconds": pl.Float64, "cum_queries": pl.Float64,
+    "incumbent": pl.Int64, "incumbent_valid": pl.Float64, "incumbent_test": pl.Float64,
+    "regret": pl.Float64, "wall_seconds": pl.Float64,
+}
+
+
+def run(searcher: Searcher, bench, budget, seed: int, *, pool: Pool | None = None,
+        metric: str = "valid_acc", test_metric: str = "test_acc", max_steps: int = 1_000_000) -> pl.DataFrame:
+    """Drive ``searcher`` against ``bench`` until ``budget`` is spent (or the searcher stops asking).
+
+    ``budget``: a fresh Budget, or ``{"queries": n, "seconds": s}``, or an int (queries).
+    ``pool``: the other pairs (a dict pair -> bench, or a function pair -> bench) that asks on other
+    pairs (NAS-without-KD's ``none`` pair) and meta-learning (DaSS) read; default: every table beside
+    ``bench`` (opened lazily), or the bench's own ``default_pool()``.
+    Returns the trajectory, one row per charged query (columns: :data:`TRAJECTORY_SCHEMA`).
+    """
+    from danas_bench.core.budget import BudgetExhausted
+
+    budget = make_budget(budget)
+    if pool is None:
+        pool = _default_pool(bench)
+    problem = Problem(bench, pool)
+    rng = np.random.default_rng(seed)
+    query_rng = np.random.default_rng([seed, 1])  # the bench's seed draws: independent of the searcher's
+    best_test = float(bench.best(test_metric)[1])
+    test_kd = _accepts(bench.test, "kd_temperature")
+    test_cache: dict[tuple, float] = {}
+    canon = space.canonical_table()
+    full = problem.epochs
+
+    searcher._start(problem, rng)
+    rows: list[dict] = []
+    inc: tuple | None = None  # (arch, kd_t, kd_a)
+    inc_valid, inc_test = -np.inf, np.nan
+    cum_s, t0 = _spent(budget)[0], time.perf_counter()
+    for _ in range(max_steps):
+        a = searcher.ask()
+        if a is None:
+            break
+        if not isinstance(a, Ask):
+            a = Ask(int(a))
+        arch = int(canon[space.to_index(a.arch)])
+        if arch != a.arch or a.pair == bench.pair:
+            a = dataclasses.replace(a, arch=arch, pair=None if a.pair == bench.pair else a.pair)
+        target = problem._open(a.pair) if a.pair not in (None, bench.pair) else bench
+        if target is not bench and target.dataset != bench.dataset:
+            raise ValueError(f"{searcher.name} asked pair {a.pair!r}: only pairs of {bench.dataset} may be queried")
+        kw = {}
+        if a.off_table:
+            kw = {"kd_temperature": a.kd_temperature, "kd_alpha": a.kd_alpha}
+        before, _ = _spent(budget)
+        try:
+            value = float(target.query(arch, metric=metric, epoch=a.epoch, seed=None, rng=query_rng,
+                                       budget=budget, **kw))
+        except BudgetExhausted:
+            break
+        after, queries = _spent(budget)
+        cost = after - before
+        cum_s = after
+        searcher.observe(a, value)
+        at_full = a.epoch is None or (full is not None and a.epoch >= full)
+        if at_full and value > inc_valid:
+            inc_valid = value
+            inc = (arch, a.kd_temperature, a.kd_alpha) if test_kd else (arch, None, None)
+            if inc not in test_cache:
+                off = inc[1] is not None or inc[2] is not None
+                tkw = {"kd_temperature": inc[1], "kd_alpha": inc[2]} if off else {}
+                test_cache[inc] = float(bench.test(arch, metric=test_metric, **tkw))
+            inc_test = test_cache[inc]
+        rows.append({
+            "step": len(rows) + 1, "arch_index": arch, "arch": space.arch_str(arch),
+            "queried_pair": target.pair, "epoch": a.epoch, "kd_temperature": a.kd_temperature,
+            "kd_alpha": a.kd_alpha, "value": value, "cost_seconds": cost, "cum_seconds": cum_s,
+            "cum_queries": queries,
+            "incumbent": None if inc is None else inc[0],
+            "incumbent_valid": None if inc is None else inc_valid,
+            "incumbent_test": None if inc is None else inc_test,
+            "regret": None if inc is None else best_test - inc_test,
+            "wall_seconds": time.perf_counter() - t0,
+        })
+        searcher.tell(a, value)
+    frame = pl.DataFrame(rows, schema={k: v for k, v in TRAJECTORY_SCHEMA.items()
+                                       if k not in ("searcher", "config_id", "pair", "seed")})
+    return frame.with_columns(pl.lit(searcher.name).alias("searcher"), pl.lit(searcher.config_id()).alias("config_id"),
+                              pl.lit(bench.pair).alias("pair"), pl.lit(int(seed), pl.Int64).alias("seed")
+                              ).select(list(TRAJECTORY_SCHEMA))
+
+
+class LazyPool(Mapping):
+    """A pool of benches that opens each pair on first access: ``LazyPool(pairs, opener)``."""
+
+    def __init__(self, pairs, opener: Callable[[str], object], opened: Mapping | None = None):
+        self._pairs = sorted(set(pairs) | set(opened or {}))
+        self._opener = opener
+        self._opened = dict(opened or {})
+
+    def __getitem__(self, pair: str):
+        if pair not in self._opened:
+            if pair not in self._pairs:
+                raise KeyError(f"no pair {pair!r}; pairs: {', '.join(self._pairs)}")
+            self._opened[pair] = self._opener(pair)
+        return self._opened[pair]
+
+    def __iter__(self):
+        return iter(self._pairs)
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+
+def _default_pool(bench) -> Pool:
+    """The pairs beside ``bench``: its own ``default_pool()``, else every table under its root."""
+    own = getattr(bench, "default_pool", None)
+    if callable(own):
+        return own()
+    from danas_bench.query.bench import discover, open as open_bench
+
+    root = getattr(bench, "root", None)
+    fallback = getattr(bench, "fallback", "live")
+    kw = {"allow_unlisted": True} if getattr(bench, "allow_unlisted", False) else {}  # opened alike
+    return LazyPool(discover(root), lambda pair: open_bench(pair, root, fallback, **kw), {bench.pair: bench})
+
+
+def final(frame: pl.DataFrame) -> dict:
+    """The last row's incumbent and regret, and the queries / simulated seconds at which it was reached."""
+    if frame.height == 0:
+        return {"regret": np.nan, "incumbent_test": np.nan, "queries_to_final": np.nan, "seconds_to_final": np.nan,
+                "queries": 0, "seconds": 0.0}
+    last = frame.row(-1, named=True)
+    first = frame.filter(pl.col("incumbent") == last["incumbent"]).row(0, named=True)
+    return {"regret": last["regret"], "incumbent_test": last["incumbent_test"], "incumbent": last["incumbent"],
+            "queries_to_final": first["cum_queries"], "seconds_to_final": first["cum_seconds"],
+            "queries": last["cum_queries"], "seconds": last["cum_seconds"]}
+
+
+# --- helpers shared by the baselines ---------------------------------------------------------------
+
+
+def unseen_random(problem: Problem, rng: np.random.Generator, seen) -> int | None:
+    """A uniformly random architecture of ``problem.archs`` not in ``seen`` (None when all are seen)."""
+    archs = problem.archs
+    for _ in range(32):
+        a = int(archs[rng.integers(len(archs))])
+        if a not in seen:
+            return a
+    left = archs[~np.isin(archs, np.fromiter(seen, dtype=np.int64, count=len(seen)))]
+    return int(left[rng.integers(len(left))]) if len(left) else None
+
+
+def sample_policy(problem: Problem, rng: np.random.Generator, logits: np.ndarray, exclude=None) -> int | None:
+    """Draw one architecture on offer, not in ``exclude`` (a set of indices, or a boolean mask over
+    ``problem.archs``), with probability proportional to the
+    per-edge categorical policy ``softmax(logits[e])`` (``logits``: (6, 5)) of its canonical op list.
+
+    Exact and vectorised (Gumbel-max over all canonical architectures on offer), so a converged policy
+    never loops on architectures it has already paid for.
+    """
+    logp = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+    score = problem.onehot @ logp.reshape(-1)
+    if isinstance(exclude, np.ndarray):
+        score = np.where(exclude, -np.inf, score)
+    elif exclude:
+        score = np.where(np.isin(problem.archs, np.fromiter(exclude, dtype=np.int64, count=len(exclude))),
+                         -np.inf, score)
+    if not np.isfinite(score).any():
+        return None
+    g = score + rng.gumbel(size=score.shape)
+    return int(problem.archs[int(np.argmax(g))])
+
