@@ -1,4 +1,4 @@
-"""The recipe search that fixes each dataset's student recipe (DESIGN.md, "Pilot study").
+"""The recipe search that fixes each dataset's student recipe (docs/pilot.md).
 
 Every candidate recipe trains the same seeded sample of non-zero canonical cells with two seeds, once
 without KD and once with every teacher of the dataset. Its raw runs go to
