@@ -15,6 +15,8 @@ import pytest
 
 from danas_bench.reports import heldout
 from danas_bench.reports import leaderboard
+from danas_bench.reports import leaderboard_claims as lb_claims
+from danas_bench.reports import leaderboard_report as lb_report
 from danas_bench.core import stats
 from danas_bench.search import synthetic
 from danas_bench.search.baselines import make
@@ -90,7 +92,7 @@ def test_visible_seed_follows_the_run_and_is_matched_across_searchers(tmp_path):
     a = vis.filter(pl.col("searcher") == "random")["visible_seed"].to_list()
     b = vis.filter(pl.col("searcher") == "akd")["visible_seed"].to_list()
     assert a == b and len(set(a)) > 1
-    fin = leaderboard.finals(frames, ctx)
+    fin = lb_claims.finals(frames, ctx)
     assert fin.height == 12 and fin["regret"].min() >= 0
     # a run's regret is the target's best minus the incumbent's target value, the visible seed unread
     sp = heldout.Space(synthetic.SyntheticBench("synth-a/resnet", seed_share=0.2), 2)
@@ -112,12 +114,12 @@ def test_dass_paper_beside_dass_shares_meta_training_and_queries_once():
         ["random", "dass", "dass_paper"], pairs=["synth-a/resnet", "synth-a/mlp"], runs=2, budget={"queries": 8},
         options={"dass": {"meta_steps": 20}, "dass_paper": {"meta_steps": 20}}, progress=False, synthetic=True,
         synthetic_options={"datasets": ["synth-a", "synth-b"], "seed_share": 0.2})
-    fin = leaderboard.finals(frames, ctx)
+    fin = lb_claims.finals(frames, ctx)
     paper = fin.filter(pl.col("searcher") == "dass_paper")
     assert paper.height == 4 and (paper["queries"] == 1).all()  # 2 pairs x 2 runs, the pick alone
     assert (fin.filter(pl.col("searcher") == "dass")["queries"] == 8).all()
     assert len(dass_mod._CACHE) == 2  # one meta-training per run, shared by both modes and both teachers
-    specs = {c["claim"] for c in leaderboard.claim_specs(ctx)}
+    specs = {c["claim"] for c in lb_claims.claim_specs(ctx)}
     assert "dass_paper beats random search" in specs and any(c.startswith("DaSS: querying") for c in specs)
 
 
@@ -128,11 +130,11 @@ def test_autokd_fidelities_on_the_leaderboard_are_paid_by_epochs(tmp_path):
         synthetic_options={"seed_share": 0.2})
     ak = frames.filter(pl.col("searcher") == "autokd")
     assert ak["epoch"].null_count() < ak.height  # low-epoch rungs were asked ...
-    fin = leaderboard.finals(frames, ctx)
+    fin = lb_claims.finals(frames, ctx)
     assert (fin["queries"] <= 6 + 1e-9).all()   # ... and paid in proportion: more asks than queries
     assert np.isfinite(fin["anytime"].to_numpy()).all()  # (before its first full answer: a random pick)
     assert ak.group_by("seed").len()["len"].min() > 6
-    payload = leaderboard.write_report(frames, timings, ctx, tmp_path / "leaderboard.md", None)
+    payload = lb_report.write_report(frames, timings, ctx, tmp_path / "leaderboard.md", None)
     assert "fractional_queries True" in (tmp_path / "leaderboard.md").read_text()
     assert all(np.isfinite(r["regret_mean"]) for r in payload["pairs"]["synth-a/resnet"])
 
@@ -260,7 +262,7 @@ def test_report_carries_runs_ci_scoring_and_holm(tmp_path):
         synthetic_options={"datasets": ["synth-a"], "seed_share": 0.1})
     out = tmp_path / "lb" / "leaderboard.md"
     shipped = tmp_path / "old.json"
-    payload = leaderboard.write_report(frames, timings, ctx, out, tmp_path / "fig", shipped=shipped)
+    payload = lb_report.write_report(frames, timings, ctx, out, tmp_path / "fig", shipped=shipped)
     doc = json.loads(out.with_suffix(".json").read_text())
     assert "expected" in ctx["notes"] and ctx["scorings"] == ["heldout_seeds"]
     for pair, rows in doc["pairs"].items():
@@ -280,7 +282,7 @@ def test_report_carries_runs_ci_scoring_and_holm(tmp_path):
     assert "## Claims" in text and "noise ceiling" in text and "p_holm" in text
     assert payload["reproduces"] is None  # no shipped leaderboard to compare with
     shipped.write_text(out.with_suffix(".json").read_text())
-    again = leaderboard.write_report(frames, timings, ctx, tmp_path / "lb2" / "leaderboard.md", None, shipped=shipped)
+    again = lb_report.write_report(frames, timings, ctx, tmp_path / "lb2" / "leaderboard.md", None, shipped=shipped)
     assert again["reproduces"]["inside_ci"] == again["reproduces"]["compared"] > 0
     assert tables_dir().resolve() not in out.resolve().parents
 
@@ -292,17 +294,17 @@ def test_time_view_reads_the_same_runs_at_random_search_median_spend():
     frames, timings, ctx = leaderboard.run_leaderboard(
         ["random", "evolution"], pairs="all", runs=6, budget={"queries": 15, "max_share": 0.25}, synthetic=True,
         progress=False, synthetic_options={"datasets": ["synth-a"], "seed_share": 0.1})
-    tb = leaderboard.time_budgets(frames)
+    tb = lb_claims.time_budgets(frames)
     for pair, g in frames.group_by("pair"):
         pair = pair[0]
         spent = g.filter(pl.col("searcher") == "random").group_by("seed").agg(pl.col("cum_seconds").max())
         assert tb[pair] == pytest.approx(float(spent["cum_seconds"].median()))
-    fin = leaderboard.finals(frames, ctx)
+    fin = lb_claims.finals(frames, ctx)
     assert fin["regret_time"].is_not_nan().all()
-    for (pair, name, run), g in frames.group_by(["pair", "searcher", "seed"]):
+    for (pair, name, r), g in frames.group_by(["pair", "searcher", "seed"]):
         end = float(g["cum_seconds"].max())
-        final = fin.filter((pl.col("pair") == pair) & (pl.col("searcher") == name) & (pl.col("run") == run))
-        assert leaderboard._regret_at(g, end, None) == pytest.approx(final["regret"][0])
-        assert leaderboard._regret_at(g, 0.0, 7.5) == 7.5  # nothing answered yet: the uniform-pick regret
-    summary = leaderboard.summarize(fin, timings)
+        final = fin.filter((pl.col("pair") == pair) & (pl.col("searcher") == name) & (pl.col("run") == r))
+        assert lb_claims._regret_at(g, end, None) == pytest.approx(final["regret"][0])
+        assert lb_claims._regret_at(g, 0.0, 7.5) == 7.5  # nothing answered yet: the uniform-pick regret
+    summary = lb_claims.summarize(fin, timings)
     assert {"regret_time_mean", "regret_time_ci95"} <= set(summary.columns)

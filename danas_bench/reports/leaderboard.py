@@ -22,20 +22,21 @@ The protocol (docs/leaderboard.md says it again next to the numbers):
 - **isolation**: every number is read from the shipped table rows, never from the live overlay;
 - **fail fast**: every (searcher, pair) is checked (``Searcher.preflight``) before any run.
 
-Outputs (``out``, default ``results/leaderboard.md``): the Markdown report, its JSON twin and the
-anytime-regret plots in ``figures``. ``run_leaderboard(...)`` is the library entry point;
+This module runs the matched runs: the pool of benches, the pairs, the budgets, the tasks and the
+worker processes. What the runs score, the summaries and the claims are
+:mod:`danas_bench.reports.leaderboard_claims`; the outputs (``out``, default ``results/leaderboard.md``:
+the Markdown report, its JSON twin and the anytime-regret plots in ``figures``) are written by
+:mod:`danas_bench.reports.leaderboard_report`. ``run_leaderboard(...)`` is the library entry point;
 ``synthetic=True`` runs on the benches of :mod:`danas_bench.search.synthetic`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import os
 import sys
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -43,12 +44,12 @@ import numpy as np
 import polars as pl
 
 from danas_bench import __version__
-from danas_bench.reports import heldout
-from danas_bench.core import stats
 from danas_bench.core import schema as tables
-from danas_bench.search.runner import LazyPool, Problem, config_id, final, run
-
-ALPHA = stats.ALPHA
+from danas_bench.core.pairs import Pair
+from danas_bench.reports import heldout
+from danas_bench.reports.leaderboard_claims import ALPHA, CONTROLS, HANDPICKED
+from danas_bench.reports.leaderboard_report import jsonable, write_report
+from danas_bench.search.runner import LazyPool, Problem, run
 
 
 class PreflightError(ValueError):
@@ -78,7 +79,7 @@ def select_pairs(pool: Mapping, pairs) -> list[str]:
     if pairs in (None, "all"):
         out = sorted(pool)
     elif pairs == "kd":
-        out = sorted(p for p in pool if not p.endswith("/none"))
+        out = sorted(p for p in pool if Pair.parse(p, check=False).kd)
     elif isinstance(pairs, str):
         out = [pairs]
     else:
@@ -170,11 +171,9 @@ def _make(name: str, options: Mapping, run_index: int):
     return make(name, **{**follow, **dict(options)})
 
 
-CONTROLS = {"evolution_kd", "random_none"}  # on a `none` pair they are evolution and random themselves
-
-
 def runs_on(pair: str, name: str) -> bool:
-    return not (pair.endswith("/none") and name in CONTROLS)
+    """False for a matched control on a ``none`` pair, where it would be evolution or random itself."""
+    return Pair.parse(pair, check=False).kd or name not in CONTROLS
 
 
 def _task(pairs: Sequence[str], scoring: str, names: Sequence[str], options: Mapping, runs: Sequence[int],
@@ -281,7 +280,7 @@ def run_leaderboard(searchers: Sequence[str], pairs="all", runs=20, budget: Mapp
             for s in searchers:
                 if runs_on(p, s):
                     fam = SHARE_TASK.get(s, s)
-                    g = groups.setdefault((p.split("/")[0], sc, fam), {"names": [], "pairs": []})
+                    g = groups.setdefault((Pair.parse(p, check=False).dataset, sc, fam), {"names": [], "pairs": []})
                     g["names"] += [] if s in g["names"] else [s]
                     g["pairs"] += [] if p in g["pairs"] else [p]
     tasks = sorted(((g["pairs"], sc, tuple(g["names"])) for (_, sc, _), g in groups.items()),
@@ -292,7 +291,7 @@ def run_leaderboard(searchers: Sequence[str], pairs="all", runs=20, budget: Mapp
     if workers <= 1:
         for ps, sc, names in tasks:
             results += _task(ps, sc, names, {n: options.get(n, {}) for n in names}, runs, budget)
-            bar(f"{ps[0].split('/')[0]} {' '.join(names)}")
+            bar(f"{Pair.parse(ps[0], check=False).dataset} {' '.join(names)}")
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -300,7 +299,7 @@ def run_leaderboard(searchers: Sequence[str], pairs="all", runs=20, budget: Mapp
         ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                  initargs=(spec,))
         futs = {ex.submit(_task, ps, sc, names, {n: options.get(n, {}) for n in names}, runs, budget):
-                (ps[0].split("/")[0], *names) for ps, sc, names in tasks}
+                (Pair.parse(ps[0], check=False).dataset, *names) for ps, sc, names in tasks}
         try:
             for f in as_completed(futs):
                 results += f.result()
@@ -328,13 +327,6 @@ def run_leaderboard(searchers: Sequence[str], pairs="all", runs=20, budget: Mapp
         "configs": {s: _searcher_config(s, options.get(s, {})) for s in searchers},
     }
     return frames, timings, context
-
-
-# hand-picked students (no search): NAS-Bench-201's ResNet cell and the all-3x3-conv cell
-HANDPICKED = {
-    "resnet_cell": "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|",
-    "all_conv3x3": "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
-}
 
 
 def references(pair: str, scoring: str, runs: Sequence[int]) -> dict:
@@ -389,20 +381,8 @@ def _searcher_config(name: str, options: Mapping) -> dict:
     from danas_bench.search.baselines import make
 
     s = make(name, **dict(options))
-    return {"config_id": s.config_id(), "config": {k: _jsonable(v) for k, v in s.config.items()},
+    return {"config_id": s.config_id(), "config": {k: jsonable(v) for k, v in s.config.items()},
             "follows_run": sorted(s.run_options(0))}
-
-
-def _jsonable(v):
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    if isinstance(v, (np.integer, np.floating)):
-        return v.item()
-    if isinstance(v, Mapping):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    return repr(v)
 
 
 def table_version(bench) -> dict:
@@ -425,408 +405,6 @@ def code_version() -> dict:
     if rev is not None:
         out.update({"git": rev, "dirty": dirty})
     return out
-
-
-# --- per-run results, summaries, claims -------------------------------------------------------------
-
-
-def time_budgets(frames: pl.DataFrame) -> dict[str, float]:
-    """Per pair, the simulated-time budget of the time view: the median simulated seconds random search
-    spends on the query budget (the expected cost of that many uniform draws; every searcher's cost per
-    architecture is the same deterministic one), or the median over all runs without random search."""
-    out = {}
-    for pair, g in frames.group_by("pair", maintain_order=True):
-        spent = g.group_by(["scoring", "searcher", "seed"]).agg(pl.col("cum_seconds").max())
-        rnd = spent.filter(pl.col("searcher") == "random")
-        out[pair[0] if isinstance(pair, tuple) else pair] = float((rnd if rnd.height else spent)["cum_seconds"].median())
-    return out
-
-
-def _regret_at(g: pl.DataFrame, seconds: float, blind: float | None) -> float:
-    """Regret (pp) of the run's incumbent once ``seconds`` of simulated time are spent: the last answer that
-    fits the time budget; a run with no full-epoch answer within it counts as a uniform pick."""
-    within = g.filter(pl.col("cum_seconds") <= seconds * (1 + 1e-9))["regret"].drop_nulls()
-    if within.len():
-        return 100 * float(within[-1])
-    return np.nan if blind is None else float(blind)
-
-
-def finals(frames: pl.DataFrame, context: dict) -> pl.DataFrame:
-    """One row per (pair, scoring, searcher, run): final regret (pp), cost to the final incumbent, the
-    anytime regret (mean regret over the first quarter of the run's query budget, pp), and the regret at
-    the pair's simulated-time budget (``time_budgets``): the same runs read under a time budget."""
-    rows = []
-    tbud = context.setdefault("time_budgets", time_budgets(frames))
-    for (pair, sc, name, r), g in frames.group_by(["pair", "scoring", "searcher", "seed"], maintain_order=True):
-        f = final(g)
-        q = int(context["budgets"][pair].get("queries") or g["cum_queries"].max())
-        early = g.filter(pl.col("cum_queries") <= max(q // 4, 1))
-        # before a run's first full-epoch answer (AutoKD's low-epoch rungs) it has no incumbent: those
-        # queries count as a uniformly random pick (its expected regret on this run's target)
-        blind = dict(zip(context["runs"], context.get("references", {}).get(sc, {}).get(pair, {})
-                         .get("uniform_pick", [])))
-        reg = early["regret"] * 100
-        reg = reg.fill_null(blind[int(r)]) if int(r) in blind else reg.fill_null(strategy="backward")
-        anytime = float(reg.mean()) if early.height and reg.null_count() < early.height else np.nan
-        rows.append({"pair": pair, "scoring": sc, "searcher": name, "run": int(r),
-                     "visible_seed": int(g["visible_seed"][0]), "regret": 100 * float(f["regret"]),
-                     "anytime": anytime, "regret_time": _regret_at(g, tbud[pair], blind.get(int(r))), "queries_to_final": f["queries_to_final"],
-                     "seconds_to_final": f["seconds_to_final"], "queries": f["queries"], "seconds": f["seconds"],
-                     "fallbacks": int(g["fallbacks"][0]) if "fallbacks" in g.columns and g.height else 0})
-    return pl.DataFrame(rows).sort(["pair", "scoring", "searcher", "run"])
-
-
-def summarize(fin: pl.DataFrame, timings: list[dict]) -> pl.DataFrame:
-    """One row per (pair, scoring, searcher): mean regret with its 95% bootstrap CI, and the costs."""
-    wall = {(t["pair"], t["scoring"], t["searcher"]): t for t in timings}
-    rows = []
-    for (pair, sc, name), g in fin.group_by(["pair", "scoring", "searcher"], maintain_order=True):
-        reg = g["regret"].to_numpy()
-        t = wall.get((pair, sc, name), {})
-        rows.append({
-            "pair": pair, "scoring": sc, "searcher": name, "runs": len(reg),
-            "regret_mean": float(np.mean(reg)), "regret_ci95": list(stats.bootstrap_ci(reg, key=f"{pair}{sc}{name}")),
-            "regret_median": float(np.median(reg)), "found_best": float(np.mean(reg <= 1e-9)),
-            # the same runs under the pair's simulated-time budget (context["time_budgets"])
-            "regret_time_mean": float(np.nanmean(g["regret_time"].to_numpy())),
-            "regret_time_ci95": list(stats.bootstrap_ci(g["regret_time"].drop_nans().to_numpy(),
-                                                        key=f"{pair}{sc}{name}time")),
-            "queries_to_final": float(g["queries_to_final"].mean()),
-            "seconds_to_final": float(g["seconds_to_final"].mean()),
-            "queries": float(g["queries"].mean()), "seconds": float(g["seconds"].mean()),
-            # random fallbacks per run (asks the method replaced by a random architecture) and their share
-            "fallbacks_mean": float(g["fallbacks"].mean()), "fallbacks_max": int(g["fallbacks"].max()),
-            "fallback_share": float(g["fallbacks"].sum() / max(g["queries"].sum(), 1)),
-            "wall_per_run": float(np.mean(t.get("wall", [np.nan]))),
-            "cpu_per_run": float(np.mean(t.get("cpu", [np.nan]))),
-        })
-    df = pl.DataFrame(rows)
-    return df.with_columns(pl.col("regret_mean").rank("average").over(["pair", "scoring"]).alias("rank")
-                           ).sort(["scoring", "pair", "rank"])
-
-
-def claim_specs(context: dict) -> list[dict]:
-    """The claims tested: (method, baseline, measure, pairs). Lower regret is better in every measure."""
-    have = set(context["searchers"])
-    kd = lambda p: not p.endswith("/none")  # noqa: E731 - NAS-then-KD is the same problem on `none`
-    every = lambda p: True  # noqa: E731
-    specs = [
-        ("AKD: KD-guided search beats NAS-then-KD", "akd", "evolution", "regret", kd),
-        ("TRADE: beats conventional NAS (NAS-then-KD)", "trade", "evolution", "regret", kd),
-        ("control: the KD signal beats the no-KD signal (evolution on KD vs on none)", "evolution_kd",
-         "evolution", "regret", kd),
-        ("control: the KD signal beats the no-KD signal (random on KD vs on none)", "random", "random_none",
-         "regret", kd),
-        ("AKD beats evolution on the same KD table (algorithm only)", "akd", "evolution_kd", "regret", kd),
-        ("TRADE beats evolution on the same KD table (algorithm only)", "trade", "evolution_kd", "regret", kd),
-        ("DaSS: a predictor meta-trained on other datasets transfers (beats random)", "dass", "random",
-         "regret", every),
-        ("DaSS: querying students (this adaptation) beats the paper's top-1 pick", "dass", "dass_paper",
-         "regret", every),
-        ("AutoKD: sample efficiency (vs random)", "autokd", "random", "anytime", every),
-        ("AutoKD: sample efficiency (vs trade)", "autokd", "trade", "anytime", every),
-    ]
-    out = [{"claim": c, "method": a, "baseline": b, "measure": m, "pairs": f} for c, a, b, m, f in specs
-           if a in have and b in have]
-    for name in context["searchers"]:
-        if name != "random" and name not in CONTROLS and "random" in have:
-            out.append({"claim": f"{name} beats random search", "method": name, "baseline": "random",
-                        "measure": "regret", "pairs": every})
-    if "trade" in have:
-        for hp in HANDPICKED:
-            out.append({"claim": f"TRADE: beats a hand-picked student ({hp})", "method": "trade", "baseline": hp,
-                        "measure": "regret", "pairs": every})
-    return out
-
-
-MEASURES = {"regret": "final regret (pp)",
-            "anytime": "mean regret over the first quarter of the query budget (pp; before the first full-epoch "
-                       "answer: a uniformly random pick's)"}
-
-
-def claims(fin: pl.DataFrame, context: dict, alpha: float = ALPHA, margin_pp: float = 0.0) -> list[dict]:
-    """Every claim, per scoring and pair: paired one-sided test over matched runs, Holm across pairs.
-
-    Row fields: claim, scoring, pair, method, baseline, measure, runs, method_mean, baseline_mean,
-    diff_mean (baseline minus method: > 0 means the method is better), diff_ci95, p, p_holm, holds
-    (p_holm < alpha and diff_mean > margin_pp), threshold.
-    """
-    out = []
-    threshold = f"one-sided paired sign-flip test, Holm across pairs, p_holm < {alpha:g}; mean gain > {margin_pp:g} pp"
-    for spec in claim_specs(context):
-        for sc in context["scorings"]:
-            rows = []
-            for pair in context["scoring_pairs"][sc]:
-                if not spec["pairs"](pair):
-                    continue
-                a = fin.filter((pl.col("pair") == pair) & (pl.col("scoring") == sc) & (pl.col("searcher") == spec["method"]))
-                if a.height == 0:
-                    continue
-                ref = context["references"][sc][pair]
-                if spec["baseline"] in HANDPICKED:
-                    if spec["baseline"] not in ref:
-                        continue
-                    b = pl.DataFrame({"run": context["runs"], "b": ref[spec["baseline"]]})
-                else:
-                    b = fin.filter((pl.col("pair") == pair) & (pl.col("scoring") == sc)
-                                   & (pl.col("searcher") == spec["baseline"])).select("run", pl.col(spec["measure"]).alias("b"))
-                    if b.height == 0:
-                        continue
-                m = a.select("run", pl.col(spec["measure"]).alias("a")).join(b, on="run", how="inner")
-                d = (m["b"] - m["a"]).to_numpy()
-                key = f"{spec['claim']}|{sc}|{pair}"
-                rows.append({"claim": spec["claim"], "scoring": sc, "pair": pair, "method": spec["method"],
-                             "baseline": spec["baseline"], "measure": MEASURES[spec["measure"]], "runs": len(d),
-                             "method_mean": float(m["a"].mean()), "baseline_mean": float(m["b"].mean()),
-                             "diff_mean": float(np.mean(d)), "diff_ci95": list(stats.bootstrap_ci(d, key=key)),
-                             "p": stats.paired_test(d, margin_pp, key=key), "threshold": threshold})
-            for r, ph in zip(rows, stats.holm([r["p"] for r in rows])):
-                r["p_holm"] = float(ph)
-                r["holds"] = bool(ph < alpha and r["diff_mean"] > margin_pp)
-            out += rows
-    return out
-
-
-def reproduces(payload: dict, shipped: Path) -> dict | None:
-    """How many of the shipped leaderboard's (pair, scoring, searcher) means fall inside this run's 95% CIs."""
-    try:
-        old = json.loads(Path(shipped).read_text())
-    except (OSError, ValueError):
-        return None
-    theirs = {(r.get("pair"), r.get("scoring"), r.get("searcher")): r.get("regret_mean")
-              for rows in (old.get("pairs") or {}).values() if isinstance(rows, list) for r in rows}
-    inside, total, off = 0, 0, []
-    for rows in payload["pairs"].values():
-        for r in rows:
-            v = theirs.get((r["pair"], r["scoring"], r["searcher"]))
-            if v is None:
-                continue
-            total += 1
-            lo, hi = r["regret_ci95"]
-            if lo - 1e-9 <= v <= hi + 1e-9:
-                inside += 1
-            else:
-                off.append(f"{r['pair']} {r['searcher']} ({r['scoring']}): shipped {v:.3f}, here [{lo:.3f}, {hi:.3f}]")
-    return {"shipped": str(shipped), "compared": total, "inside_ci": inside, "outside": off}
-
-
-# --- plots and the report ----------------------------------------------------------------------------
-
-def _slug(pair: str) -> str:
-    return pair.replace("/", "__")
-
-
-def plot(frames: pl.DataFrame, pair: str, scoring: str, out: Path, order: Sequence[str] | None = None,
-         ceiling: float | None = None) -> Path:
-    """Anytime regret against queries and simulated seconds (mean over runs, band: standard error)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    g = frames.filter((pl.col("pair") == pair) & (pl.col("scoring") == scoring))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    qmax = int(g["cum_queries"].max())
-    smax = float(g["cum_seconds"].max())
-    qgrid = np.arange(1, qmax + 1)
-    sgrid = np.linspace(0, smax, 200)
-    names = list(order or []) + sorted(set(g["searcher"]) - set(order or []))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, name in enumerate(names):
-        h = g.filter(pl.col("searcher") == name)
-        if h.height == 0:
-            continue
-        curves_q, curves_s = [], []
-        for _, r in h.group_by("seed", maintain_order=True):
-            reg = r["regret"].fill_null(np.nan).to_numpy() * 100
-            q = r["cum_queries"].to_numpy()
-            s = r["cum_seconds"].to_numpy()
-            iq = np.searchsorted(q, qgrid, side="right") - 1
-            curves_q.append(np.where(iq >= 0, reg[np.clip(iq, 0, None)], np.nan))
-            is_ = np.searchsorted(s, sgrid, side="right") - 1
-            curves_s.append(np.where(is_ >= 0, reg[np.clip(is_, 0, None)], np.nan))
-        for ax, grid, curves in ((axes[0], qgrid, curves_q), (axes[1], sgrid, curves_s)):
-            c = np.array(curves)
-            with np.errstate(all="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-nan columns before the first query
-                m = np.nanmean(c, 0) if c.size else c
-                se = np.nanstd(c, 0) / np.sqrt(np.maximum((~np.isnan(c)).sum(0), 1))
-            color = colors[k % len(colors)]
-            ax.plot(grid, m, label=name, lw=1.6, color=color, ls="-" if k < len(colors) else "--")
-            ax.fill_between(grid, m - se, m + se, color=color, alpha=0.15, lw=0)
-    for ax in axes:
-        if ceiling is not None:
-            ax.axhline(ceiling, color="k", ls=":", lw=1, label="noise ceiling")
-        ax.set_yscale("symlog", linthresh=0.1)
-        ax.grid(alpha=0.3)
-    axes[0].set_xlabel("queries")
-    axes[1].set_xlabel("simulated training seconds (deterministic cost per architecture)")
-    axes[0].set_ylabel(f"regret of the incumbent (pp, {scoring})")
-    axes[1].legend(fontsize=8, ncol=2)
-    fig.suptitle(f"{pair}: anytime regret ({scoring}; mean over runs, band: standard error)")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def _ci(x) -> str:
-    return f"[{x[0]:.2f}, {x[1]:.2f}]"
-
-
-def _p(p: float) -> str:
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
-
-
-def write_report(frames: pl.DataFrame, timings: list[dict], context: dict, out: Path, figures: Path,
-                 command: str = "danas-bench leaderboard", alpha: float = ALPHA, margin_pp: float = 0.0,
-                 shipped: Path | None = None) -> dict:
-    """Write the Markdown leaderboard, its JSON twin and the plots; return the JSON payload."""
-    out, figures = Path(out), None if figures is None else Path(figures)
-    fin = finals(frames, context)
-    summary = summarize(fin, timings)
-    crows = claims(fin, context, alpha, margin_pp)
-    budget = context["budget"]
-    code = context["code"]
-    cdesc = f"danas-bench {code['danas_bench']}" + (f", git {code['git']}" + (" (uncommitted changes)" if code.get(
-        "dirty") else "") if "git" in code else "")
-    n = len(context["runs"])
-    bdesc = ", ".join(f"{k} {v}" if isinstance(v, bool) else f"{k} {v:g}" for k, v in budget.items())
-    lines = [
-        "# Leaderboard", "",
-        f"Generated by `{command}` on {context['date']} in {context['wall_seconds']:.0f} s "
-        f"({context['workers']} worker{'s' if context['workers'] != 1 else ''}). Code: {cdesc}.", "",
-        f"**Protocol.** {n} matched runs per (searcher, pair, scoring). Run *r* searches one *visible* seed, drawn "
-        "from *r* alone (the same for every searcher), and sees its validation accuracy only; its final "
-        "incumbent (best visible validation accuracy) is scored by the **target**, which never reads the visible "
-        "seed: `heldout_seeds` = mean test accuracy over the architecture's other recorded seeds; `expected` = the "
-        "expected-accuracy view (cross-fitted estimate of the seed mean). **Regret** = the target's best "
-        "architecture in the searched space minus the incumbent's target value, in percentage points. The "
-        "searcher's RNG and every other stochastic part (DaSS's meta seed) follow the run index. Scores read the "
-        "shipped table rows only, never the live overlay.", "",
-        f"**Budget** ({bdesc}): per run, queries capped at `max_share` of the searched space; a query costs a "
-        "deterministic simulated time per architecture (a fit of the pair's recorded seconds on the "
-        "architecture's FLOPs, the same in every run), shown on the right-hand axis of each plot"
-        + ("; a query at epoch e of E (AutoKD's Hyperband rungs) costs e/E of a query and of that time"
-           if budget.get("fractional_queries") else "") + ". Per pair: "
-        + "; ".join(f"{p} {b.get('queries', '-')} queries" for p, b in context["budgets"].items()) + ".", "",
-        f"**Statistics.** Mean regret with a 95% percentile-bootstrap CI over runs. A claim is a one-sided paired "
-        f"sign-flip permutation test over the matched runs (H0: the method's mean gain <= {margin_pp:g} pp), "
-        f"Holm-corrected across the pairs it is tested on; it **holds** only at p_holm < {alpha:g} with a mean gain "
-        f"above {margin_pp:g} pp. Reference lines: `random` (a searcher), the **noise ceiling** (the visible seed's "
-        "best validation accuracy over the whole searched space, scored on the target: what a perfect searcher of "
-        "the visible signal reaches) and hand-picked students. Matched controls: `evolution_kd` (evolution on the "
-        "KD table) and `random_none` (random search on `none`), so that KD-aware vs NAS-then-KD compares the signal "
-        "searched on, not the algorithm. Method descriptions and departures from the papers: "
-        "[searchers.md](searchers.md).", "",
-    ]
-    if context.get("synthetic"):
-        lines += ["> **Synthetic benches** (`synthetic=true`): made-up accuracies from `danas_bench.search.synthetic`, "
-                  "not real tables. These numbers test the machinery, not the methods.", ""]
-    for sc, note in context.get("notes", {}).items():
-        lines += [f"> **Note:** {note}", ""]
-    payload: dict = {"context": context, "pairs": {}, "references": {}, "claims": crows}
-    # claims first: what users cite
-    if crows:
-        lines += ["## Claims", "", "| claim | scoring | holds on | pairs where it holds (gain pp, p_holm) |",
-                  "|---|---|---:|---|"]
-        seen = []
-        for r in crows:
-            k = (r["claim"], r["scoring"])
-            if k not in seen:
-                seen.append(k)
-        for c, sc in seen:
-            rs = [r for r in crows if r["claim"] == c and r["scoring"] == sc]
-            held = [f"{r['pair']} ({r['diff_mean']:+.2f}, {_p(r['p_holm'])})" for r in rs if r["holds"]]
-            lines.append(f"| {c} | {sc} | {sum(r['holds'] for r in rs)} / {len(rs)} | {', '.join(held) or '-'} |")
-        lines += ["", "Every test, per pair (gain = baseline's measure minus the method's; > 0: the method is better):",
-                  "", "| claim | scoring | pair | measure | method | baseline | gain [95% CI] | p | p_holm | holds |",
-                  "|---|---|---|---|---:|---:|---:|---:|---:|---|"]
-        for r in crows:
-            lines.append(f"| {r['claim']} | {r['scoring']} | {r['pair']} | {r['measure']} | {r['method_mean']:.2f} | "
-                         f"{r['baseline_mean']:.2f} | {r['diff_mean']:+.2f} {_ci(r['diff_ci95'])} | {_p(r['p'])} | "
-                         f"{_p(r['p_holm'])} | {'yes' if r['holds'] else 'no'} |")
-        lines.append("")
-    for sc in context["scorings"]:
-        s_sc = summary.filter(pl.col("scoring") == sc)
-        overall = (s_sc.group_by("searcher").agg(pl.col("regret_mean").mean().alias("mean_regret"),
-                                                 pl.col("rank").mean().alias("mean_rank"),
-                                                 pl.col("wall_per_run").mean().alias("wall"))
-                   .sort("mean_rank"))
-        ceil = np.mean([np.mean(context["references"][sc][p]["noise_ceiling"]) for p in context["scoring_pairs"][sc]])
-        lines += [f"## Across pairs: `{sc}`", "", "| searcher | mean rank | mean final regret (pp) | wall s / run |",
-                  "|---|---:|---:|---:|"]
-        for r in overall.iter_rows(named=True):
-            lines.append(f"| {r['searcher']} | {r['mean_rank']:.2f} | {r['mean_regret']:.3f} | {r['wall']:.2f} |")
-        lines += [f"| *noise ceiling* | | {ceil:.3f} | |", ""]
-        for pair in context["scoring_pairs"][sc]:
-            tv = context["tables"][pair]
-            spc = context["spaces"][sc][pair]
-            ref = context["references"][sc][pair]
-            s = s_sc.filter(pl.col("pair") == pair)
-            rel = None
-            if figures is not None:
-                fig = figures / f"leaderboard_{_slug(pair)}__{sc}.png"
-                plot(frames, pair, sc, fig, context["searchers"], float(np.mean(ref["noise_ceiling"])))
-                rel = os.path.relpath(fig, out.parent)
-            tdesc = ", ".join(f"{k} {v}" for k, v in tv.items() if k not in ("seeds",))
-            vis = np.bincount(ref["visible_seed"]).tolist()
-            lines += [f"### {pair} (`{sc}`)", "", f"Table: {tdesc}; seeds {tv['seeds']}. Searched: {spc['description']}; "
-                      f"visible seeds drawn from {spc['visible_seeds']} (runs per seed {dict(enumerate(vis))}). "
-                      f"Target: {spc['target']}.", "",
-                      f"Budgets: {context['budgets'][pair].get('queries')} queries; the time view reads the same runs "
-                      f"at {context['time_budgets'][pair]:.0f} simulated s (what random search spends on those "
-                      f"queries, median).", "",
-                      "| rank | searcher | runs | final regret (pp) mean [95% CI] | median | regret at the time budget "
-                      "[95% CI] | found best | queries to final "
-                      "| sim. s to final | wall s / run | config |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-            for r in s.iter_rows(named=True):
-                lines.append(f"| {r['rank']:g} | {r['searcher']} | {r['runs']} | {r['regret_mean']:.3f} "
-                             f"{_ci(r['regret_ci95'])} | {r['regret_median']:.3f} | {r['regret_time_mean']:.3f} "
-                             f"{_ci(r['regret_time_ci95'])} | {r['found_best']:.0%} | "
-                             f"{r['queries_to_final']:.1f} | {r['seconds_to_final']:.1f} | {r['wall_per_run']:.2f} | "
-                             f"`{context['configs'][r['searcher']]['config_id']}` |")
-            refs = {}
-            for name in ("noise_ceiling", *HANDPICKED):
-                if name in ref:
-                    x = np.asarray(ref[name], dtype=float)
-                    refs[name] = {"runs": len(x), "regret_mean": float(x.mean()),
-                                  "regret_ci95": list(stats.bootstrap_ci(x, key=f"{pair}{sc}{name}")), "scoring": sc}
-                    lines.append(f"| ref. | *{name.replace('_', ' ')}* | {len(x)} | {x.mean():.3f} "
-                                 f"{_ci(refs[name]['regret_ci95'])} | {np.median(x):.3f} | | | | | | |")
-            fb = [r for r in s.iter_rows(named=True) if r["fallbacks_max"] > 0]
-            if fb:
-                lines += ["", "Random fallbacks (asks the method replaced by a random architecture, per run): "
-                          + "; ".join(f"{r['searcher']} {r['fallbacks_mean']:.1f} of {r['queries']:.0f} queries "
-                                      f"({r['fallback_share']:.0%}, max {r['fallbacks_max']})" for r in fb) + "."]
-            if rel:
-                lines += ["", f"![anytime regret on {pair} ({sc})]({rel})"]
-            lines.append("")
-            payload["pairs"].setdefault(pair, []).extend(s.to_dicts())
-            payload["references"].setdefault(pair, {})[sc] = refs
-    lines += ["## Searcher configurations", "", "| searcher | config id | options | follows the run seed |",
-              "|---|---|---|---|"]
-    for name, c in context["configs"].items():
-        lines.append(f"| {name} | `{c['config_id']}` | `{json.dumps(c['config'], sort_keys=True)}` | "
-                     f"{', '.join(c['follows_run']) or '-'} (and its RNG) |")
-    lines.append("")
-    if shipped is not None:
-        rep = reproduces(payload, shipped)
-        payload["reproduces"] = rep
-        if rep is not None and rep["compared"]:
-            lines += ["## Against the shipped leaderboard", "",
-                      f"{rep['inside_ci']} of {rep['compared']} shipped mean regrets ({rep['shipped']}) lie inside this "
-                      f"run's 95% CIs" + (": it reproduces the shipped leaderboard." if rep["inside_ci"] == rep["compared"]
-                                          else "; outside: " + "; ".join(rep["outside"][:10])
-                                          + (" ..." if len(rep["outside"]) > 10 else "")), ""]
-        elif rep is not None:
-            lines += ["## Against the shipped leaderboard", "", f"{rep['shipped']} holds no comparable row "
-                      "(an older format).", ""]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
-    out.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=_jsonable))
-    return payload
 
 
 def main(cfg) -> int:
@@ -864,5 +442,5 @@ def main(cfg) -> int:
     return 0
 
 
-__all__ = ["run_leaderboard", "write_report", "summarize", "finals", "claims", "plot", "main", "config_id",
-           "preflight", "PreflightError"]
+__all__ = ["run_leaderboard", "main", "preflight", "PreflightError", "open_pool", "select_pairs", "pair_budget",
+           "references", "table_version", "code_version"]

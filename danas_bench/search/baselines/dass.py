@@ -42,6 +42,7 @@ import hashlib
 import numpy as np
 
 from danas_bench.core import space
+from danas_bench.core.pairs import Pair
 from danas_bench.search import Ask, Searcher
 
 _CACHE: dict[tuple, dict] = {}
@@ -94,10 +95,10 @@ class DaSS(Searcher):
         for pair in problem.pairs:
             if pair == problem.pair:
                 continue
-            ds, teacher = pair.split("/")
-            if self.exclude_same_dataset and ds == problem.dataset:
+            p = Pair.parse(pair, check=False)  # synthetic benches name their own datasets
+            if self.exclude_same_dataset and p.dataset == problem.dataset:
                 continue
-            if teacher == "none" and not self.include_none:
+            if not p.kd and not self.include_none:
                 continue
             pairs.append(pair)
         return pairs
