@@ -28,7 +28,7 @@ import torch
 
 from danas_bench.training import engine
 from danas_bench.training import native
-from danas_bench.training.fused import TallBatchNorm
+from danas_bench.training.fused_ops import TallBatchNorm
 
 SHAPES = {"stage1": (1, 256, 64, 40), "stage3": (1, 1024, 64, 10)}
 

@@ -10,7 +10,8 @@ import torch
 from danas_bench.training import engine
 from danas_bench.training import native
 from danas_bench.core import space
-from danas_bench.training.fused import (CONV_OPS, FusedCell, FusedReduction, FusedStudents, TallBatchNorm, avg_pool_same, avg_pool_same_backward, pack_factor)
+from danas_bench.training.fused import FusedCell, FusedReduction, FusedStudents
+from danas_bench.training.fused_ops import CONV_OPS, TallBatchNorm, avg_pool_same, avg_pool_same_backward, pack_factor
 from danas_bench.training.student import Reduction
 from danas_bench.core.recipe import KD, Recipe
 
@@ -413,7 +414,7 @@ def test_pool_constants_first_made_in_evaluation_still_serve_training():
 
 
 def test_fused_batch_norm_refuses_students_it_cannot_represent():
-    from danas_bench.training.fused import _cat_bn
+    from danas_bench.training.fused_ops import _cat_bn
 
     ok = torch.nn.BatchNorm1d(4)
     for bad in (torch.nn.BatchNorm1d(4, momentum=None), torch.nn.BatchNorm1d(4, affine=False),

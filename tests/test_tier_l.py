@@ -160,7 +160,8 @@ def test_no_pickle_on_the_load_path():
 from danas_bench.training import engine
 from danas_bench.training import native
 from danas_bench.core import space  # noqa: E402
-from danas_bench.training.fused import FusedStudents, _Conv, uses_native  # noqa: E402
+from danas_bench.training.fused import FusedStudents  # noqa: E402
+from danas_bench.training.fused_ops import _Conv, uses_native  # noqa: E402
 from danas_bench.core.recipe import KD, Recipe  # noqa: E402
 from danas_bench.core.pairs import TEACHERS
 

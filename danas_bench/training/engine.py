@@ -340,8 +340,8 @@ def _records(indices: list[int], seed: int, task: Task, out: dict, total_seconds
     """Split the per-model arrays into one record per architecture.
 
     A fused batch has one clock (model building, training, evaluation), the process CPU time: the
-    core-seconds it cost, not counting time the worker was paused or waited for its core (wall-clock
-    time until session 7; docs/datasheet.md shows what that did across shards); each architecture is
+    core-seconds it cost, not counting time the worker was paused or waited for its core
+    (docs/datasheet.md says how seconds compare across shards); each architecture is
     charged a share: half in proportion to its forward FLOPs, half equally (the FLOP-free work:
     BatchNorm, data, dispatch), so that simulated training time still orders architectures by cost.
     """
