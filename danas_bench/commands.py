@@ -146,9 +146,68 @@ def archs(cfg) -> int:
 
 
 def query(cfg) -> int:
-    from danas_bench.query.bench import cli_query
+    """``danas-bench query "<arch>" pair=...``: print the record (or one metric) as JSON."""
+    from danas_bench.core.budget import BudgetExhausted
 
-    return cli_query(cfg)
+    try:
+        return _query(cfg)
+    except (ValueError, LookupError, BudgetExhausted) as exc:  # TableError is a ValueError
+        raise SystemExit(f"danas-bench query: {exc}") from None
+
+
+def _query(cfg) -> int:
+    from danas_bench.core import space
+    from danas_bench.query.bench import MissingRecord, open as open_bench
+    from danas_bench.query.metrics import TEST
+
+    arch = cfg.arch
+    if arch is None:
+        raise SystemExit('usage: danas-bench query "<arch string | index | [op, ...]>" pair=dataset/teacher '
+                         '[seed=0] [metric=valid_acc] [epoch=N] [kd.temperature=T kd.alpha=A] [fallback=error]')
+    if OmegaConf.is_config(arch):
+        arch = OmegaConf.to_container(arch)
+    if not isinstance(arch, (str, int, list)) or isinstance(arch, bool):
+        space.to_index(arch)  # ValueError saying what an architecture looks like
+    bench = open_bench(cfg.pair, cfg.get("root") or None, cfg.fallback, cfg.get("overlay_dir") or None,
+                       allow_unlisted=bool(cfg.get("allow_unlisted", False)))
+    kd = {"kd_temperature": cfg.kd.temperature, "kd_alpha": cfg.kd.alpha}
+    index = space.to_index(arch)
+    head = {"pair": bench.pair, "recipe_id": bench.recipe_id, "asked": space.arch_str(index), "index": index,
+            "canonical": space.canonical(index)}
+    if cfg.get("metric"):
+        m = cfg.metric
+        v = (bench.test(arch, m, seed=cfg.seed, **kd) if m in TEST else
+             bench.query(arch, m, epoch=cfg.get("epoch"), seed=cfg.seed, **kd))
+        print(_json({**head, "metric": m, "epoch": cfg.get("epoch"), "seed": cfg.seed, "value": v}))
+        return 0
+    out = {**head, **bench.record(arch, seed=cfg.seed, **kd)}
+    if cfg.get("info", True):
+        try:
+            out["info"] = bench.info(arch)
+        except MissingRecord as exc:
+            out["info"] = str(exc)
+    print(_json(out))
+    return 0
+
+
+def _json(obj) -> str:
+    """Valid JSON (RFC 8259): a nan or inf (a metric a pair does not record) is written as null."""
+    import math
+
+    import numpy as np
+
+    def clean(x):
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if isinstance(x, (float, np.floating)):
+            return float(x) if math.isfinite(x) else None
+        if isinstance(x, np.integer):
+            return int(x)
+        return x
+
+    return json.dumps(clean(obj), indent=1, allow_nan=False)
 
 
 def datasheet(cfg) -> int:

@@ -59,7 +59,7 @@ def frame(bench):
 @pytest.fixture(scope="module")
 def arch(bench):
     """A table architecture, recorded under every seed where some are (the slowest seed=None path)."""
-    full = [int(a) for a in bench.archs if bench._main.n_have_l[int(a)] == len(bench.seeds)]
+    full = [int(a) for a in bench.archs if bench._st.main.n_have_l[int(a)] == len(bench.seeds)]
     return full[len(full) // 2] if full else int(bench.archs[len(bench.archs) // 2])
 
 
@@ -76,29 +76,29 @@ def whole_space(bench):
 @pytest.mark.benchmark(group="query-scalar")
 def test_query_index_seed0(benchmark, bench, arch):
     benchmark.extra_info.update(pair=bench.pair, archs=len(bench.archs), seeds=bench.seeds)
-    bench.query(arch, "valid_acc", None, 0)
-    assert benchmark(bench.query, arch, "valid_acc", None, 0) == bench.query(arch, seed=0)
+    bench.query(arch, "valid_acc", seed=0)
+    assert benchmark(bench.query, arch, "valid_acc", seed=0) == bench.query(arch, seed=0)
 
 
 @pytest.mark.benchmark(group="query-scalar")
 def test_query_index_sampled_seed(benchmark, bench, arch):
     rng = np.random.default_rng(0)
-    bench.query(arch, "valid_acc", None, None, rng)
-    benchmark(bench.query, arch, "valid_acc", None, None, rng)
+    bench.query(arch, "valid_acc", seed=None, rng=rng)
+    benchmark(bench.query, arch, "valid_acc", seed=None, rng=rng)
 
 
 @pytest.mark.benchmark(group="query-scalar")
 def test_query_index_seed_mean(benchmark, bench, arch):
-    bench.query(arch, "valid_acc", None, "mean")
-    benchmark(bench.query, arch, "valid_acc", None, "mean")
+    bench.query(arch, "valid_acc", seed="mean")
+    benchmark(bench.query, arch, "valid_acc", seed="mean")
 
 
 @pytest.mark.benchmark(group="query-scalar")
 def test_query_string_epoch_budget(benchmark, bench, arch):
     s = space.arch_str(arch)
     budget = db.Budget()
-    bench.query(s, "valid_acc", 1, 0, None, budget)  # warm: parse the string, read the curve column
-    benchmark(bench.query, s, "valid_acc", 1, 0, None, budget)
+    bench.query(s, "valid_acc", epoch=1, seed=0, budget=budget)  # warm: parse the string, read the curve column
+    benchmark(bench.query, s, "valid_acc", epoch=1, seed=0, budget=budget)
 
 
 @pytest.mark.benchmark(group="query-scalar")
@@ -119,14 +119,14 @@ def test_query_baseline_polars_filter(benchmark, frame, arch):
 @pytest.mark.benchmark(group="query-many")
 def test_query_many_whole_space(benchmark, bench, whole_space):
     benchmark.extra_info.update(n=len(whole_space))
-    out = benchmark(bench.query_many, whole_space, "valid_acc", None, 0)
+    out = benchmark(bench.query_many, whole_space, "valid_acc", seed=0)
     assert out.shape == (space.N_ARCHS,)
 
 
 @pytest.mark.benchmark(group="query-many")
 def test_query_many_whole_space_mean_budget(benchmark, bench, whole_space):
     budget = db.Budget()
-    benchmark(bench.query_many, whole_space, "valid_acc", None, "mean", budget)
+    benchmark(bench.query_many, whole_space, "valid_acc", seed="mean", budget=budget)
 
 
 @pytest.mark.benchmark(group="query-many")
@@ -141,7 +141,7 @@ def test_query_many_baseline_polars_join(benchmark, bench, frame, whole_space):
         return asked.join(seed0, on="arch_index", how="left", maintain_order="left")["valid_acc"].to_numpy()
 
     out = benchmark(naive, whole_space)
-    np.testing.assert_allclose(out, bench.query_many(whole_space))
+    np.testing.assert_allclose(out, bench.query_many(whole_space, seed=0))
 
 
 # --- opening -------------------------------------------------------------------------------------------
@@ -188,7 +188,7 @@ COLD = textwrap.dedent("""
                 b.query(a, "valid_acc", epoch=e, seed=b.seeds[0])
             for m in ("test_acc", "test_loss", "test_agreement"):
                 b.test(a, m); b.test(a, m, seed=b.seeds[0])
-            covered = np.nonzero(np.isin(db.bench._canon(), b.archs))[0]
+            covered = np.nonzero(np.isin(db.query.store.canon(), b.archs))[0]
             b.query_many(covered, seed=b.seeds[0]); b.best()
     r2 = rss()
     print(json.dumps({"import_s": t1 - t0, "open_all_s": t3 - t2, "rss_open_mb": (r1 - r0) / 2**20,

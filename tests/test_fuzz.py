@@ -90,13 +90,13 @@ kds = st.one_of(st.none(), st.just(4.0), st.floats(allow_nan=True, allow_infinit
 @given(arch=archs, metric=metrics, epoch=epochs, seed=seeds, kd_t=kds, kd_a=kds)
 def test_query(bench, arch, metric, epoch, seed, kd_t, kd_a):
     try:
-        v = bench.query(arch, metric, epoch, seed, kd_temperature=kd_t, kd_alpha=kd_a)
+        v = bench.query(arch, metric, epoch=epoch, seed=seed, kd_temperature=kd_t, kd_alpha=kd_a)
     except (ValueError, MissingRecord) as exc:
         _ok_error(exc)
         return
     assert isinstance(v, float) and math.isfinite(v)
     if seed is not None:  # the same question again (now from the caches) gives the same answer
-        assert bench.query(arch, metric, epoch, seed, kd_temperature=kd_t, kd_alpha=kd_a) == v
+        assert bench.query(arch, metric, epoch=epoch, seed=seed, kd_temperature=kd_t, kd_alpha=kd_a) == v
 
 
 @settings(FUZZ, max_examples=2000)

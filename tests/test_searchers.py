@@ -477,14 +477,14 @@ def test_dass_descriptors_need_no_raw_dataset(monkeypatch):
     """DaSS describes a task from the shipped teacher files alone: with every dataset loader broken the
     descriptors still compute, and the teacher's accuracy in them is the one measured on the data."""
     from danas_bench.training import data
-    from danas_bench.search import runner as search
+    from danas_bench.query import facts
     from danas_bench.training import teachers
 
-    search._DESCRIPTORS.clear()
+    facts._DESCRIPTORS.clear()
     monkeypatch.setattr(data, "load", lambda name: (_ for _ in ()).throw(AssertionError(f"read raw {name}")))
-    got = {t: search._logit_descriptor("digits", t) for t in ("resnet", "mlp", "none")}
+    got = {t: facts.logit_descriptor("digits", t) for t in ("resnet", "mlp", "none")}
     monkeypatch.undo()
-    search._DESCRIPTORS.clear()
+    facts._DESCRIPTORS.clear()
     z, y = teachers.logits("digits", "resnet")["valid"], data.load("digits").y["valid"]
     assert got["resnet"][0] == pytest.approx(float((z.argmax(-1) == y).float().mean()))
     assert got["none"][-1] == 1.0 and got["resnet"][-1] == 0.0 and got["mlp"][5] == pytest.approx(np.log(10))

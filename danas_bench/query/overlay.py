@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from danas_bench.core import schema as tb
+from danas_bench.core.pairs import Pair
 
 KEY_COLUMNS = ["arch_index", "seed", "kd_temperature", "kd_alpha"]
 LOCK_TIMEOUT_S = 600.0
@@ -41,8 +42,8 @@ def default_base() -> Path:
 
 
 def overlay_dir(pair: str, recipe_id: str, base: Path | str | None = None) -> Path:
-    dataset, teacher = pair.split("/")
-    return (Path(base) if base is not None else default_base()) / dataset / teacher / recipe_id
+    p = Pair.parse(pair)
+    return (Path(base) if base is not None else default_base()) / p.dataset / p.teacher / recipe_id
 
 
 def _f32(x) -> float:
@@ -160,9 +161,9 @@ class Overlay:
     def _meta(self, recipe: dict, kd: dict) -> dict:
         from danas_bench import __version__
 
-        dataset, teacher = self.pair.split("/")
+        p = Pair.parse(self.pair)
         torch = sys.modules.get("torch")
-        return {"pair": self.pair, "dataset": dataset, "teacher": teacher, "recipe": recipe,
+        return {"pair": self.pair, "dataset": p.dataset, "teacher": p.teacher, "recipe": recipe,
                 "recipe_id": self.recipe_id, "kd": kd, "source": "live", "machine": tb.machine(),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "schema_version": tb.SCHEMA_VERSION, "code_version": __version__,

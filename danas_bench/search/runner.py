@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -43,7 +42,7 @@ import numpy as np
 import polars as pl
 
 from danas_bench.core import space
-from danas_bench.core.pairs import TEACHERS
+from danas_bench.search.protocol import BenchLike
 
 # --- the protocol ---------------------------------------------------------------------------------
 
@@ -143,7 +142,7 @@ def config_id(name: str, config: Mapping) -> str:
 
 # --- what a searcher may see ----------------------------------------------------------------------
 
-Pool = Mapping[str, object] | Callable[[str], object]
+Pool = Mapping[str, BenchLike] | Callable[[str], BenchLike]
 
 
 class Problem:
@@ -159,10 +158,10 @@ class Problem:
       architectures another pair holds.
     """
 
-    def __init__(self, bench, pool: Pool | None = None):
+    def __init__(self, bench: BenchLike, pool: Pool | None = None):
         self._bench = bench
         self._pool = pool
-        self._opened: dict[str, object] = {bench.pair: bench}
+        self._opened: dict[str, BenchLike] = {bench.pair: bench}
         self.pair, self.dataset, self.teacher = bench.pair, bench.dataset, bench.teacher
         self.archs = np.asarray(bench.archs, dtype=np.int64)
         self.archs.setflags(write=False)
@@ -171,7 +170,7 @@ class Problem:
         self.onehot = space.one_hot(self.archs).astype(np.float64)  # (n, 30), edge-major: 5 * e + op
         self.onehot.setflags(write=False)
         self.seeds = tuple(bench.seeds)
-        self.epochs = _epochs(bench)
+        self.epochs = int(bench.epochs)
         self._latency: np.ndarray | None = None
 
     # the pair under search
@@ -181,9 +180,7 @@ class Problem:
     def latency(self, archs=None) -> np.ndarray:
         """Latency in ms of ``archs`` (default: all of ``self.archs``), cached."""
         if self._latency is None:
-            many = getattr(self._bench, "info_many", None)
-            self._latency = (np.asarray(many(self.archs, "latency_ms"), dtype=float) if callable(many) else
-                             np.array([self._bench.info(int(a))["latency_ms"] for a in self.archs], dtype=float))
+            self._latency = np.asarray(self._bench.info_many(self.archs, "latency_ms"), dtype=float)
         if archs is None:
             return self._latency
         pos = np.searchsorted(self.archs, space.canonical_table()[np.asarray(archs, dtype=np.int64)])
@@ -220,7 +217,7 @@ class Problem:
         except Exception:
             return False
 
-    def _open(self, pair: str):
+    def _open(self, pair: str) -> BenchLike:
         if pair not in self._opened:
             if self._pool is None:
                 raise KeyError(f"no pool of benches to open {pair!r} from")
@@ -238,7 +235,7 @@ class Problem:
                                   f"charged queries (ask/tell)")
         bench = self._open(pair)
         archs = np.asarray(bench.archs, dtype=np.int64)
-        return archs, np.asarray(bench.query_many(archs, metric=metric, seed="mean"), dtype=float)
+        return archs, np.asarray(bench.query_many(archs, metric, seed="mean"), dtype=float)
 
     def descriptor(self, pair: str | None = None) -> np.ndarray:
         """A teacher / dataset description of ``pair`` (default: the pair under search)."""
@@ -249,62 +246,9 @@ class Problem:
         return f"{self.dataset}/{teacher}"
 
 
-def _epochs(bench) -> int | None:
-    for name in ("epochs", "n_epochs"):
-        v = getattr(bench, name, None)
-        if isinstance(v, (int, np.integer)):
-            return int(v)
-    return None
-
-
-def describe(bench) -> np.ndarray:
-    """A fixed-length teacher / dataset description (DaSS's task embedding).
-
-    A bench may provide its own ``descriptor()``; otherwise it is computed from the teacher's cached
-    logits on the validation split: teacher accuracy, mean max-probability, mean normalised entropy
-    at T = 1 and T = 4, mean top-1/top-2 margin, log of the number of classes, and a ``none`` flag.
-    """
-    if hasattr(bench, "descriptor"):
-        return np.asarray(bench.descriptor(), dtype=np.float32)
-    return _logit_descriptor(bench.dataset, bench.teacher)
-
-
-_DESCRIPTORS: dict[tuple[str, str], np.ndarray] = {}
-
-
-def _logit_descriptor(dataset: str, teacher: str) -> np.ndarray:
-    key = (dataset, teacher)
-    if key in _DESCRIPTORS:
-        return _DESCRIPTORS[key]
-    import torch
-    from safetensors.torch import load_file
-
-    from danas_bench.training import teachers as teachers_mod
-
-    def valid_logits(t: str) -> torch.Tensor:
-        # the shipped teacher files are all a descriptor needs (their accuracy is in their metadata): no raw
-        # dataset on the search path; their sha256 is in the MANIFEST that `verify` checks
-        path = teachers_mod.teacher_dir(dataset) / f"{t}.logits.safetensors"
-        if not path.is_file():
-            raise FileNotFoundError(f"no cached logits for teacher {dataset}/{t} at {path}: DaSS describes a task "
-                                    f"by its teacher's logits; train it with `danas-bench teachers dataset={dataset}`")
-        return load_file(str(path))["valid"].float()
-
-    if teacher == "none":
-        c = valid_logits(TEACHERS[dataset][0]).shape[1]
-        out = np.array([0, 0, 0, 0, 0, np.log(c), 1.0], dtype=np.float32)
-    else:
-        z = valid_logits(teacher)
-        c = z.shape[1]
-        acc = teachers_mod.info(dataset, teacher)["accuracy"]["valid"]
-        p1 = torch.softmax(z, -1)
-        p4 = torch.softmax(z / 4, -1)
-        ent = lambda p: float((-(p * p.clamp_min(1e-12).log()).sum(-1) / np.log(c)).mean())  # noqa: E731
-        top2 = p1.topk(2, -1).values
-        out = np.array([acc, float(top2[:, 0].mean()), ent(p1), ent(p4),
-                        float((top2[:, 0] - top2[:, 1]).mean()), np.log(c), 0.0], dtype=np.float32)
-    _DESCRIPTORS[key] = out
-    return out
+def describe(bench: BenchLike) -> np.ndarray:
+    """A bench's fixed-length teacher / dataset description (DaSS's task embedding) as float32."""
+    return np.asarray(bench.descriptor(), dtype=np.float32)
 
 
 # --- the runner -----------------------------------------------------------------------------------
@@ -338,14 +282,6 @@ def _spent(budget) -> tuple[float, int]:
     return float(budget.spent_seconds), float(q) if isinstance(q, float) else int(q)
 
 
-def _accepts(fn, name: str) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
 TRAJECTORY_SCHEMA = {
     "searcher": pl.Utf8, "config_id": pl.Utf8, "pair": pl.Utf8, "seed": pl.Int64, "step": pl.Int64,
     "arch_index": pl.Int64, "arch": pl.Utf8, "queried_pair": pl.Utf8, "epoch": pl.Int64,
@@ -356,7 +292,7 @@ TRAJECTORY_SCHEMA = {
 }
 
 
-def run(searcher: Searcher, bench, budget, seed: int, *, pool: Pool | None = None,
+def run(searcher: Searcher, bench: BenchLike, budget, seed: int, *, pool: Pool | None = None,
         metric: str = "valid_acc", test_metric: str = "test_acc", max_steps: int = 1_000_000) -> pl.DataFrame:
     """Drive ``searcher`` against ``bench`` until ``budget`` is spent (or the searcher stops asking).
 
@@ -375,7 +311,6 @@ def run(searcher: Searcher, bench, budget, seed: int, *, pool: Pool | None = Non
     rng = np.random.default_rng(seed)
     query_rng = np.random.default_rng([seed, 1])  # the bench's seed draws: independent of the searcher's
     best_test = float(bench.best(test_metric)[1])
-    test_kd = _accepts(bench.test, "kd_temperature")
     test_cache: dict[tuple, float] = {}
     canon = space.canonical_table()
     full = problem.epochs
@@ -397,27 +332,22 @@ def run(searcher: Searcher, bench, budget, seed: int, *, pool: Pool | None = Non
         target = problem._open(a.pair) if a.pair not in (None, bench.pair) else bench
         if target is not bench and target.dataset != bench.dataset:
             raise ValueError(f"{searcher.name} asked pair {a.pair!r}: only pairs of {bench.dataset} may be queried")
-        kw = {}
-        if a.off_table:
-            kw = {"kd_temperature": a.kd_temperature, "kd_alpha": a.kd_alpha}
         before, _ = _spent(budget)
         try:
-            value = float(target.query(arch, metric=metric, epoch=a.epoch, seed=None, rng=query_rng,
-                                       budget=budget, **kw))
+            value = float(target.query(arch, metric, epoch=a.epoch, seed=None, rng=query_rng, budget=budget,
+                                       kd_temperature=a.kd_temperature, kd_alpha=a.kd_alpha))
         except BudgetExhausted:
             break
         after, queries = _spent(budget)
         cost = after - before
         cum_s = after
         searcher.observe(a, value)
-        at_full = a.epoch is None or (full is not None and a.epoch >= full)
+        at_full = a.epoch is None or a.epoch >= full
         if at_full and value > inc_valid:
             inc_valid = value
-            inc = (arch, a.kd_temperature, a.kd_alpha) if test_kd else (arch, None, None)
+            inc = (arch, a.kd_temperature, a.kd_alpha)
             if inc not in test_cache:
-                off = inc[1] is not None or inc[2] is not None
-                tkw = {"kd_temperature": inc[1], "kd_alpha": inc[2]} if off else {}
-                test_cache[inc] = float(bench.test(arch, metric=test_metric, **tkw))
+                test_cache[inc] = float(bench.test(arch, test_metric, kd_temperature=inc[1], kd_alpha=inc[2]))
             inc_test = test_cache[inc]
         rows.append({
             "step": len(rows) + 1, "arch_index": arch, "arch": space.arch_str(arch),
@@ -465,7 +395,8 @@ def _default_pool(bench) -> Pool:
     own = getattr(bench, "default_pool", None)
     if callable(own):
         return own()
-    from danas_bench.query.bench import discover, open as open_bench
+    from danas_bench.query.bench import open as open_bench
+    from danas_bench.query.catalog import discover
 
     root = getattr(bench, "root", None)
     fallback = getattr(bench, "fallback", "live")

@@ -1,9 +1,9 @@
 """A synthetic bench: made-up but structured accuracies over the real NAS-Bench-201 space.
 
-:class:`SyntheticBench` has the query surface of :class:`danas_bench.query.bench.Bench` (``query``,
-``query_many``, ``test``, ``test_many``, ``cost``, ``best``, ``info``, ``frame``, ``pair``, ``archs``,
-``seeds``, ``epochs``), so searchers, the runner and the leaderboard can be tested in milliseconds
-without the real tables. Nothing in it is data: it is a deterministic function of the pair name.
+:class:`SyntheticBench` satisfies :class:`danas_bench.search.protocol.BenchLike`, as the real
+:class:`danas_bench.query.bench.Bench` does (same signatures, same seed rule), and has ``frame`` too, so
+searchers, the runner and the leaderboard can be tested in milliseconds without the real tables. Nothing
+in it is data: it is a deterministic function of the pair name.
 
 How the numbers are made (all per *canonical* architecture, so isomorphic cells agree):
 
@@ -34,6 +34,7 @@ import numpy as np
 import polars as pl
 
 from danas_bench.core import space
+from danas_bench.core.pairs import Pair
 
 TABLE_T, TABLE_ALPHA = 4.0, 0.9
 DATASETS = ("synth-a", "synth-b", "synth-c")
@@ -59,7 +60,8 @@ class SyntheticBench:
     def __init__(self, pair: str = "synth-a/resnet", *, ops: Sequence[str | int] | None = None,
                  archs: Iterable[int] | None = None, seeds: Sequence[int] = (0, 1, 2), epochs: int = 10,
                  noise: float = 0.004, num_classes: int = 10, seed_share: float = 1.0):
-        dataset, teacher = pair.split("/")
+        parsed = Pair.parse(pair, check=False)
+        dataset, teacher = parsed.dataset, parsed.teacher
         self.pair, self.dataset, self.teacher = pair, dataset, teacher
         self._options = {"ops": ops, "archs": None if archs is None else list(archs), "seeds": seeds,
                          "epochs": epochs, "noise": noise, "num_classes": num_classes,
@@ -83,6 +85,7 @@ class SyntheticBench:
             keep = canon
         self.archs = np.asarray(keep, dtype=np.int64)
         self.archs.setflags(write=False)
+        self.rng = np.random.default_rng(0)  # for seed=None reads without an rng, as the real bench's
         self._build()
 
     # --- the made-up tables -----------------------------------------------------------------------
@@ -153,16 +156,16 @@ class SyntheticBench:
             raise ValueError("architecture index out of range")
         return self._row[idx]
 
-    def _seed_col(self, seed, rng) -> int | None:
-        """Column of ``seed`` (None: one recorded seed drawn with ``rng``; 'mean': None)."""
+    def _seed_col(self, seed, rng, n: int | None = None):
+        """Column of ``seed`` ('mean': None; None: a recorded seed drawn with ``rng``, else the bench's own
+        generator, one per architecture when ``n`` architectures are asked at once)."""
         if isinstance(seed, str):
             if seed != "mean":
                 raise ValueError(f"seed must be an int, None or 'mean', got {seed!r}")
             return None
         if seed is None:
-            if rng is None:
-                return 0
-            return int(rng.integers(len(self.seeds)))
+            draw = (rng or self.rng).integers(len(self.seeds), size=n)
+            return draw if n is not None else int(draw)
         if int(seed) not in self.seeds:
             raise ValueError(f"seed {seed} is not recorded for {self.pair}; recorded seeds: {list(self.seeds)}")
         return self.seeds.index(int(seed))
@@ -203,8 +206,9 @@ class SyntheticBench:
             raise ValueError(f"unknown metric {metric!r}{hint}; valid choices: {', '.join(allowed)}")
 
     # --- the bench surface ------------------------------------------------------------------------
-    def query(self, arch, metric: str = "valid_acc", epoch: int | None = None, seed=None, rng=None,
-              budget=None, kd_temperature: float | None = None, kd_alpha: float | None = None) -> float:
+    def query(self, arch, metric: str = "valid_acc", *, epoch: int | None = None, seed=None,
+              rng: np.random.Generator | None = None, budget=None, kd_temperature: float | None = None,
+              kd_alpha: float | None = None) -> float:
         self._check_metric(metric, VALID_METRICS)
         row = self._row[self._index(arch)]
         col = self._seed_col(seed, rng)
@@ -216,12 +220,13 @@ class SyntheticBench:
             _budget_charge(budget, secs * share, share)
         return value
 
-    def query_many(self, archs, metric: str = "valid_acc", epoch: int | None = None, seed=0,
-                   budget=None) -> np.ndarray:
+    def query_many(self, archs, metric: str = "valid_acc", *, epoch: int | None = None, seed=None,
+                   rng: np.random.Generator | None = None, budget=None, kd_temperature: float | None = None,
+                   kd_alpha: float | None = None) -> np.ndarray:
         self._check_metric(metric, VALID_METRICS)
         rows = self._rows(archs)
-        col = self._seed_col(seed, None)
-        out = self._values(rows, metric, epoch, col)
+        col = self._seed_col(seed, rng, len(rows))
+        out = self._values(rows, metric, epoch, col, self._kd_delta(kd_temperature, kd_alpha))
         if budget is not None:
             secs = self._seconds[rows].mean(1)
             share = 1.0 if epoch is None else int(epoch) / self.epochs
@@ -232,24 +237,27 @@ class SyntheticBench:
             budget.charge(float(secs.sum()), queries=len(secs), share=share)
         return out
 
-    def test(self, arch, metric: str = "test_acc", seed="mean", kd_temperature: float | None = None,
+    def test(self, arch, metric: str = "test_acc", *, seed="mean", kd_temperature: float | None = None,
              kd_alpha: float | None = None) -> float:
         self._check_metric(metric, TEST_METRICS)
         row = self._row[self._index(arch)]
         kd = self._kd_delta(kd_temperature, kd_alpha)
         return float(self._values(np.array([row]), metric, None, self._seed_col(seed, None), kd)[0])
 
-    def test_many(self, archs, metric: str = "test_acc", seed="mean") -> np.ndarray:
+    def test_many(self, archs, metric: str = "test_acc", *, seed="mean", kd_temperature: float | None = None,
+                  kd_alpha: float | None = None) -> np.ndarray:
         self._check_metric(metric, TEST_METRICS)
-        return self._values(self._rows(archs), metric, None, self._seed_col(seed, None))
+        rows = self._rows(archs)
+        return self._values(rows, metric, None, self._seed_col(seed, None, len(rows)),
+                            self._kd_delta(kd_temperature, kd_alpha))
 
     def cost(self, arch, epoch: int | None = None) -> float:
         secs = float(self._seconds[self._row[self._index(arch)]].mean())
         return secs if epoch is None else secs * int(epoch) / self.epochs
 
-    def best(self, metric: str = "test_acc", seed="mean") -> tuple[int, float]:
+    def best(self, metric: str = "test_acc", *, seed="mean") -> tuple[int, float]:
         if metric in TEST_METRICS:
-            vals = self.test_many(self.archs, metric, seed)
+            vals = self.test_many(self.archs, metric, seed=seed)
         else:
             vals = self.query_many(self.archs, metric, seed=seed)
         i = int(np.argmin(vals) if metric.endswith("_loss") else np.argmax(vals))
@@ -259,6 +267,12 @@ class SyntheticBench:
         row = self._row[self._index(arch)]
         return {"params": int(self._params[row]), "flops": int(self._flops[row]),
                 "latency_ms": float(self._latency[row])}
+
+    def info_many(self, archs, key: str = "params") -> np.ndarray:
+        facts = {"params": self._params, "flops": self._flops, "latency_ms": self._latency}
+        if key not in facts:
+            raise ValueError(f"unknown architecture fact {key!r}; valid: {', '.join(facts)}")
+        return np.asarray(facts[key][self._rows(archs)], dtype=np.float64)
 
     def default_pool(self):
         """The other synthetic pairs (made with the same options), opened lazily: what ``search.run``

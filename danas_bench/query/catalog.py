@@ -1,0 +1,75 @@
+"""Which tables exist under a root, and which one ``danas_bench.open(pair)`` reads when a pair has tables
+of several recipes."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+from danas_bench.core.pairs import Pair
+
+_RID = re.compile(r"^[0-9a-f]{16}$")
+
+
+def discover(root: Path | str | None = None) -> dict[str, dict[str, Path]]:
+    """``{pair: {recipe_id: path}}`` of the tables under ``root`` (``tables/<dataset>/<teacher>-<id>.parquet``)."""
+    from danas_bench.core.paths import tables_dir
+
+    root = Path(root) if root is not None else tables_dir()
+    out: dict[str, dict[str, Path]] = {}
+    if not root.is_dir():
+        return out
+    for d in sorted(root.iterdir()):
+        if not d.is_dir() or d.name in ("teachers", "shards") or d.name.startswith("."):
+            continue
+        for f in sorted(d.glob("*.parquet")):
+            if f.name.startswith((".", "archs-")) or "-" not in f.stem:
+                continue
+            teacher, rid = f.stem.rsplit("-", 1)
+            if _RID.match(rid):
+                out.setdefault(f"{d.name}/{teacher}", {})[rid] = f
+    return out
+
+
+def choose(pair: str, found: dict[str, Path], recipe_id: str | None) -> Path:
+    """The table of ``recipe_id``; else the only one; else the dataset's configured recipe's; else the
+    newest (with a warning)."""
+    if recipe_id is not None:
+        if recipe_id not in found:
+            raise ValueError(f"{pair} has no table of recipe {recipe_id!r}; recipes present: {sorted(found)}")
+        return found[recipe_id]
+    if len(found) == 1:
+        return next(iter(found.values()))
+    try:  # the dataset's configured recipe (conf/recipe/<dataset>.yaml), when it is among them
+        from danas_bench.core.recipe import recipe_for
+
+        rid = recipe_for(Pair.parse(pair).dataset).recipe_id
+        if rid in found:
+            return found[rid]
+    except ValueError:
+        pass
+    newest = max(found.values(), key=lambda p: p.stat().st_mtime)
+    warnings.warn(f"{pair} has tables of several recipes {sorted(found)}; opening the newest, {newest.name}; "
+                  f"pass recipe_id= to choose", stacklevel=3)
+    return newest
+
+
+def check_planned_seeds(path: Path, meta: dict, seeds: list, root: Path, pair: str, recipe_id: str) -> None:
+    """TableError unless a table's seeds are among the planned ones (recorded in the metadata since merges
+    write it, else in the shards' plan.json when it is there): a table with other seeds is damaged."""
+    planned = meta.get("seeds")
+    if planned is None:
+        plan = root / "shards" / Pair.parse(pair).slug / recipe_id / "plan.json"
+        if plan.is_file():
+            import json
+
+            try:
+                planned = sorted({sh["seed"] for sh in json.loads(plan.read_text())["shards"]})
+            except (ValueError, KeyError, TypeError):
+                planned = None  # a damaged plan is generate's business; the MANIFEST vouches for the table
+    if planned is not None and not set(seeds) <= set(planned):
+        from danas_bench.core.schema import TableError
+
+        raise TableError(f"{path}: holds seeds {seeds} but its plan has seeds {planned}; the file "
+                         f"is damaged: restore it from git or regenerate it")
