@@ -101,7 +101,7 @@ def test_command_writes_a_verified_table_that_queries_read(digits_root, tmp_path
     t = tb.read(path)
     est = {m: t.column(m).to_numpy().astype(np.float64) for m in meta["metrics"]}
     canon = space.canonical_table()
-    for m, arr in est.items():  # isomorphic architectures share one value: their canonical one's
+    for arr in est.values():  # isomorphic architectures share one value: their canonical one's
         assert np.isfinite(arr).all() and (arr == arr[canon]).all()
     assert b.query(space.EXAMPLE, "valid_acc", seed="expected") == est["valid_acc"][space.to_index(space.EXAMPLE)]
     assert (b.query_many(np.arange(space.N_ARCHS), "valid_acc", seed="expected") == est["valid_acc"]).all()

@@ -14,6 +14,13 @@ import pytest
 import torch
 
 from danas_bench.training import data
+from danas_bench.training import engine
+from danas_bench.training import native
+from danas_bench.core import space
+from danas_bench.training.fused import FusedStudents
+from danas_bench.training.fused_ops import _Conv, uses_native
+from danas_bench.core.recipe import KD, Recipe
+from danas_bench.core.pairs import TEACHERS
 
 N_TRAIN, N_TEST = 60, 12  # records in the fixture's train files and its test file (official: 50,000 + 10,000)
 
@@ -157,13 +164,6 @@ def test_no_pickle_on_the_load_path():
 
 # --- the engine on any device ---------------------------------------------------------------------
 
-from danas_bench.training import engine
-from danas_bench.training import native
-from danas_bench.core import space  # noqa: E402
-from danas_bench.training.fused import FusedStudents  # noqa: E402
-from danas_bench.training.fused_ops import _Conv, uses_native  # noqa: E402
-from danas_bench.core.recipe import KD, Recipe  # noqa: E402
-from danas_bench.core.pairs import TEACHERS
 
 TINY = {"width": 4, "epochs": 1, "batch_size": 32}
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/tier_l_gpu.sh runs these)")

@@ -193,7 +193,6 @@ def fit_pair(pair: str, root: Path | None = None, recipe_id: str | None = None, 
 
     root = Path(root) if root is not None else tables_dir()
     b = bm.open(pair, root, fallback="error", recipe_id=recipe_id)  # the same table choice as open()
-    sources = {m: b.path for m in BASE_METRICS}
     none_path = None
     if b.teacher != "none":
         try:
@@ -206,7 +205,7 @@ def fit_pair(pair: str, root: Path | None = None, recipe_id: str | None = None, 
     if model != "auto" and model not in candidates:
         raise ValueError(f"model {model!r} is not among the candidates {sorted(candidates)}")
     metrics = list(BASE_METRICS) + (list(GAIN_METRICS) if none_path is not None else [])
-    estimates, validation, chosen_by = {}, {}, {}
+    estimates, validation = {}, {}
     names = list(candidates) if model == "auto" else [model]
     for m in metrics:
         rows = _rows(b.path, m) if m in BASE_METRICS else _gain_rows(b.path, none_path, GAIN_METRICS[m])
@@ -299,7 +298,7 @@ def validation_lines(metas: dict[str, dict], all_candidates: bool = False) -> li
                 if "expected" not in v:
                     L.append(f"| {pair} | {m} | {n} | {v['archs']} | {v.get('note', 'n/a')} | | | | |")
                     continue
-                cell = lambda k: " / ".join(_f(v[x][k]) for x in ("single", "expected", "others_mean"))  # noqa: E731
+                cell = lambda k, v=v: " / ".join(_f(v[x][k]) for x in ("single", "expected", "others_mean"))  # noqa: E731
                 star = " (chosen)" if all_candidates and n == meta["model"] else ""
                 L.append(f"| {pair} | {m} | {n}{star} | {v['archs']} ({v['held_out_seeds']}) | {cell('kendall')} | "
                          f"{cell('spearman')} | {cell('mae')} | {cell('top1')} | {cell('top5')} |")

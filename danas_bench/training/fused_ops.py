@@ -31,6 +31,8 @@ from torch.nn import functional as F
 from danas_bench.core import space
 from danas_bench.training import native
 
+CPU = torch.device("cpu")  # the default device of the cached pooling constants
+
 CONV_OPS = (space.OP_INDEX["nor_conv_1x1"], space.OP_INDEX["nor_conv_3x3"])
 SKIP, POOL = space.OP_INDEX["skip_connect"], space.OP_INDEX["avg_pool_3x3"]
 
@@ -143,7 +145,7 @@ def _lowp(device: torch.device) -> torch.dtype | None:
 
 
 @functools.lru_cache(maxsize=None)
-def _inv_count(w: int, k: int, device: torch.device = torch.device("cpu")) -> torch.Tensor:
+def _inv_count(w: int, k: int, device: torch.device = CPU) -> torch.Tensor:
     """1 / (number of non-padding cells) of a stride-1 'same' 1-D average pool: count_include_pad=False.
     Cached per device, so made outside inference mode (evaluation) even when first asked for there: an
     inference tensor cannot be saved for a later training step's backward."""
@@ -153,7 +155,7 @@ def _inv_count(w: int, k: int, device: torch.device = torch.device("cpu")) -> to
 
 
 @functools.lru_cache(maxsize=None)
-def _pool_matrix(shape: tuple[int, ...], k: int, device: torch.device = torch.device("cpu")) -> torch.Tensor:
+def _pool_matrix(shape: tuple[int, ...], k: int, device: torch.device = CPU) -> torch.Tensor:
     """(n, n) matrix M, n = prod(shape), with ``x.flatten() @ M`` = the 'same' k-wide average pool
     over a plane (or row) of ``shape``, padding excluded from the counts (folded in). Made on the CPU
     outside inference mode, like :func:`_inv_count`, and cached per device."""

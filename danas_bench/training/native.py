@@ -164,27 +164,27 @@ def _call(name: str, *args) -> None:
 
 def conv3(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, groups: int) -> torch.Tensor:
     """``conv2d(x, w, bias, 1, (0, 1), 1, groups)`` for w of shape (G*co, ci, 1, 3)."""
-    g, ci, co, b, l = _dims(x, w, groups, *([] if bias is None else [bias]))
+    g, ci, co, b, n = _dims(x, w, groups, *([] if bias is None else [bias]))
     if bias is not None and bias.numel() != g * co:
         raise ValueError(f"conv3: bias has {bias.numel()} values for {g * co} output channels")
     x, w = x.contiguous(), w.contiguous()
     bias = None if bias is None else bias.contiguous()
-    y = x.new_empty((1, g * co, b, l))
+    y = x.new_empty((1, g * co, b, n))
     _call("conv3_forward", x.data_ptr(), w.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(),
-          g, ci, co, b, l)
+          g, ci, co, b, n)
     return y
 
 
 def conv3_backward(grad: torch.Tensor, x: torch.Tensor, w: torch.Tensor, groups: int):
     """(input gradient, weight gradient) of :func:`conv3` without bias."""
-    g, ci, co, b, l = _dims(x, w, groups, grad)
-    if tuple(grad.shape) != (1, g * co, b, l):
-        raise ValueError(f"conv3_backward: gradient of shape {tuple(grad.shape)} for an output of {(1, g * co, b, l)}")
+    g, ci, co, b, n = _dims(x, w, groups, grad)
+    if tuple(grad.shape) != (1, g * co, b, n):
+        raise ValueError(f"conv3_backward: gradient of shape {tuple(grad.shape)} for an output of {(1, g * co, b, n)}")
     grad, x = grad.contiguous(), x.contiguous()
     # the input gradient is the forward convolution of grad with each group's weight transposed
     # (in <-> out) and flipped (tap t <-> 2 - t)
     wt = w.reshape(g, co, ci, 3).transpose(1, 2).flip(-1).contiguous()
     gx, gw = torch.empty_like(x), torch.empty((g * co, ci, 3), dtype=x.dtype)
-    _call("conv3_forward", grad.data_ptr(), wt.data_ptr(), None, gx.data_ptr(), g, co, ci, b, l)
-    _call("conv3_weight_grad", grad.data_ptr(), x.data_ptr(), gw.data_ptr(), g, ci, co, b, l)
+    _call("conv3_forward", grad.data_ptr(), wt.data_ptr(), None, gx.data_ptr(), g, co, ci, b, n)
+    _call("conv3_weight_grad", grad.data_ptr(), x.data_ptr(), gw.data_ptr(), g, ci, co, b, n)
     return gx, gw.view(w.shape)
