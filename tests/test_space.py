@@ -71,7 +71,7 @@ def nb201_unique_str(arch: str) -> str:
 
 
 def coarse_key(arch: str) -> str:
-    """The coarser rule that DESIGN.md rejects: zero terms are dropped instead of kept."""
+    """A coarser rule than NAS-Bench-201's (and ours): zero terms are dropped instead of kept."""
     nodes = {0: "0"}
     for i, group in enumerate(arch.split("+")):
         terms = []
