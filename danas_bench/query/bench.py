@@ -30,7 +30,7 @@ from danas_bench.core.budget import Budget, BudgetExhausted  # noqa: F401  (re-e
 from danas_bench.core.pairs import Pair
 from danas_bench.core.recipe import KD, Recipe, check_kd
 from danas_bench.query import facts
-from danas_bench.query.catalog import check_planned_seeds, choose, discover
+from danas_bench.query.catalog import LazyPool, check_planned_seeds, choose, discover
 from danas_bench.query.live import LiveTrainer
 from danas_bench.query.metrics import INFO, LOWER_IS_BETTER, check_seed, colkey
 from danas_bench.query.overlay import Overlay
@@ -511,6 +511,14 @@ class Bench:
     def descriptor(self) -> np.ndarray:
         """The task's description vector (DaSS's task embedding), from the teacher's cached logits."""
         return facts.logit_descriptor(self.dataset, self.teacher)
+
+    def default_pool(self) -> LazyPool:
+        """Every table under this bench's root, opened lazily (with this bench's ``fallback`` and
+        ``allow_unlisted``), this bench for its own pair: what ``search.run`` reads other pairs from when
+        it is given no pool."""
+        root, fallback, unlisted = self.root, self.fallback, self.allow_unlisted
+        return LazyPool(discover(root), lambda pair: open(pair, root, fallback, allow_unlisted=unlisted),
+                        {self.pair: self})
 
     def frame(self):
         """The table and the overlay rows (overlay first) as a polars DataFrame, for analysis."""

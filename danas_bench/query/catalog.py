@@ -1,10 +1,11 @@
-"""Which tables exist under a root, and which one ``danas_bench.open(pair)`` reads when a pair has tables
-of several recipes."""
+"""Which tables exist under a root, which one ``danas_bench.open(pair)`` reads when a pair has tables
+of several recipes, and :class:`LazyPool`, a pool of benches that opens each pair on first access."""
 
 from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from danas_bench.core.pairs import Pair
@@ -30,6 +31,31 @@ def discover(root: Path | str | None = None) -> dict[str, dict[str, Path]]:
             if _RID.match(rid):
                 out.setdefault(f"{d.name}/{teacher}", {})[rid] = f
     return out
+
+
+class LazyPool(Mapping):
+    """A pool of benches that opens each pair on first access: ``LazyPool(pairs, opener, opened)``.
+
+    ``opened``: benches already open (``{pair: bench}``), handed out as they are. What a bench's
+    ``default_pool()`` returns and what ``danas_bench.search.run`` reads other pairs from."""
+
+    def __init__(self, pairs, opener: Callable[[str], object], opened: Mapping | None = None):
+        self._pairs = sorted(set(pairs) | set(opened or {}))
+        self._opener = opener
+        self._opened = dict(opened or {})
+
+    def __getitem__(self, pair: str):
+        if pair not in self._opened:
+            if pair not in self._pairs:
+                raise KeyError(f"no pair {pair!r}; pairs: {', '.join(self._pairs)}")
+            self._opened[pair] = self._opener(pair)
+        return self._opened[pair]
+
+    def __iter__(self):
+        return iter(self._pairs)
+
+    def __len__(self) -> int:
+        return len(self._pairs)
 
 
 def choose(pair: str, found: dict[str, Path], recipe_id: str | None) -> Path:

@@ -26,6 +26,8 @@ import numpy as np
 import polars as pl
 
 from danas_bench.core import space
+from danas_bench.core.budget import Budget
+from danas_bench.query.catalog import LazyPool
 
 SCORINGS = ("heldout_seeds", "expected")
 VISIBLE_STREAM = 0x5EED  # the visible seed's RNG stream: shared by every searcher (matched runs)
@@ -76,6 +78,7 @@ class Space:
         self.archs.setflags(write=False)
         rows = rows.filter(pl.col("arch_index").is_in(keep))
         self._rows = rows
+        self._costs: np.ndarray | None = None
         seeds = sorted(int(s) for s in rows["seed"].unique())
         self.seeds = seeds
         self.visible_seeds = [s for s in seeds if rows.filter(pl.col("seed") == s)["arch_index"].n_unique()
@@ -86,7 +89,7 @@ class Space:
 
     def costs(self, bench) -> np.ndarray:
         """:func:`arch_costs` of the architectures on offer (computed once)."""
-        if getattr(self, "_costs", None) is None:
+        if self._costs is None:
             self._costs = arch_costs(bench, self.archs)
         return self._costs
 
@@ -135,6 +138,7 @@ class Target:
 
     name = "target"
     min_seeds = 1
+    metric = "test_acc"  # what the score is of (a view's test reads must ask for it)
     note = ""
 
     def __init__(self, bench, space_: Space | None = None):
@@ -193,8 +197,7 @@ class Expected(Target):
         super().__init__(bench, space_)
         self.metric = metric
         try:
-            many = getattr(bench, "test_many", None)
-            vals = np.asarray(many(self.space.archs, metric, seed="expected"), dtype=float)
+            vals = np.asarray(bench.test_many(self.space.archs, metric, seed="expected"), dtype=float)
         except (ValueError, KeyError, LookupError, FileNotFoundError, TypeError, NotImplementedError) as e:
             raise Unavailable(f"{self.pair}: no expected-accuracy view ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:200] if str(e) else 'not provided'})") from None
@@ -229,7 +232,7 @@ def arch_costs(bench, archs: np.ndarray) -> np.ndarray:
     ``a, b >= 0``. The same architecture costs the same in every run of every searcher.
     """
     archs = np.asarray(archs, dtype=np.int64)
-    flops = _facts(bench, archs, "flops")
+    flops = np.asarray(bench.info_many(archs, "flops"), dtype=float)
     rows = shipped_rows(bench, ["arch_index", "train_seconds"])
     if "train_seconds" not in rows.columns or rows.height == 0:
         return np.ones(len(archs))
@@ -237,7 +240,7 @@ def arch_costs(bench, archs: np.ndarray) -> np.ndarray:
     sec = (rows.with_columns(pl.Series("arch_index", canon[rows["arch_index"].to_numpy().astype(np.int64)]))
            .group_by("arch_index").agg(pl.col("train_seconds").cast(pl.Float64).mean()).sort("arch_index"))
     a_all = sec["arch_index"].to_numpy()
-    x = _facts(bench, a_all, "flops")
+    x = np.asarray(bench.info_many(a_all, "flops"), dtype=float)
     y = sec["train_seconds"].to_numpy()
     ok = np.isfinite(x) & np.isfinite(y)
     if ok.sum() >= 2 and np.ptp(x[ok]) > 0:
@@ -250,24 +253,21 @@ def arch_costs(bench, archs: np.ndarray) -> np.ndarray:
     return a + b * np.nan_to_num(flops, nan=float(np.nanmedian(x[ok])) if ok.any() else 0.0)
 
 
-def _facts(bench, archs: np.ndarray, key: str) -> np.ndarray:
-    many = getattr(bench, "info_many", None)
-    if callable(many):
-        return np.asarray(many(archs, key), dtype=float)
-    return np.array([bench.info(int(a))[key] for a in archs], dtype=float)
-
-
 # --- what a run searches ---------------------------------------------------------------------------------
 
 
 class SearchView:
     """One pair as one run sees it: the visible seed over the searched space, scored by a target.
 
-    It has the query surface :func:`danas_bench.search.run` and :class:`danas_bench.search.Problem` use.
+    A :class:`danas_bench.search.protocol.BenchLike` (the real bench's signatures): the bench the
+    leaderboard hands :func:`danas_bench.search.run` and :class:`danas_bench.search.Problem`.
     ``query`` / ``query_many`` answer the *visible* seed whatever seed is asked (a searcher cannot read
-    another seed) and charge the deterministic cost; ``test`` / ``best`` answer the target (never the
-    visible seed); architectures outside the space and off-table KD settings are refused (they would be
-    trained live, outside the shipped rows).
+    another seed) and charge the deterministic cost; ``test`` / ``test_many`` / ``best`` answer the
+    target (never the visible seed). Refused, with an error that says why: architectures outside the
+    space (``KeyError``), off-table KD settings (they would be trained live, outside the shipped rows),
+    metrics other than ``valid_acc`` for reads and the target's metric for test reads, test reads at a
+    seed other than ``"mean"`` (``ValueError``), and test reads on a view without a target
+    (``PermissionError``).
     """
 
     source = "view"
@@ -282,9 +282,7 @@ class SearchView:
         self.archs = space_.archs
         self.visible = int(visible)
         self.seeds = (self.visible,)
-        self.epochs = getattr(bench, "epochs", None)
-        self.meta = dict(getattr(bench, "meta", {}) or {})
-        self.root = getattr(bench, "root", None)
+        self.epochs = int(bench.epochs)
         self._valid = space_.column("valid_acc", self.visible)
         self._curves: dict[int, np.ndarray | None] = {}
         if costs is None:
@@ -308,10 +306,15 @@ class SearchView:
                            f"({self._space.describe()})")
         return pos
 
+    def _check_kd(self, kd_temperature, kd_alpha) -> None:
+        if kd_temperature is not None or kd_alpha is not None:
+            raise ValueError(f"{self.pair}: off-table KD settings are trained live; the leaderboard scores "
+                             f"shipped rows only")
+
     def _values(self, pos: np.ndarray, metric: str, epoch) -> np.ndarray:
         if metric != "valid_acc":
             raise ValueError(f"{self.pair}: the leaderboard's searchers see valid_acc only, not {metric!r}")
-        if epoch is None or (self.epochs is not None and int(epoch) >= self.epochs):
+        if epoch is None or int(epoch) >= self.epochs:
             return self._valid[pos]
         e = int(epoch)
         if e not in self._curves:
@@ -322,42 +325,62 @@ class SearchView:
                              for p in pos])
         return cur[pos]
 
-    def query(self, arch, metric: str = "valid_acc", epoch: int | None = None, seed=None, rng=None,
-              budget=None, kd_temperature=None, kd_alpha=None) -> float:
-        if kd_temperature is not None or kd_alpha is not None:
-            raise ValueError(f"{self.pair}: off-table KD settings are trained live; the leaderboard scores "
-                             f"shipped rows only")
+    def query(self, arch, metric: str = "valid_acc", *, epoch: int | None = None, seed=None,
+              rng: np.random.Generator | None = None, budget: Budget | None = None,
+              kd_temperature: float | None = None, kd_alpha: float | None = None) -> float:
+        """``metric`` (valid_acc only) of ``arch`` at the visible seed, whatever ``seed`` and ``rng`` say."""
+        self._check_kd(kd_temperature, kd_alpha)
         pos = self._pos(arch)
         if budget is not None:
-            share = 1.0 if epoch is None or self.epochs is None else min(int(epoch) / self.epochs, 1.0)
+            share = 1.0 if epoch is None else min(int(epoch) / self.epochs, 1.0)
             budget.charge(self.cost(int(self.archs[pos[0]]), epoch), queries=1, share=share)
         return float(self._values(pos, metric, epoch)[0])
 
-    def query_many(self, archs, metric: str = "valid_acc", epoch: int | None = None, seed=None,
-                   budget=None, rng=None, **_) -> np.ndarray:
+    def query_many(self, archs, metric: str = "valid_acc", *, epoch: int | None = None, seed=None,
+                   rng: np.random.Generator | None = None, budget: Budget | None = None,
+                   kd_temperature: float | None = None, kd_alpha: float | None = None) -> np.ndarray:
+        """``query`` for many architectures; the budget is charged the sum."""
+        self._check_kd(kd_temperature, kd_alpha)
         pos = self._pos(np.asarray(archs))
         if budget is not None:
-            scale = 1.0 if epoch is None or self.epochs is None else int(epoch) / self.epochs
+            scale = 1.0 if epoch is None else int(epoch) / self.epochs
             budget.charge(float(self._costs[pos].sum()) * scale, queries=len(pos), share=min(scale, 1.0))
         return self._values(pos, metric, epoch)
 
     def cost(self, arch, epoch: int | None = None) -> float:
         c = float(self._costs[self._pos(arch)[0]])
-        return c if epoch is None or self.epochs is None else c * int(epoch) / self.epochs
+        return c if epoch is None else c * int(epoch) / self.epochs
 
     def _need_target(self) -> np.ndarray:
         if self._score is None:
             raise PermissionError(f"{self.pair}: this view has no scoring target")
         return self._score
 
-    def test(self, arch, metric: str = "test_acc", seed=None, **_) -> float:
-        return float(self._need_target()[self._pos(arch)[0]])
-
-    def test_many(self, archs, metric: str = "test_acc", seed=None, **_) -> np.ndarray:
-        return self._need_target()[self._pos(np.asarray(archs))]
-
-    def best(self, metric: str = "test_acc", seed=None) -> tuple[int, float]:
+    def _scores(self, metric: str, seed, kd_temperature=None, kd_alpha=None) -> np.ndarray:
+        """The target's scores, after checking that a test read asks for what the target answers."""
         s = self._need_target()
+        if not (isinstance(seed, str) and seed == "mean"):
+            raise ValueError(f"{self.pair}: a view's test reads answer its {self.scoring} target, which never "
+                             f"reads the visible seed; seed={seed!r} is refused (leave the default 'mean')")
+        if metric != self._target.metric:
+            raise ValueError(f"{self.pair}: the {self.scoring} target scores {self._target.metric!r}, "
+                             f"not {metric!r}")
+        self._check_kd(kd_temperature, kd_alpha)
+        return s
+
+    def test(self, arch, metric: str = "test_acc", *, seed="mean", kd_temperature: float | None = None,
+             kd_alpha: float | None = None) -> float:
+        """The target's score of ``arch`` (uncharged)."""
+        return float(self._scores(metric, seed, kd_temperature, kd_alpha)[self._pos(arch)[0]])
+
+    def test_many(self, archs, metric: str = "test_acc", *, seed="mean", kd_temperature: float | None = None,
+                  kd_alpha: float | None = None) -> np.ndarray:
+        """The target's scores of ``archs`` (uncharged)."""
+        return self._scores(metric, seed, kd_temperature, kd_alpha)[self._pos(np.asarray(archs))]
+
+    def best(self, metric: str = "test_acc", *, seed="mean") -> tuple[int, float]:
+        """(architecture, score) of the target's best architecture in the searched space."""
+        s = self._scores(metric, seed)
         i = int(np.argmax(s))
         return int(self.archs[i]), float(s[i])
 
@@ -365,12 +388,25 @@ class SearchView:
         return dict(self._bench.info(arch))
 
     def info_many(self, archs, key: str = "params") -> np.ndarray:
-        return _facts(self._bench, np.asarray(archs, dtype=np.int64), key)
+        return np.asarray(self._bench.info_many(np.asarray(archs, dtype=np.int64), key), dtype=float)
 
     def descriptor(self) -> np.ndarray:
-        from danas_bench.search.runner import describe
+        return np.asarray(self._bench.descriptor(), dtype=np.float32)
 
-        return describe(self._bench)
+    def default_pool(self) -> LazyPool:
+        """The pairs beside this one as this run sees them: the underlying bench's ``default_pool()``,
+        every other pair an unscored view over its own space of the same kind (as many seeds per
+        architecture) at this view's visible seed, or at the first seed that covers that space where
+        this one does not (what the leaderboard hands each run as its pool)."""
+        base = self._bench.default_pool()
+        min_seeds = self._space.min_seeds
+
+        def view(pair: str) -> SearchView:
+            bench = base[pair]
+            sp = Space(bench, min_seeds)
+            return SearchView(bench, sp, self.visible if self.visible in sp.visible_seeds else sp.visible_seeds[0])
+
+        return LazyPool(list(base), view, {self.pair: self})
 
     def __repr__(self) -> str:
         return (f"SearchView({self.pair!r}, visible seed {self.visible}, {len(self.archs)} archs, "

@@ -1,9 +1,12 @@
 """What the runner and the searchers use from a bench, written down as one :class:`typing.Protocol`.
 
-:class:`danas_bench.query.bench.Bench` (the real tables) and
-:class:`danas_bench.search.synthetic.SyntheticBench` (made-up tables for fast tests) both satisfy it;
-``tests/test_protocol.py`` checks that their methods' parameters match these, name for name. The
-runner calls these members unconditionally: a bench of your own must provide all of them.
+:class:`danas_bench.query.bench.Bench` (the real tables),
+:class:`danas_bench.search.synthetic.SyntheticBench` (made-up tables for fast tests) and the
+leaderboard's :class:`danas_bench.reports.heldout.SearchView` (one visible seed, validation only) all
+satisfy it; ``tests/test_protocol.py`` checks that their methods' parameters match these, name for
+name. The runner calls these members unconditionally: a bench of your own must provide all of them.
+A bench that must refuse a read (the view refuses test reads at another seed) raises an error saying
+why; it never changes the signature.
 
 Every read takes the architecture(s) and the metric positionally and the rest by keyword, in one
 order: ``epoch, seed, rng, budget, kd_temperature, kd_alpha``. The seed rule: ``seed=None`` samples one
@@ -14,7 +17,7 @@ scoring reads (``test``, ``test_many``, ``best``) to "mean".
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -63,3 +66,9 @@ class BenchLike(Protocol):
 
     def descriptor(self) -> np.ndarray:
         """A fixed-length description of the task (teacher and dataset), for meta-learning."""
+
+    def default_pool(self) -> Mapping[str, BenchLike]:
+        """The pairs beside this one, ``{pair: bench}`` (this bench for its own pair; a
+        :class:`danas_bench.query.catalog.LazyPool` opens the others on first use): what the runner reads
+        other pairs from (NAS-without-KD's ``none`` pair, meta-learning) when it is given no pool. A bench
+        with no other pairs returns ``{self.pair: self}``."""

@@ -42,6 +42,7 @@ import numpy as np
 import polars as pl
 
 from danas_bench.core import space
+from danas_bench.query.catalog import LazyPool  # noqa: F401  (re-exported: danas_bench.search.LazyPool)
 from danas_bench.search.protocol import BenchLike
 
 # --- the protocol ---------------------------------------------------------------------------------
@@ -298,15 +299,15 @@ def run(searcher: Searcher, bench: BenchLike, budget, seed: int, *, pool: Pool |
 
     ``budget``: a fresh Budget, or ``{"queries": n, "seconds": s}``, or an int (queries).
     ``pool``: the other pairs (a dict pair -> bench, or a function pair -> bench) that asks on other
-    pairs (NAS-without-KD's ``none`` pair) and meta-learning (DaSS) read; default: every table beside
-    ``bench`` (opened lazily), or the bench's own ``default_pool()``.
+    pairs (NAS-without-KD's ``none`` pair) and meta-learning (DaSS) read; default: the bench's
+    ``default_pool()`` (for real tables: every table under its root, opened lazily).
     Returns the trajectory, one row per charged query (columns: :data:`TRAJECTORY_SCHEMA`).
     """
     from danas_bench.core.budget import BudgetExhausted
 
     budget = make_budget(budget)
     if pool is None:
-        pool = _default_pool(bench)
+        pool = bench.default_pool()
     problem = Problem(bench, pool)
     rng = np.random.default_rng(seed)
     query_rng = np.random.default_rng([seed, 1])  # the bench's seed draws: independent of the searcher's
@@ -366,42 +367,6 @@ def run(searcher: Searcher, bench: BenchLike, budget, seed: int, *, pool: Pool |
     return frame.with_columns(pl.lit(searcher.name).alias("searcher"), pl.lit(searcher.config_id()).alias("config_id"),
                               pl.lit(bench.pair).alias("pair"), pl.lit(int(seed), pl.Int64).alias("seed")
                               ).select(list(TRAJECTORY_SCHEMA))
-
-
-class LazyPool(Mapping):
-    """A pool of benches that opens each pair on first access: ``LazyPool(pairs, opener)``."""
-
-    def __init__(self, pairs, opener: Callable[[str], object], opened: Mapping | None = None):
-        self._pairs = sorted(set(pairs) | set(opened or {}))
-        self._opener = opener
-        self._opened = dict(opened or {})
-
-    def __getitem__(self, pair: str):
-        if pair not in self._opened:
-            if pair not in self._pairs:
-                raise KeyError(f"no pair {pair!r}; pairs: {', '.join(self._pairs)}")
-            self._opened[pair] = self._opener(pair)
-        return self._opened[pair]
-
-    def __iter__(self):
-        return iter(self._pairs)
-
-    def __len__(self) -> int:
-        return len(self._pairs)
-
-
-def _default_pool(bench) -> Pool:
-    """The pairs beside ``bench``: its own ``default_pool()``, else every table under its root."""
-    own = getattr(bench, "default_pool", None)
-    if callable(own):
-        return own()
-    from danas_bench.query.bench import open as open_bench
-    from danas_bench.query.catalog import discover
-
-    root = getattr(bench, "root", None)
-    fallback = getattr(bench, "fallback", "live")
-    kw = {"allow_unlisted": True} if getattr(bench, "allow_unlisted", False) else {}  # opened alike
-    return LazyPool(discover(root), lambda pair: open_bench(pair, root, fallback, **kw), {bench.pair: bench})
 
 
 def final(frame: pl.DataFrame) -> dict:

@@ -277,7 +277,7 @@ class SyntheticBench:
     def default_pool(self):
         """The other synthetic pairs (made with the same options), opened lazily: what ``search.run``
         uses when it is given no pool."""
-        from danas_bench.search.runner import LazyPool
+        from danas_bench.query.catalog import LazyPool
 
         pairs = [f"{d}/{t}" for d in dict.fromkeys((*DATASETS[:2], self.dataset)) for t in TEACHERS]
         return LazyPool(pairs, lambda p: SyntheticBench(p, **self._options), {self.pair: self})
