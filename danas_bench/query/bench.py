@@ -34,8 +34,8 @@ from danas_bench.query.catalog import LazyPool, check_planned_seeds, choose, dis
 from danas_bench.query.live import LiveTrainer
 from danas_bench.query.metrics import INFO, LOWER_IS_BETTER, check_seed, colkey
 from danas_bench.query.overlay import Overlay
-from danas_bench.query.store import (CURVES, Store, Stores, TableFile, arch_index, arch_indices, canon, kd_key,
-                                     pyarr, seed_mean)
+from danas_bench.query.store import (CURVES, N, Store, Stores, TableFile, arch_index, arch_indices, canon,
+                                     kd_key, pyarr, seed_mean)
 from danas_bench.tables.manifest import check_listed
 
 FALLBACKS = ("live", "error")
@@ -85,6 +85,7 @@ class Bench:
                                 f"not the recorded recipe_id {self.recipe_id}")
         self.kd = KD(**self.meta["kd"])
         self.epochs = int(self.recipe.epochs)
+        self._where = f"{pair} recipe {self.recipe_id}"  # the table, in messages (formatted once)
         self._rng = rng  # made on first use (numpy.random's import is a tenth of a cold open)
         self._file = TableFile(self.path)
         self._kd_main = kd_key(self.kd.temperature, self.kd.alpha)
@@ -157,7 +158,7 @@ class Bench:
     # --- validation -----------------------------------------------------------------------------
 
     def _colkey(self, metric, epoch, test: bool):
-        return colkey(metric, epoch, test, self.epochs, f"{self.pair} recipe {self.recipe_id}")
+        return colkey(metric, epoch, test, self.epochs, self._where)
 
     def _check_seed(self, seed) -> None:
         check_seed(seed, self.pair, self.seeds)
@@ -199,8 +200,13 @@ class Bench:
         the class docstring. ``epoch``: None is the final value, 1..epochs reads the curve. ``budget`` is
         charged one query and the recorded training seconds (scaled to the epoch) before the answer;
         :class:`BudgetExhausted` is raised when that does not fit."""
-        i = arch_index(arch)
-        st = self._pick(seed, kd_temperature, kd_alpha)
+        # the two hot spots of a scalar read inlined (each call costs a tenth of the read): arch_index's
+        # in-range int, and Stores.pick at the table's own KD setting (its own setting's store is `main`)
+        i = arch if type(arch) is int and 0 <= arch < N else arch_index(arch)
+        if kd_temperature is None and kd_alpha is None:
+            st = self._st.iso if (seed is None or type(seed) is str) and not self.include_overlay else self._st.main
+        else:
+            st = self._pick(seed, kd_temperature, kd_alpha)
         if type(metric) is not str or not (epoch is None or type(epoch) is int):
             self._colkey(metric, epoch, False)  # ValueError before the caches: 3.0 == 3 as a key
         req = metric if epoch is None else (metric, epoch)
@@ -363,27 +369,32 @@ class Bench:
     def test(self, arch, metric: str = "test_acc", *, seed="mean", kd_temperature: float | None = None,
              kd_alpha: float | None = None) -> float:
         """A test (or any) metric, for scoring; never charged to a budget."""
-        i = arch_index(arch)
+        i = arch if type(arch) is int and 0 <= arch < N else arch_index(arch)  # inlined as in query
         if type(seed) is str and seed == "expected":
             return self._expected(metric, None, True, kd_temperature, kd_alpha)[1][i]
-        st = self._pick(seed, kd_temperature, kd_alpha)
-        colkey = self._colkey(metric, None, True)
-        self._check_seed(seed)
+        if kd_temperature is None and kd_alpha is None:  # Stores.pick at the table's own setting, as in query
+            st = self._st.iso if (seed is None or type(seed) is str) and not self.include_overlay else self._st.main
+        else:
+            st = self._pick(seed, kd_temperature, kd_alpha)
+        key = colkey(metric, None, True, self.epochs, self._where)  # (what _colkey / _check_seed call)
+        check_seed(seed, self.pair, self.seeds)
         req = ("test", metric, None)
-        again = lambda s: self.test(arch, metric, seed=s, kd_temperature=kd_temperature,  # noqa: E731
-                                    kd_alpha=kd_alpha)
         if type(seed) is str:
             if st.n_have_l[i] == 0:
-                return self._miss(i, st, seed, None, again)
-            return st.mean_list(req, colkey)[i]
+                return self._miss(i, st, seed, None, self._test_again(arch, metric, kd_temperature, kd_alpha))
+            return st.mean_list(req, key)[i]
         if seed is None:
             return self.test_many([i], metric, seed=None, kd_temperature=kd_temperature,
                                   kd_alpha=kd_alpha)[0].item()
         p = st.seed_pos.get(int(seed))
         r = st.rows_l[p][i] if p is not None else -1
         if r < 0:
-            return self._miss(i, st, int(seed), None, again)
-        return st.qlist(req, colkey)[r]
+            return self._miss(i, st, int(seed), None, self._test_again(arch, metric, kd_temperature, kd_alpha))
+        return st.qlist(req, key)[r]
+
+    def _test_again(self, arch, metric, kd_temperature, kd_alpha):
+        """``test`` of the same read at another seed (what :meth:`_miss` calls once rows exist)."""
+        return lambda s: self.test(arch, metric, seed=s, kd_temperature=kd_temperature, kd_alpha=kd_alpha)
 
     def test_many(self, archs, metric: str = "test_acc", *, seed="mean", kd_temperature: float | None = None,
                   kd_alpha: float | None = None) -> np.ndarray:

@@ -320,7 +320,9 @@ class Stores:
 
     def pick(self, seed, key: tuple, include_overlay: bool) -> Store:
         """The store that answers ``seed`` at KD setting ``key``: ``iso`` for "mean" / "expected" / None at
-        the table's own setting unless ``include_overlay``, else that setting's store."""
+        the table's own setting unless ``include_overlay``, else that setting's store. (``Bench.query`` and
+        ``Bench.test`` inline this rule for the table's own setting, whose store is ``main``: keep them
+        alike.)"""
         st = self.get(key)
         if st is self.main and not include_overlay and (seed is None or type(seed) is str):
             return self.iso
