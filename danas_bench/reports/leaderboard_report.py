@@ -171,7 +171,7 @@ def write_report(frames: pl.DataFrame, timings: list[dict], context: dict, out: 
         overall = (s_sc.group_by("searcher").agg(pl.col("regret_mean").mean().alias("mean_regret"),
                                                  pl.col("rank").mean().alias("mean_rank"),
                                                  pl.col("wall_per_run").mean().alias("wall"))
-                   .sort("mean_rank"))
+                   .sort(["mean_rank", "searcher"]))  # ties in name order: group_by has no order
         ceil = np.mean([np.mean(context["references"][sc][p]["noise_ceiling"]) for p in context["scoring_pairs"][sc]])
         lines += [f"## Across pairs: `{sc}`", "", "| searcher | mean rank | mean final regret (pp) | wall s / run |",
                   "|---|---:|---:|---:|"]
