@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run leaderboard-full leaderboard-docs test test-fast bench slurm-start slurm-stop clean
+.PHONY: install run leaderboard-full leaderboard-docs lint test test-fast bench slurm-start slurm-stop clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,7 +32,12 @@ leaderboard-docs: $(STAMP)
 	$(BIN)/danas-bench leaderboard 'scorings=[heldout_seeds,expected]' out=docs/leaderboard.md figures=docs/figures compare=null
 	$(BIN)/python scripts/searchers_results.py docs/leaderboard.json docs/searchers.md
 
-test: $(STAMP)
+# ruff: lint and format (pyproject's [tool.ruff], one line length); `ruff format .` fixes the format
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	bash slurm/cluster.sh install
 	bash slurm/cluster.sh start
 	# the SLURM tests run verbosely (CI output names each one) and may not skip: a cluster that did

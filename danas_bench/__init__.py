@@ -5,8 +5,14 @@ __version__ = "0.1.0"
 # The public API, imported on first use so that `import danas_bench` stays light (no pyarrow, no torch):
 # `danas_bench.open(pair)`, `danas_bench.open_all()`, `Bench`, `Budget`, `BudgetExhausted`, `MissingRecord`,
 # and the search space module (`from danas_bench import space`: architecture strings, indices, isomorphism).
-_LAZY = {"open": "query.bench", "open_all": "query.bench", "Bench": "query.bench", "MissingRecord": "query.bench",
-         "Budget": "core.budget", "BudgetExhausted": "core.budget"}
+_LAZY = {
+    "open": "query.bench",
+    "open_all": "query.bench",
+    "Bench": "query.bench",
+    "MissingRecord": "query.bench",
+    "Budget": "core.budget",
+    "BudgetExhausted": "core.budget",
+}
 _MODULES = {"space": "core.space"}
 __all__ = ["__version__", *_LAZY, *_MODULES]
 

@@ -25,7 +25,7 @@ COMMANDS = {
     "datasheet": "Compute docs/datasheet.md (noise, KD analysis, Pareto fronts) from the shipped tables",
     "query": 'Print one architecture\'s record: danas-bench query "<arch>" pair=dataset/teacher',
     "leaderboard": "Run every searcher on every pair over many seeds; writes docs/leaderboard.md and plots",
-    "expected": "Fit the cross-fitted expected accuracy of every architecture per pair (seed=\"expected\")",
+    "expected": 'Fit the cross-fitted expected accuracy of every architecture per pair (seed="expected")',
 }
 
 
@@ -72,8 +72,9 @@ def main(argv: list[str] | None = None, one_line_errors: bool | None = None) -> 
     except Exception as exc:
         if debug or not _user_error(exc):
             raise
-        print(f"danas-bench {cmd}: {one_line(exc)} (`danas-bench {cmd} --debug ...` shows the traceback)",
-              file=sys.stderr)
+        print(
+            f"danas-bench {cmd}: {one_line(exc)} (`danas-bench {cmd} --debug ...` shows the traceback)", file=sys.stderr
+        )
         return 2
 
 
@@ -84,8 +85,18 @@ def _user_error(exc: Exception) -> bool:
 
     from danas_bench.core.budget import BudgetExhausted
 
-    return isinstance(exc, (HydraException, OmegaConfBaseException, ValueError, LookupError, BudgetExhausted,
-                            FileNotFoundError, PermissionError))
+    return isinstance(
+        exc,
+        (
+            HydraException,
+            OmegaConfBaseException,
+            ValueError,
+            LookupError,
+            BudgetExhausted,
+            FileNotFoundError,
+            PermissionError,
+        ),
+    )
 
 
 def one_line(exc: BaseException) -> str:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from danas_bench.core.recipe import RECIPE_DIR, recipe_for  # noqa: F401  (re-exported)
 from danas_bench.core.pairs import TEACHERS
 from danas_bench.core.paths import shard_dir, shard_path
+from danas_bench.core.recipe import RECIPE_DIR, recipe_for  # noqa: F401  (re-exported)
 from danas_bench.tables import manifest
 from danas_bench.tables.plan import Plan, make_plan, save_plan
 
@@ -21,37 +21,50 @@ def teachers(cfg) -> int:
     rec = t.TeacherRecipe(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.seed)
     for fam in fams:
         info = t.train(cfg.dataset, fam, rec, device=cfg.get("device", "cpu"))
-        print(f"{cfg.dataset}/{fam}: test acc {info['accuracy']['test']:.4f}, params {info['params']:,}, "
-              f"{info['train_seconds']:.0f}s")
+        print(
+            f"{cfg.dataset}/{fam}: test acc {info['accuracy']['test']:.4f}, params {info['params']:,}, "
+            f"{info['train_seconds']:.0f}s"
+        )
     manifest.register_teachers(cfg.dataset)  # weights and logits in the MANIFEST: `verify` checks them
     t.report(Path("docs/teachers.md"))
     return 0
 
 
 def pilot(cfg) -> int:
+    from danas_bench.core.recipe import Recipe
     from danas_bench.reports import pilot as p
     from danas_bench.reports.pilot_report import write_report
-    from danas_bench.core.recipe import Recipe
 
     crit = p.Criteria(**cfg.criteria)
     out = Path(cfg.out_dir)
     cells = p.sample_cells(cfg.n_cells, cfg.sample_seed)
-    recipes = {ds: [Recipe(dataset=ds, **c) for c in OmegaConf.to_container(cfg.candidates[ds])]
-               for ds in cfg.datasets}
+    recipes = {ds: [Recipe(dataset=ds, **c) for c in OmegaConf.to_container(cfg.candidates[ds])] for ds in cfg.datasets}
     if cfg.train:
-        p.run_candidates([r for ds in cfg.datasets for r in recipes[ds]], cells, tuple(cfg.seeds), cfg.chunk,
-                         cfg.workers, out)
+        p.run_candidates(
+            [r for ds in cfg.datasets for r in recipes[ds]], cells, tuple(cfg.seeds), cfg.chunk, cfg.workers, out
+        )
     results = {}
     for ds in cfg.datasets:
-        measured = [m for r in recipes[ds] if (df := p._read_runs(p.runs_path(out, r))) is not None
-                    and (m := p.measure(df, r, cells, crit)) is not None]
+        measured = [
+            m
+            for r in recipes[ds]
+            if (df := p._read_runs(p.runs_path(out, r))) is not None
+            and (m := p.measure(df, r, cells, crit)) is not None
+        ]
         pick = p.choose(measured, cfg.budget_core_seconds[ds], crit) if measured else {"chosen": None}
-        results[ds] = {"candidates": measured, "cells": [int(c) for c in cells], "n_planned": len(recipes[ds]),
-                       "budget_core_seconds": cfg.budget_core_seconds[ds], "criteria": crit.__dict__, **pick}
+        results[ds] = {
+            "candidates": measured,
+            "cells": [int(c) for c in cells],
+            "n_planned": len(recipes[ds]),
+            "budget_core_seconds": cfg.budget_core_seconds[ds],
+            "criteria": crit.__dict__,
+            **pick,
+        }
         if cfg.write_recipes and pick.get("chosen") and len(measured) == len(recipes[ds]):
             RECIPE_DIR.mkdir(parents=True, exist_ok=True)
             (RECIPE_DIR / f"{ds}-v2.yaml").write_text(
-                "# chosen by `danas-bench pilot` (docs/pilot.md)\n" + OmegaConf.to_yaml(pick["recipe"]))
+                "# chosen by `danas-bench pilot` (docs/pilot.md)\n" + OmegaConf.to_yaml(pick["recipe"])
+            )
         print(f"{ds}: {len(measured)}/{len(recipes[ds])} candidates measured; chosen {pick.get('chosen')}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "pilot.json").write_text(json.dumps(results, indent=1))
@@ -83,27 +96,43 @@ def _root(cfg):
 
 
 def generate(cfg) -> int:
-    from danas_bench.tables import generate as g
-    from danas_bench.core.recipe import KD
     from danas_bench.core.pairs import split_pair
+    from danas_bench.core.recipe import KD
+    from danas_bench.tables import generate as g
 
     dataset, teacher = split_pair(cfg.pair)
     recipe = recipe_for(dataset, _recipe_choice(cfg))
     kd = KD(teacher, cfg.kd.temperature, cfg.kd.alpha)
-    plan = make_plan(cfg.pair, recipe, kd, list(cfg.seeds), cfg.archs, cfg.arch_sample_seed,
-                       list(cfg.noise_seeds), cfg.noise_fraction, cfg.shard_size, cfg.get("paired_seeds", 1))
+    plan = make_plan(
+        cfg.pair,
+        recipe,
+        kd,
+        list(cfg.seeds),
+        cfg.archs,
+        cfg.arch_sample_seed,
+        list(cfg.noise_seeds),
+        cfg.noise_fraction,
+        cfg.shard_size,
+        cfg.get("paired_seeds", 1),
+    )
     d = shard_dir(cfg.pair, recipe.recipe_id, _root(cfg))
     if cfg.get("dry_run"):  # the plan, the sbatch script, where data and teachers go: no SLURM, data or teachers needed
         from danas_bench.tables.cluster import dry_run
 
         done = sum(g.shard_done(shard_path(d, s["id"]), plan, s) for s in plan.shards) if d.is_dir() else 0
-        return dry_run(plan, d, recipe, OmegaConf.to_container(cfg.executor), cfg.chunk, _recipe_choice(cfg),
-                       done=done)
+        return dry_run(plan, d, recipe, OmegaConf.to_container(cfg.executor), cfg.chunk, _recipe_choice(cfg), done=done)
     plan = save_plan(plan, d)
     ex = cfg.executor
-    g.run_pending(plan, d, ex.name, ex.get("workers"), cfg.chunk,
-                  OmegaConf.to_container(ex) if ex.name == "slurm" else None, max_shards=cfg.get("max_shards"),
-                  device=ex.get("device", "cpu"))
+    g.run_pending(
+        plan,
+        d,
+        ex.name,
+        ex.get("workers"),
+        cfg.chunk,
+        OmegaConf.to_container(ex) if ex.name == "slurm" else None,
+        max_shards=cfg.get("max_shards"),
+        device=ex.get("device", "cpu"),
+    )
     left = sum(not shard_path(d, s["id"]).exists() for s in plan.shards)
     if cfg.merge and (left == 0 or cfg.get("partial", False)):
         g.merge(plan, d, _root(cfg), partial=bool(cfg.get("partial", False)))
@@ -113,14 +142,16 @@ def generate(cfg) -> int:
 
 
 def merge(cfg) -> int:
-    from danas_bench.tables import generate as g
     from danas_bench.core.pairs import split_pair
+    from danas_bench.tables import generate as g
 
     dataset, _ = split_pair(cfg.pair)
     recipe = recipe_for(dataset, _recipe_choice(cfg))
     d = shard_dir(cfg.pair, recipe.recipe_id, _root(cfg))
     if not (d / "plan.json").exists():
-        raise SystemExit(f"nothing to merge: {d / 'plan.json'} does not exist; run `danas-bench generate pair={cfg.pair}`")
+        raise SystemExit(
+            f"nothing to merge: {d / 'plan.json'} does not exist; run `danas-bench generate pair={cfg.pair}`"
+        )
     g.merge(Plan.from_json((d / "plan.json").read_text()), d, _root(cfg), partial=bool(cfg.get("partial", False)))
     return 0
 
@@ -157,27 +188,43 @@ def query(cfg) -> int:
 
 def _query(cfg) -> int:
     from danas_bench.core import space
-    from danas_bench.query.bench import MissingRecord, open as open_bench
+    from danas_bench.query.bench import MissingRecord
+    from danas_bench.query.bench import open as open_bench
     from danas_bench.query.metrics import TEST
 
     arch = cfg.arch
     if arch is None:
-        raise SystemExit('usage: danas-bench query "<arch string | index | [op, ...]>" pair=dataset/teacher '
-                         '[seed=0] [metric=valid_acc] [epoch=N] [kd.temperature=T kd.alpha=A] [fallback=error]')
+        raise SystemExit(
+            'usage: danas-bench query "<arch string | index | [op, ...]>" pair=dataset/teacher '
+            "[seed=0] [metric=valid_acc] [epoch=N] [kd.temperature=T kd.alpha=A] [fallback=error]"
+        )
     if OmegaConf.is_config(arch):
         arch = OmegaConf.to_container(arch)
     if not isinstance(arch, (str, int, list)) or isinstance(arch, bool):
         space.to_index(arch)  # ValueError saying what an architecture looks like
-    bench = open_bench(cfg.pair, cfg.get("root") or None, cfg.fallback, cfg.get("overlay_dir") or None,
-                       allow_unlisted=bool(cfg.get("allow_unlisted", False)))
+    bench = open_bench(
+        cfg.pair,
+        cfg.get("root") or None,
+        cfg.fallback,
+        cfg.get("overlay_dir") or None,
+        allow_unlisted=bool(cfg.get("allow_unlisted", False)),
+    )
     kd = {"kd_temperature": cfg.kd.temperature, "kd_alpha": cfg.kd.alpha}
     index = space.to_index(arch)
-    head = {"pair": bench.pair, "recipe_id": bench.recipe_id, "asked": space.arch_str(index), "index": index,
-            "canonical": space.canonical(index)}
+    head = {
+        "pair": bench.pair,
+        "recipe_id": bench.recipe_id,
+        "asked": space.arch_str(index),
+        "index": index,
+        "canonical": space.canonical(index),
+    }
     if cfg.get("metric"):
         m = cfg.metric
-        v = (bench.test(arch, m, seed=cfg.seed, **kd) if m in TEST else
-             bench.query(arch, m, epoch=cfg.get("epoch"), seed=cfg.seed, **kd))
+        v = (
+            bench.test(arch, m, seed=cfg.seed, **kd)
+            if m in TEST
+            else bench.query(arch, m, epoch=cfg.get("epoch"), seed=cfg.seed, **kd)
+        )
         print(_json({**head, "metric": m, "epoch": cfg.get("epoch"), "seed": cfg.seed, "value": v}))
         return 0
     out = {**head, **bench.record(arch, seed=cfg.seed, **kd)}

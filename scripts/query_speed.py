@@ -61,15 +61,22 @@ def checkout(ref: str, into: Path) -> Path:
     if ref == ".":
         return ROOT
     into.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "danas_bench"], check=True,
-                             capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "danas_bench"], check=True, capture_output=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
 
 
 def measure(src: Path, pair: str, env: dict) -> dict:
-    res = subprocess.run([sys.executable, "-c", CHILD, pair], cwd=src, env={**env, "PYTHONPATH": str(src)},
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [sys.executable, "-c", CHILD, pair],
+        cwd=src,
+        env={**env, "PYTHONPATH": str(src)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if res.returncode != 0:
         raise SystemExit(f"{src}: {res.stderr}")
     return json.loads(res.stdout.splitlines()[-1])
@@ -85,11 +92,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="query_speed_") as tmp:
         tmp = Path(tmp)
         src = {v: checkout(ref, tmp / v) for v, ref in (("old", args.old), ("new", args.new))}
-        env = {**os.environ, "DANAS_TABLES": os.environ.get("DANAS_TABLES", str(ROOT / "tables")),
-               "DANAS_CACHE": str(tmp / "cache"), "OMP_NUM_THREADS": "1"}
+        env = {
+            **os.environ,
+            "DANAS_TABLES": os.environ.get("DANAS_TABLES", str(ROOT / "tables")),
+            "DANAS_CACHE": str(tmp / "cache"),
+            "OMP_NUM_THREADS": "1",
+        }
         times: dict[str, list[dict]] = {"old": [], "new": []}
         for r in range(args.rounds):
-            for v in (("old", "new") if r % 2 == 0 else ("new", "old")):
+            for v in ("old", "new") if r % 2 == 0 else ("new", "old"):
                 got = measure(src[v], args.pair, env)
                 times[v].append(got["times"])
                 if r == 0 and v == "new":
@@ -97,8 +108,10 @@ def main() -> int:
                 elif r == 0:
                     values_old = got["values"]
     differ = [k for k in values_old if values_old[k] != values_new[k]]
-    print(f"{args.pair}: {args.old} (old) vs {args.new} (new), {args.rounds} interleaved rounds, median of each "
-          f"round's best-of-7 time per call")
+    print(
+        f"{args.pair}: {args.old} (old) vs {args.new} (new), {args.rounds} interleaved rounds, median of each "
+        f"round's best-of-7 time per call"
+    )
     print()
     print("| operation | old | new | new/old |")
     print("|---|---:|---:|---:|")

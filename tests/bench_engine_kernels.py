@@ -26,8 +26,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from danas_bench.training import engine
-from danas_bench.training import native
+from danas_bench.training import engine, native
 from danas_bench.training.fused_ops import TallBatchNorm
 
 SHAPES = {"stage1": (1, 256, 64, 40), "stage3": (1, 1024, 64, 10)}
@@ -105,8 +104,9 @@ def test_conv3(benchmark, kind, stage, what):
     def step():
         forward()
         if kind == "torch":
-            return torch.ops.aten.convolution_backward(g, x, w, None, [1, 1], [0, 1], [1, 1], False, [0, 0], groups,
-                                                       [True, True, False])
+            return torch.ops.aten.convolution_backward(
+                g, x, w, None, [1, 1], [0, 1], [1, 1], False, [0, 0], groups, [True, True, False]
+            )
         return native.conv3_backward(g, x, w, groups)
 
     benchmark(forward if what == "forward" else step)

@@ -32,16 +32,18 @@ import pytest
 
 import danas_bench as db
 from danas_bench.core import space
-from danas_bench.query.bench import discover
 from danas_bench.core.paths import tables_dir
+from danas_bench.query.bench import discover
 
 
 @pytest.fixture(scope="module")
 def benches():
     found = discover()
     if not found:
-        pytest.skip(f"no tables under {tables_dir()} (nothing to measure): make one with "
-                    f"`danas-bench generate pair=...`, or point $DANAS_TABLES at a tables folder")
+        pytest.skip(
+            f"no tables under {tables_dir()} (nothing to measure): make one with "
+            f"`danas-bench generate pair=...`, or point $DANAS_TABLES at a tables folder"
+        )
     return db.open_all(fallback="error")
 
 
@@ -72,6 +74,7 @@ def whole_space(bench):
 
 
 # --- one scalar ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.benchmark(group="query-scalar")
 def test_query_index_seed0(benchmark, bench, arch):
@@ -116,6 +119,7 @@ def test_query_baseline_polars_filter(benchmark, frame, arch):
 
 # --- the whole space -----------------------------------------------------------------------------------
 
+
 @pytest.mark.benchmark(group="query-many")
 def test_query_many_whole_space(benchmark, bench, whole_space):
     benchmark.extra_info.update(n=len(whole_space))
@@ -145,6 +149,7 @@ def test_query_many_baseline_polars_join(benchmark, bench, frame, whole_space):
 
 
 # --- opening -------------------------------------------------------------------------------------------
+
 
 @pytest.mark.benchmark(group="open")
 def test_open_all_in_process(benchmark, benches):
@@ -206,8 +211,9 @@ def test_open_all_cold(benchmark, benches):
     runs = []
 
     def once():
-        res = subprocess.run([sys.executable, "-c", COLD], capture_output=True, text=True, env=dict(os.environ),
-                             timeout=120)
+        res = subprocess.run(
+            [sys.executable, "-c", COLD], capture_output=True, text=True, env=dict(os.environ), timeout=120
+        )
         assert res.returncode == 0, res.stderr
         runs.append(json.loads(res.stdout))
 
@@ -220,6 +226,7 @@ def test_open_all_cold(benchmark, benches):
 
 # --- live ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.benchmark(group="live")
 @pytest.mark.skipif(os.environ.get("DANAS_BENCH_LIVE") == "0", reason="DANAS_BENCH_LIVE=0")
 def test_live_one_architecture(benchmark, bench, tmp_path):
@@ -230,7 +237,6 @@ def test_live_one_architecture(benchmark, bench, tmp_path):
     seeds = iter(range(1000, 2000))
     t0 = time.perf_counter()
     live.query(a, seed=next(seeds))  # the first miss also imports torch and loads the data and logits
-    benchmark.extra_info.update(pair=bench.pair, recipe=bench.recipe.to_dict(),
-                                first_miss_s=time.perf_counter() - t0)
+    benchmark.extra_info.update(pair=bench.pair, recipe=bench.recipe.to_dict(), first_miss_s=time.perf_counter() - t0)
     benchmark.pedantic(lambda: live.query(a, seed=next(seeds)), rounds=3, iterations=1)
     assert live.record(a, seed=1001)["source"] == "live"

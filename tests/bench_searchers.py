@@ -29,8 +29,7 @@ from danas_bench.search import synthetic
 from danas_bench.search.baselines import dass as dass_mod
 from danas_bench.search.baselines import make
 
-TARGETS = {"random": 0.5, "evolution": 0.5, "akd": 0.5, "optuna_tpe": None, "trade": 15.0, "autokd": 15.0,
-           "dass": None}
+TARGETS = {"random": 0.5, "evolution": 0.5, "akd": 0.5, "optuna_tpe": None, "trade": 15.0, "autokd": 15.0, "dass": None}
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +43,7 @@ def _cpu(fn):
         out = fn()
         wrapped.cpu.append(time.process_time() - c)
         return out
+
     wrapped.cpu = []
     return wrapped
 

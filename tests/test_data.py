@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-from danas_bench.training import data
-from danas_bench.training import teachers
 from danas_bench.core.pairs import TEACHERS, check_pair
+from danas_bench.training import data, teachers
 
 
 @pytest.mark.parametrize("name,shape", [("mnist1d", (1, 40)), ("digits", (1, 8, 8)), ("mnist-5k", (1, 28, 28))])

@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 from scipy.stats import kendalltau
 
+from danas_bench.core.paths import shard_dir
+from danas_bench.core.recipe import KD, Recipe
 from danas_bench.reports import datasheet
 from danas_bench.tables import generate
-from danas_bench.core.recipe import KD, Recipe
-from danas_bench.core.paths import shard_dir
 from danas_bench.tables.plan import make_plan, save_plan
 
 PAIRS = ("digits/resnet", "digits/mlp", "digits/none")
@@ -29,8 +29,16 @@ def tiny_tables(tmp_path_factory):
     mp.setenv("DANAS_CACHE", str(tmp_path_factory.mktemp("cache")))
     recipe = Recipe(dataset="digits", width=4, epochs=1, batch_size=32, n_train=200)
     for pair in PAIRS:
-        plan = make_plan(pair, recipe, KD(pair.split("/")[1]), seeds=[0], archs=24,
-                                  noise_seeds=[1, 2], noise_fraction=0.25, shard_size=24)
+        plan = make_plan(
+            pair,
+            recipe,
+            KD(pair.split("/")[1]),
+            seeds=[0],
+            archs=24,
+            noise_seeds=[1, 2],
+            noise_fraction=0.25,
+            shard_size=24,
+        )
         d = shard_dir(pair, recipe.recipe_id, root)
         plan = save_plan(plan, d)
         generate.run_pending(plan, d, executor="debug", chunk=24, log=lambda *a: None)
@@ -42,8 +50,9 @@ def tiny_tables(tmp_path_factory):
 def test_datasheet_numbers_come_from_the_tables(tiny_tables, tmp_path):
     res = datasheet.write(tiny_tables, tmp_path)
     assert set(res["pairs"]) == set(PAIRS)
-    frames = {p: pl.read_parquet(next(tiny_tables.glob(f"{p.split('/')[0]}/{p.split('/')[1]}-*.parquet")))
-              for p in PAIRS}
+    frames = {
+        p: pl.read_parquet(next(tiny_tables.glob(f"{p.split('/')[0]}/{p.split('/')[1]}-*.parquet"))) for p in PAIRS
+    }
     for pair, s in res["pairs"].items():
         f = frames[pair]
         assert s["rows"] == f.height == 24 + 2 * 6
@@ -61,8 +70,10 @@ def test_datasheet_numbers_come_from_the_tables(tiny_tables, tmp_path):
     # simulated time across shards: one shard per seed here, their mean s / row
     for pair in PAIRS:
         t = res["shard_seconds"][pair]
-        per = [pl.read_parquet(f)["train_seconds"].mean()
-               for f in sorted(tiny_tables.glob(f"shards/{pair.replace('/', '__')}/*/shard-*.parquet"))]
+        per = [
+            pl.read_parquet(f)["train_seconds"].mean()
+            for f in sorted(tiny_tables.glob(f"shards/{pair.replace('/', '__')}/*/shard-*.parquet"))
+        ]
         assert t["shards"] == len(per) == 3
         assert t["max_over_median"] == pytest.approx(max(per) / float(np.median(per)))
     md = (tmp_path / "datasheet.md").read_text()
@@ -87,8 +98,7 @@ def test_a_pair_with_two_recipes_reports_the_served_one_and_lists_both(tiny_tabl
 
     served = Recipe(dataset="digits", width=4, epochs=1, batch_size=32, n_train=200)
     other = served.replace(epochs=2)
-    plan = make_plan("digits/none", other, KD("none"), seeds=[0, 1], archs=12, shard_size=12,
-                              paired_seeds=2)
+    plan = make_plan("digits/none", other, KD("none"), seeds=[0, 1], archs=12, shard_size=12, paired_seeds=2)
     d = shard_dir("digits/none", other.recipe_id, tiny_tables)
     plan = save_plan(plan, d)
     generate.run_pending(plan, d, executor="debug", chunk=12, log=lambda *a: None)

@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from danas_bench.training import engine
-from danas_bench.training import native
 from danas_bench.core import space
+from danas_bench.core.recipe import KD, Recipe
+from danas_bench.training import engine, native
 from danas_bench.training.fused import FusedCell, FusedReduction, FusedStudents
 from danas_bench.training.fused_ops import CONV_OPS, TallBatchNorm, avg_pool_same, avg_pool_same_backward, pack_factor
 from danas_bench.training.student import Reduction
-from danas_bench.core.recipe import KD, Recipe
 
 TINY = {"width": 4, "epochs": 1, "batch_size": 32}
 
@@ -58,8 +57,12 @@ def test_fused_gradients_equal_plain_and_packed_blocks_stay_zero(dataset, archs,
     for k, s in enumerate(students):
         torch.nn.functional.cross_entropy(s(x), y).div(len(students)).backward()
         c = s.stem[0].weight.shape[0]
-        torch.testing.assert_close(fused.stem_w.grad[k * c:(k + 1) * c].reshape(s.stem[0].weight.shape),
-                                   s.stem[0].weight.grad, rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(
+            fused.stem_w.grad[k * c : (k + 1) * c].reshape(s.stem[0].weight.shape),
+            s.stem[0].weight.grad,
+            rtol=1e-3,
+            atol=1e-5,
+        )
     packed = [m for m in fused.modules() if getattr(m, "mask", None) is not None]
     if n % 2 == 0 or dataset == "digits" or not native.available():  # 1-D 3-tap convs: unpacked C kernels
         assert packed, "width 4 should pack groups"
@@ -71,7 +74,7 @@ def test_fused_gradients_equal_plain_and_packed_blocks_stay_zero(dataset, archs,
 
 def _block(w: torch.Tensor, j: int, co: int, ci: int, pack: int) -> torch.Tensor:
     """Group j's (co, ci, ...) weight inside a fused conv weight packed ``pack`` groups per block."""
-    return w[j * co:(j + 1) * co, (j % pack) * ci:(j % pack + 1) * ci].squeeze(2)
+    return w[j * co : (j + 1) * co, (j % pack) * ci : (j % pack + 1) * ci].squeeze(2)
 
 
 @pytest.fixture(params=["native", "torch"])
@@ -121,8 +124,9 @@ def test_fused_training_step_equals_plain(dataset, archs, which, kernels):
     tol = {"rtol": 1e-3, "atol": 1e-6}
     c = students[0].stem[0].weight.shape[0]
     for k, s in enumerate(students):
-        torch.testing.assert_close(fused.stem_w.grad[k * c:(k + 1) * c].reshape(s.stem[0].weight.shape),
-                                   s.stem[0].weight.grad, **tol)
+        torch.testing.assert_close(
+            fused.stem_w.grad[k * c : (k + 1) * c].reshape(s.stem[0].weight.shape), s.stem[0].weight.grad, **tol
+        )
     checked = 0
     for pos, layer in enumerate(fused.layers):
         if not isinstance(layer, FusedCell):
@@ -142,7 +146,9 @@ def test_fused_training_step_equals_plain(dataset, archs, which, kernels):
                 for name in ("weight", "bias"):
                     torch.testing.assert_close(getattr(conv.bn, name).grad[rows], getattr(plain[2], name).grad, **tol)
                 for name in ("running_mean", "running_var"):
-                    torch.testing.assert_close(getattr(conv.bn, name)[rows], getattr(plain[2], name), rtol=1e-4, atol=1e-6)
+                    torch.testing.assert_close(
+                        getattr(conv.bn, name)[rows], getattr(plain[2], name), rtol=1e-4, atol=1e-6
+                    )
                 checked += 1
     assert checked >= 3 * len(cells)
 
@@ -157,7 +163,7 @@ def test_fused_reduction_backward_equals_plain(ndim, size, groups, kernels):
     fused = FusedReduction(reds, ndim)
     assert (fused.conv_a.mask is not None) == (groups == 4)
     x = torch.randn(6, groups * 4, *size)
-    xs = [x[:, 4 * k:4 * (k + 1)].clone().requires_grad_(True) for k in range(groups)]
+    xs = [x[:, 4 * k : 4 * (k + 1)].clone().requires_grad_(True) for k in range(groups)]
     xt = x.transpose(0, 1).unsqueeze(0).clone().requires_grad_(True)  # the tall layout
     out = fused(xt)
     g = torch.randn_like(out)
@@ -168,7 +174,7 @@ def test_fused_reduction_backward_equals_plain(ndim, size, groups, kernels):
         rows = slice(8 * k, 8 * (k + 1))
         torch.testing.assert_close(out[0, rows].transpose(0, 1), ref, **tol)
         (ref * g[0, rows].transpose(0, 1)).sum().backward()
-        torch.testing.assert_close(xt.grad[0, 4 * k:4 * (k + 1)].transpose(0, 1), xk.grad, **tol)
+        torch.testing.assert_close(xt.grad[0, 4 * k : 4 * (k + 1)].transpose(0, 1), xk.grad, **tol)
         torch.testing.assert_close(fused.down_w.grad[rows].squeeze(2), red.down[1].weight.grad, **tol)
         for mine, plain, ci in ((fused.conv_a, red.conv_a, 4), (fused.conv_b, red.conv_b, 8)):
             pack = mine.weight.shape[1] // ci
@@ -288,10 +294,15 @@ def test_shipped_recipes_keep_the_ids_their_tables_carry():
 
     manifest = json.loads((Path(__file__).parents[1] / "tables" / "MANIFEST").read_text())["files"]
     for dataset in ("digits", "mnist1d"):
-        ids = {e["recipe_id"] for e in manifest.values() if e.get("kind") in ("table", "archs", "expected")
-               and e.get("dataset", e.get("pair", "").split("/")[0]) == dataset}
-        versions = {recipe_for(dataset).recipe_id} | {recipe_for(dataset, f.stem.split("-")[-1]).recipe_id
-                                                     for f in RECIPE_DIR.glob(f"{dataset}-v*.yaml")}
+        ids = {
+            e["recipe_id"]
+            for e in manifest.values()
+            if e.get("kind") in ("table", "archs", "expected")
+            and e.get("dataset", e.get("pair", "").split("/")[0]) == dataset
+        }
+        versions = {recipe_for(dataset).recipe_id} | {
+            recipe_for(dataset, f.stem.split("-")[-1]).recipe_id for f in RECIPE_DIR.glob(f"{dataset}-v*.yaml")
+        }
         assert recipe_for(dataset).recipe_id in ids and ids <= versions
     r = Recipe("digits", width=4)
     assert "valid_curve_n" not in r.to_dict() and r.replace(valid_curve_n=50).recipe_id != r.recipe_id
@@ -417,8 +428,12 @@ def test_fused_batch_norm_refuses_students_it_cannot_represent():
     from danas_bench.training.fused_ops import _cat_bn
 
     ok = torch.nn.BatchNorm1d(4)
-    for bad in (torch.nn.BatchNorm1d(4, momentum=None), torch.nn.BatchNorm1d(4, affine=False),
-                torch.nn.BatchNorm1d(4, eps=1e-3), torch.nn.BatchNorm1d(4, track_running_stats=False)):
+    for bad in (
+        torch.nn.BatchNorm1d(4, momentum=None),
+        torch.nn.BatchNorm1d(4, affine=False),
+        torch.nn.BatchNorm1d(4, eps=1e-3),
+        torch.nn.BatchNorm1d(4, track_running_stats=False),
+    ):
         with pytest.raises(ValueError, match="share eps"):
             _cat_bn([ok, bad])
     assert _cat_bn([ok, torch.nn.BatchNorm1d(2)]).num_features == 6

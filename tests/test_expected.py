@@ -12,13 +12,13 @@ import shutil
 import numpy as np
 import pytest
 
+from danas_bench.core import schema as tb
+from danas_bench.core import space
 from danas_bench.query import bench as bm
 from danas_bench.reports import expected as ex
-from danas_bench.core import space
-from danas_bench.core import schema as tb
+from danas_bench.tables.manifest import load_manifest, update_manifest, verify
 
 from conftest import REPO, danas_env
-from danas_bench.tables.manifest import load_manifest, update_manifest, verify
 
 SHIPPED = REPO / "tables"
 RIDGE = {"ridge_paths": {"model": "ridge", "features": "paths", "params": {"alphas": [1.0, 10.0]}}}
@@ -154,8 +154,7 @@ def test_damaged_or_stale_expected_file_is_refused(digits_root):
     with pytest.raises(tb.TableError, match="another version"):
         ex.load(other / b.path.name, "digits/none")
     update_manifest(other / b.path.name, other, kind="table", extra={"pair": "digits/none"})
-    update_manifest(ex.expected_path(other / b.path.name), other, kind="expected",
-                             extra={"pair": "digits/none"})
+    update_manifest(ex.expected_path(other / b.path.name), other, kind="expected", extra={"pair": "digits/none"})
     assert any("fitted on another version" in p for p in verify(other, log=lambda *_: None))
 
 

@@ -16,21 +16,32 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_integrity import write_table
 
 import danas_bench as db
 from danas_bench.core import space
 from danas_bench.query.bench import MissingRecord
 
-from test_integrity import write_table
-
-FUZZ = settings(deadline=None, database=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 OPS = list(space.OPS)
 atoms = st.one_of(
-    st.none(), st.booleans(), st.integers(-(10**40), 10**40), st.integers(-2, 6),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12), st.sampled_from(OPS),
-    st.binary(max_size=4), st.just(np.int64(3)), st.just(np.float32(1.0)), st.just(np.bool_(True)),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**40), 10**40),
+    st.integers(-2, 6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(OPS),
+    st.binary(max_size=4),
+    st.just(np.int64(3)),
+    st.just(np.float32(1.0)),
+    st.just(np.bool_(True)),
 )
 op_lists = st.lists(st.one_of(st.sampled_from(OPS), st.integers(-1, 5), atoms), min_size=0, max_size=8)
 
@@ -52,9 +63,15 @@ def mangled_strings(draw) -> str:
     return "".join(s)
 
 
-archs = st.one_of(atoms, op_lists, mangled_strings(), st.integers(0, space.N_ARCHS - 1),
-                  st.tuples(*[st.sampled_from(OPS)] * 6), st.lists(st.integers(0, 4), min_size=6, max_size=6),
-                  st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+archs = st.one_of(
+    atoms,
+    op_lists,
+    mangled_strings(),
+    st.integers(0, space.N_ARCHS - 1),
+    st.tuples(*[st.sampled_from(OPS)] * 6),
+    st.lists(st.integers(0, 4), min_size=6, max_size=6),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
 
 
 def _ok_error(exc: BaseException) -> None:
@@ -100,9 +117,18 @@ def test_query(bench, arch, metric, epoch, seed, kd_t, kd_a):
 
 
 @settings(FUZZ, max_examples=2000)
-@given(many=st.one_of(st.lists(archs, max_size=5), atoms, st.just(np.array([1, 2, 70000])),
-                      st.just(np.array([[1, 2]])), st.just(np.array([1.0, 2.0])), st.just(range(0, 30, 7))),
-       metric=metrics, seed=seeds)
+@given(
+    many=st.one_of(
+        st.lists(archs, max_size=5),
+        atoms,
+        st.just(np.array([1, 2, 70000])),
+        st.just(np.array([[1, 2]])),
+        st.just(np.array([1.0, 2.0])),
+        st.just(range(0, 30, 7)),
+    ),
+    metric=metrics,
+    seed=seeds,
+)
 def test_query_many(bench, many, metric, seed):
     try:
         v = bench.query_many(many, metric, seed=seed)

@@ -21,16 +21,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from danas_bench import cli
-from danas_bench.core import space
-from danas_bench.tables import generate as g
 from danas_bench.core import schema as tb
-from danas_bench.core.recipe import KD, Recipe
-
-from conftest import TINY_RECIPE, TINY_RECIPE_CLI, cli_cmd, danas_env, make_tables_root
+from danas_bench.core import space
 from danas_bench.core.pairs import split_pair
 from danas_bench.core.paths import CONF_DIR, shard_dir, shard_path, table_path
+from danas_bench.core.recipe import KD, Recipe
+from danas_bench.tables import generate as g
 from danas_bench.tables.manifest import load_manifest, update_manifest, verify
 from danas_bench.tables.plan import Plan, check_coverage, make_plan, save_plan
+
+from conftest import TINY_RECIPE, TINY_RECIPE_CLI, cli_cmd, danas_env, make_tables_root
 
 PAIR = "digits/resnet"
 RECIPE = Recipe(dataset="digits", **TINY_RECIPE)
@@ -64,7 +64,7 @@ def _live_group_members(pgid: int) -> list[int]:
             text = stat.read_text()
         except OSError:
             continue
-        fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
+        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
         state, pg = fields[0], int(fields[2])
         if pg == pgid and state not in ("Z", "X"):
             live.append(int(stat.parent.name))
@@ -96,13 +96,22 @@ def run_copy(finished_run, tables_root) -> Path:
 
 # --- 1. kill and resume --------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_kill_and_resume_local_executor(tables_root, tmp_path, danas_cli):
     """SIGKILL the whole process group mid-run, restart: planned rows exactly, done shards untouched."""
     # two single-threaded tasks in flight (submitit local), so that the kill hits more than one
     # (a task's cost is mostly starting Python and torch: few, larger shards keep the test short)
-    args = ["generate", f"pair={PAIR}", TINY_RECIPE_CLI, "archs=24", "shard_size=6", "chunk=6", "executor=local",
-            "executor.workers=2"]
+    args = [
+        "generate",
+        f"pair={PAIR}",
+        TINY_RECIPE_CLI,
+        "archs=24",
+        "shard_size=6",
+        "chunk=6",
+        "executor=local",
+        "executor.workers=2",
+    ]
     d = shard_dir(PAIR, RID)
     assert str(d).startswith(str(tables_root))
     n_shards = 4
@@ -128,8 +137,9 @@ def test_kill_and_resume_local_executor(tables_root, tmp_path, danas_cli):
     done_before = sorted(d.glob("shard-*.parquet"))
     assert 2 <= len(done_before) < n_shards, f"kill came too late: {len(done_before)} shards done"
     before = _snapshot(done_before)
-    acc_before = {p.name: dict(zip(*(tb.read(p).column(c).to_pylist() for c in ("arch_index", "test_acc"))))
-                  for p in done_before}
+    acc_before = {
+        p.name: dict(zip(*(tb.read(p).column(c).to_pylist() for c in ("arch_index", "test_acc")))) for p in done_before
+    }
     assert not table_path(PAIR, RID).exists(), "merged although killed"
     plan = Plan.from_json((d / "plan.json").read_text())
     assert len(plan.shards) == n_shards
@@ -173,6 +183,7 @@ def test_restart_removes_torn_temp_files(run_copy):
 
 # --- 2. truncated shard ----------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_truncated_shard_is_reported_and_rerun(run_copy, tables_root):
     plan = Plan.from_json((run_copy / "plan.json").read_text())
@@ -202,6 +213,7 @@ def test_truncated_shard_is_reported_and_rerun(run_copy, tables_root):
 
 
 # --- 3. foreign and misplaced shards ---------------------------------------------------------------
+
 
 def test_foreign_recipe_shard_is_rejected(run_copy):
     plan = Plan.from_json((run_copy / "plan.json").read_text())
@@ -252,6 +264,7 @@ def test_coverage_rejects_duplicates_and_gaps(run_copy):
 
 
 # --- 4. MANIFEST and verify -----------------------------------------------------------------------
+
 
 def test_verify_reports_changed_table(run_copy, tables_root, danas_cli):
     rel = f"digits/resnet-{RID}.parquet"
@@ -309,8 +322,7 @@ def test_manifest_updates_do_not_lose_entries(tables_root):
         p = tables_root / f"f{i}.txt"
         p.write_text(str(i))
         files.append(p)
-    threads = [threading.Thread(target=lambda p=p: [update_manifest(p, kind="other") for _ in range(5)])
-               for p in files]
+    threads = [threading.Thread(target=lambda p=p: [update_manifest(p, kind="other") for _ in range(5)]) for p in files]
     for t in threads:
         t.start()
     for t in threads:
@@ -323,8 +335,11 @@ def test_manifest_updates_do_not_lose_entries(tables_root):
 
 # --- 5. plan drift --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("override", ["shard_size=2", "archs=16", "seeds=[0,1]", "kd.temperature=2.0",
-                                      "arch_sample_seed=1", "noise_seeds=[1]"])
+
+@pytest.mark.parametrize(
+    "override",
+    ["shard_size=2", "archs=16", "seeds=[0,1]", "kd.temperature=2.0", "arch_sample_seed=1", "noise_seeds=[1]"],
+)
 def test_plan_drift_is_refused(run_copy, override):
     plan_file = run_copy / "plan.json"
     before = plan_file.read_text()
@@ -351,6 +366,7 @@ def test_same_plan_resumes(run_copy):
 
 # --- 6. debug executor, row contents --------------------------------------------------------------
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("teacher", ["resnet", "none"])
 def test_debug_executor_rows(tables_root, teacher):
@@ -374,7 +390,12 @@ def test_debug_executor_rows(tables_root, teacher):
     for r in rows:
         assert r["arch"] == space.arch_str(r["arch_index"])
         assert (r["seed"], r["teacher"], r["recipe_id"], r["epochs"], r["source"]) == (
-            0, teacher, recipe.recipe_id, 2, "table")
+            0,
+            teacher,
+            recipe.recipe_id,
+            2,
+            "table",
+        )
         assert r["kd_alpha"] == pytest.approx(0.9 if teacher != "none" else 0.0)
         assert r["kd_temperature"] == pytest.approx(4.0)
         for col in ("train_loss", "train_acc", "valid_acc_curve", "epoch_seconds"):
@@ -387,20 +408,27 @@ def test_debug_executor_rows(tables_root, teacher):
         assert r["test_loss"] > 0 and r["train_seconds"] > 0
         assert r["batch_size_models"] == 2
         if teacher == "none":
-            assert all(r[c] is None for c in ("test_agreement", "valid_agreement", "test_kl_teacher",
-                                              "valid_kl_teacher"))
+            assert all(
+                r[c] is None for c in ("test_agreement", "valid_agreement", "test_kl_teacher", "valid_kl_teacher")
+            )
         else:
             assert 0.0 <= r["test_agreement"] <= 1.0 and 0.0 <= r["valid_agreement"] <= 1.0
             assert r["test_kl_teacher"] >= 0.0 and r["valid_kl_teacher"] >= 0.0
     meta = tb.read_meta(out)
     assert (meta["pair"], meta["teacher"], meta["recipe_id"], meta["rows"], meta["sampled"]) == (
-        pair, teacher, recipe.recipe_id, 4, True)
+        pair,
+        teacher,
+        recipe.recipe_id,
+        4,
+        True,
+    )
     assert meta["recipe"] == recipe.to_dict() and meta["kd"] == plan.kd
     assert set(meta["split_hashes"]) >= {"train", "valid", "test"}
     assert ("teacher_accuracy" in meta) == (teacher != "none")
     # provenance: the commit the shards were trained with, counted per revision
-    assert meta["code_revision"] == tb.code_revision() != "" and sum(meta["shard_code_revisions"].values()) == \
-        len(meta["shards"])
+    assert meta["code_revision"] == tb.code_revision() != "" and sum(meta["shard_code_revisions"].values()) == len(
+        meta["shards"]
+    )
     assert meta["shard_machines"] == {tb.machine()["host_cpu"]: len(meta["shards"])}  # where seconds were measured
     assert pq.ParquetFile(out).metadata.num_rows == 4
     assert verify() == []
@@ -411,17 +439,20 @@ def test_debug_executor_rows(tables_root, teacher):
 VALID = "valid pairs: mnist1d/resnet, mnist1d/tcn, mnist1d/none, digits/resnet"
 
 
-@pytest.mark.parametrize("pair, expected", [
-    ("digits/vit", ["unknown teacher 'vit' for digits", "choose one of resnet, mlp, none"]),
-    ("digits/", ["unknown teacher '' for digits", "choose one of resnet, mlp, none"]),
-    ("cifar11/resnet", ["unknown dataset 'cifar11'", "datasets with teachers: mnist1d, digits"]),
-    ("/resnet", ["unknown dataset ''", "datasets with teachers: mnist1d, digits"]),
-    ("digits", ["'dataset/teacher', got 'digits'", VALID]),
-    ("digits/resnet/x", ["got 'digits/resnet/x'", VALID]),
-    ("digits-resnet", ["got 'digits-resnet'", VALID]),
-    ("", ["got ''", VALID]),
-    (None, ["got None", VALID]),
-])
+@pytest.mark.parametrize(
+    "pair, expected",
+    [
+        ("digits/vit", ["unknown teacher 'vit' for digits", "choose one of resnet, mlp, none"]),
+        ("digits/", ["unknown teacher '' for digits", "choose one of resnet, mlp, none"]),
+        ("cifar11/resnet", ["unknown dataset 'cifar11'", "datasets with teachers: mnist1d, digits"]),
+        ("/resnet", ["unknown dataset ''", "datasets with teachers: mnist1d, digits"]),
+        ("digits", ["'dataset/teacher', got 'digits'", VALID]),
+        ("digits/resnet/x", ["got 'digits/resnet/x'", VALID]),
+        ("digits-resnet", ["got 'digits-resnet'", VALID]),
+        ("", ["got ''", VALID]),
+        (None, ["got None", VALID]),
+    ],
+)
 def test_bad_pair_lists_valid_choices(pair, expected):
     with pytest.raises(ValueError) as err:
         split_pair(pair)
@@ -440,17 +471,20 @@ def test_bad_pair_via_cli(tables_root):
     assert not (tables_root / "shards").exists()
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"pair": "mnist1d/resnet"}, "recipe is for 'digits'"),
-    ({"kd": KD("mlp")}, "KD setting names 'mlp'"),
-    ({"shard_size": 0}, "shard_size must be >= 1"),
-    ({"archs": 0}, r"archs must be 'all' or an int"),
-    ({"archs": 10**6}, r"archs must be 'all' or an int"),
-    ({"seeds": [0, 0]}, "without repeats"),
-    ({"seeds": []}, "non-empty"),
-    ({"noise_seeds": [0]}, "must not overlap"),
-    ({"noise_seeds": [1], "noise_fraction": 0.0}, "noise_fraction"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"pair": "mnist1d/resnet"}, "recipe is for 'digits'"),
+        ({"kd": KD("mlp")}, "KD setting names 'mlp'"),
+        ({"shard_size": 0}, "shard_size must be >= 1"),
+        ({"archs": 0}, r"archs must be 'all' or an int"),
+        ({"archs": 10**6}, r"archs must be 'all' or an int"),
+        ({"seeds": [0, 0]}, "without repeats"),
+        ({"seeds": []}, "non-empty"),
+        ({"noise_seeds": [0]}, "must not overlap"),
+        ({"noise_seeds": [1], "noise_fraction": 0.0}, "noise_fraction"),
+    ],
+)
 def test_make_plan_rejects_inconsistent_settings(kwargs, match):
     args = {"pair": PAIR, "recipe": RECIPE, "kd": KD("resnet"), "seeds": [0], "archs": 8, "shard_size": 4}
     with pytest.raises(ValueError, match=match):
@@ -470,9 +504,11 @@ def test_run_pending_rejects_bad_executor(tables_root):
 
 # --- plans (no training) --------------------------------------------------------------------------
 
+
 def test_plan_shards_cover_rows_once():
-    plan = make_plan(PAIR, RECIPE, KD("resnet"), seeds=[0, 1], archs=50, shard_size=16,
-                       noise_seeds=[2, 3], noise_fraction=0.2)
+    plan = make_plan(
+        PAIR, RECIPE, KD("resnet"), seeds=[0, 1], archs=50, shard_size=16, noise_seeds=[2, 3], noise_fraction=0.2
+    )
     assert [s["id"] for s in plan.shards] == list(range(len(plan.shards)))
     assert all(1 <= len(s["archs"]) <= 16 for s in plan.shards)
     rows = [(a, s["seed"]) for s in plan.shards for a in s["archs"]]
@@ -483,8 +519,9 @@ def test_plan_shards_cover_rows_once():
     assert base <= set(int(i) for i in space.canonical_indices())
     assert plan.sampled
     # deterministic, and the JSON round trip is exact (resume compares plans)
-    again = make_plan(PAIR, RECIPE, KD("resnet"), seeds=[0, 1], archs=50, shard_size=16,
-                        noise_seeds=[2, 3], noise_fraction=0.2)
+    again = make_plan(
+        PAIR, RECIPE, KD("resnet"), seeds=[0, 1], archs=50, shard_size=16, noise_seeds=[2, 3], noise_fraction=0.2
+    )
     assert again == plan == Plan.from_json(plan.to_json())
     full = make_plan("digits/none", RECIPE, KD("none"), archs="all", shard_size=1000)
     assert not full.sampled and len(full.rows()) == len(space.canonical_indices())
@@ -492,6 +529,7 @@ def test_plan_shards_cover_rows_once():
 
 
 # --- executor profiles (no cluster needed) ---------------------------------------------------------
+
 
 @pytest.mark.parametrize("profile", ["slurm", "cpu_cluster", "gpu_cluster"])
 def test_slurm_profiles_compose(profile):
@@ -501,8 +539,18 @@ def test_slurm_profiles_compose(profile):
     cfg = cli.compose("generate", [f"executor={profile}", "+executor.additional_parameters.account=acct"])
     ex = OmegaConf.to_container(cfg.executor)
     assert ex["name"] == "slurm"
-    assert {"partition", "timeout_min", "cpus_per_task", "mem_gb", "gpus_per_node", "array_parallelism",
-            "max_array_size", "poll_s", "result_grace_s", "additional_parameters"} <= set(ex)
+    assert {
+        "partition",
+        "timeout_min",
+        "cpus_per_task",
+        "mem_gb",
+        "gpus_per_node",
+        "array_parallelism",
+        "max_array_size",
+        "poll_s",
+        "result_grace_s",
+        "additional_parameters",
+    } <= set(ex)
     assert ex["additional_parameters"] == {"account": "acct"}
     if profile != "slurm":
         text = (CONF_DIR / "executor" / f"{profile}.yaml").read_text()

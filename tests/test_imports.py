@@ -57,7 +57,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(m)
         for n in sorted(graph[m]):
             if state.get(n) == "open":
-                return stack[stack.index(n):] + [n]
+                return stack[stack.index(n) :] + [n]
             if n not in state and (c := visit(n)):
                 return c
         stack.pop()
@@ -91,9 +91,12 @@ def layer(module: str) -> int:
 def climbs(graph: dict[str, set[str]]) -> list[str]:
     """Imports that run from a lower part up to a higher one (``danas_bench`` itself, for
     ``__version__``, is allowed from anywhere: it imports nothing eagerly)."""
-    return [f"{m} ({LAYERS[layer(m)] if m not in TOP else 'top'}) imports {n}"
-            for m, deps in sorted(graph.items()) for n in sorted(deps)
-            if n != "danas_bench" and layer(n) > layer(m)]
+    return [
+        f"{m} ({LAYERS[layer(m)] if m not in TOP else 'top'}) imports {n}"
+        for m, deps in sorted(graph.items())
+        for n in sorted(deps)
+        if n != "danas_bench" and layer(n) > layer(m)
+    ]
 
 
 def test_no_import_climbs_to_a_higher_part():
@@ -101,7 +104,10 @@ def test_no_import_climbs_to_a_higher_part():
 
 
 def test_the_climb_finder_finds_a_planted_climb():
-    planted = {"danas_bench.core.space": {"danas_bench.query.bench"}, "danas_bench.query.bench": {"danas_bench.core.space"}}
+    planted = {
+        "danas_bench.core.space": {"danas_bench.query.bench"},
+        "danas_bench.query.bench": {"danas_bench.core.space"},
+    }
     assert climbs(planted) == ["danas_bench.core.space (core) imports danas_bench.query.bench"]
 
 

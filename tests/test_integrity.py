@@ -21,23 +21,24 @@ import pytest
 
 import danas_bench as db
 from danas_bench import cli
-from danas_bench.core import space
-from danas_bench.tables import generate as g
 from danas_bench.core import schema as tb
+from danas_bench.core import space
 from danas_bench.core.budget import Budget
-from danas_bench.query.overlay import Overlay
-from danas_bench.core.recipe import KD, Recipe
-
-from conftest import REPO, danas_env, make_tables_root
 from danas_bench.core.paths import shard_dir, shard_path, table_path
+from danas_bench.core.recipe import KD, Recipe
+from danas_bench.query.overlay import Overlay
+from danas_bench.tables import generate as g
 from danas_bench.tables.manifest import register_teachers, update_manifest, verify
 from danas_bench.tables.plan import make_plan, save_plan
+
+from conftest import REPO, danas_env, make_tables_root
 
 RECIPE = Recipe(dataset="digits", width=4, epochs=2, batch_size=32, n_train=128)
 SHIPPED = REPO / "tables"
 
 
 # --- helpers -----------------------------------------------------------------------------------------
+
 
 def records(pair: str, archs, seeds=(0,), recipe: Recipe = RECIPE, rng_seed: int = 0) -> list[dict]:
     """Plausible rows (accuracies in [0, 1], positive losses and seconds) drawn from a seeded generator."""
@@ -48,19 +49,34 @@ def records(pair: str, archs, seeds=(0,), recipe: Recipe = RECIPE, rng_seed: int
     for seed in seeds:
         for a in archs:
             acc = float(rng.uniform(0.1, 0.95))
-            out.append({"arch_index": int(a), "arch": space.arch_str(int(a)), "seed": int(seed),
-                        "teacher": kd.teacher, "kd_temperature": kd.temperature, "kd_alpha": kd.alpha,
-                        "recipe_id": recipe.recipe_id, "epochs": e,
-                        "train_loss": list(rng.uniform(0.5, 2.0, e)), "train_acc": list(rng.uniform(0.1, 1, e)),
-                        "valid_acc_curve": list(rng.uniform(0.1, 0.9, e - 1)) + [acc],
-                        "epoch_seconds": list(rng.uniform(0.1, 1, e)),
-                        "valid_acc": acc, "valid_loss": float(rng.uniform(0.2, 2)), "valid_ece": 0.05,
-                        "valid_kl_teacher": None if kd.teacher == "none" else 0.5,
-                        "valid_agreement": None if kd.teacher == "none" else acc,
-                        "test_acc": float(rng.uniform(0.1, 0.95)), "test_loss": float(rng.uniform(0.2, 2)),
-                        "test_ece": 0.05, "test_kl_teacher": None if kd.teacher == "none" else 0.5,
-                        "test_agreement": None if kd.teacher == "none" else acc,
-                        "train_seconds": float(rng.uniform(0.5, 2)), "batch_size_models": 16})
+            out.append(
+                {
+                    "arch_index": int(a),
+                    "arch": space.arch_str(int(a)),
+                    "seed": int(seed),
+                    "teacher": kd.teacher,
+                    "kd_temperature": kd.temperature,
+                    "kd_alpha": kd.alpha,
+                    "recipe_id": recipe.recipe_id,
+                    "epochs": e,
+                    "train_loss": list(rng.uniform(0.5, 2.0, e)),
+                    "train_acc": list(rng.uniform(0.1, 1, e)),
+                    "valid_acc_curve": list(rng.uniform(0.1, 0.9, e - 1)) + [acc],
+                    "epoch_seconds": list(rng.uniform(0.1, 1, e)),
+                    "valid_acc": acc,
+                    "valid_loss": float(rng.uniform(0.2, 2)),
+                    "valid_ece": 0.05,
+                    "valid_kl_teacher": None if kd.teacher == "none" else 0.5,
+                    "valid_agreement": None if kd.teacher == "none" else acc,
+                    "test_acc": float(rng.uniform(0.1, 0.95)),
+                    "test_loss": float(rng.uniform(0.2, 2)),
+                    "test_ece": 0.05,
+                    "test_kl_teacher": None if kd.teacher == "none" else 0.5,
+                    "test_agreement": None if kd.teacher == "none" else acc,
+                    "train_seconds": float(rng.uniform(0.5, 2)),
+                    "batch_size_models": 16,
+                }
+            )
     return out
 
 
@@ -73,15 +89,27 @@ def write_table(root: Path, pair: str, archs, seeds=(0,), listed: bool = True, e
     rows = records(pair, archs, seeds)
     if edit is not None:
         edit(rows)
-    meta = {"pair": pair, "dataset": dataset, "teacher": teacher, "recipe": RECIPE.to_dict(),
-            "recipe_id": RECIPE.recipe_id, "kd": dict(KD(teacher).__dict__), "seeds": sorted(seeds),
-            "split_hashes": data_mod.load(dataset).split_hashes, "schema_version": tb.SCHEMA_VERSION,
-            **(meta_extra or {})}
+    meta = {
+        "pair": pair,
+        "dataset": dataset,
+        "teacher": teacher,
+        "recipe": RECIPE.to_dict(),
+        "recipe_id": RECIPE.recipe_id,
+        "kd": dict(KD(teacher).__dict__),
+        "seeds": sorted(seeds),
+        "split_hashes": data_mod.load(dataset).split_hashes,
+        "schema_version": tb.SCHEMA_VERSION,
+        **(meta_extra or {}),
+    }
     path = table_path(pair, RECIPE.recipe_id, root)
     tb.write_atomic(tb.to_table(rows, meta), path)
     if listed:
-        update_manifest(path, root, kind="table", extra={"pair": pair, "recipe_id": RECIPE.recipe_id,
-                                                          "sampled": True, "partial": False})
+        update_manifest(
+            path,
+            root,
+            kind="table",
+            extra={"pair": pair, "recipe_id": RECIPE.recipe_id, "sampled": True, "partial": False},
+        )
     return path
 
 
@@ -127,6 +155,7 @@ def shipped_copy(root) -> Path:
 
 # --- open() checks what it loads ------------------------------------------------------------------------
 
+
 def test_shipped_copy_opens_and_a_bit_flip_in_a_value_page_is_refused(shipped_copy, root):
     bench = db.open("digits/resnet", root, fallback="error")
     arch, value = bench.best("test_acc")
@@ -166,16 +195,20 @@ def test_page_checksums_catch_a_flipped_value_in_an_unlisted_table(root):
 def _set(col, value, row=0):
     def edit(rows):
         rows[row][col] = value
+
     return edit
 
 
-@pytest.mark.parametrize("col, value, match", [
-    ("arch_index", -5, "arch_index holds 1 impossible"),
-    ("valid_acc", 1.5, r"valid_acc holds 1 impossible values \(e.g. 1.5"),
-    ("valid_loss", float("inf"), "valid_loss holds 1 impossible"),
-    ("test_acc", float("nan"), "test_acc holds 1 impossible"),
-    ("train_seconds", -1.0, "train_seconds holds 1 impossible"),
-])
+@pytest.mark.parametrize(
+    "col, value, match",
+    [
+        ("arch_index", -5, "arch_index holds 1 impossible"),
+        ("valid_acc", 1.5, r"valid_acc holds 1 impossible values \(e.g. 1.5"),
+        ("valid_loss", float("inf"), "valid_loss holds 1 impossible"),
+        ("test_acc", float("nan"), "test_acc holds 1 impossible"),
+        ("train_seconds", -1.0, "train_seconds holds 1 impossible"),
+    ],
+)
 def test_impossible_values_are_refused_at_load(root, col, value, match):
     write_table(root, "digits/resnet", range(0, 30, 3), listed=False, edit=_set(col, value))
     with pytest.raises(tb.TableError, match=match):
@@ -195,20 +228,25 @@ def test_architecture_facts_file_is_checked_too(root):
     from danas_bench.tables import archinfo
 
     facts = archinfo.archs_path(RECIPE, root)
-    rows = [{"arch_index": 0, "arch": space.arch_str(0), "params": 10, "flops": 20, "latency_ms": 0.1,
-             "is_zero_cell": True}]
-    tb.write_atomic(tb.to_table(rows, {"recipe_id": RECIPE.recipe_id, "schema_version": tb.SCHEMA_VERSION},
-                                tb.ARCH_SCHEMA), facts)
+    rows = [
+        {"arch_index": 0, "arch": space.arch_str(0), "params": 10, "flops": 20, "latency_ms": 0.1, "is_zero_cell": True}
+    ]
+    tb.write_atomic(
+        tb.to_table(rows, {"recipe_id": RECIPE.recipe_id, "schema_version": tb.SCHEMA_VERSION}, tb.ARCH_SCHEMA), facts
+    )
     bench = db.open("digits/resnet", root, fallback="error")
     with pytest.raises(tb.TableError, match="archs-.*not listed"):
         bench.info(0)
 
 
-@pytest.mark.parametrize("text, match", [
-    ("{not json", "not valid JSON"),
-    ('{"files": {"digits/x.parquet": {"rows": 3}}}', "has no valid sha256"),
-    ('{"manifest_version": 1}', 'no "files" object'),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"files": {"digits/x.parquet": {"rows": 3}}}', "has no valid sha256"),
+        ('{"manifest_version": 1}', 'no "files" object'),
+    ],
+)
 def test_a_malformed_manifest_is_one_line(root, text, match):
     write_table(root, "digits/resnet", [0, 1, 2])
     (root / "MANIFEST").write_text(text)
@@ -220,6 +258,7 @@ def test_a_malformed_manifest_is_one_line(root, text, match):
 
 
 # --- verify ----------------------------------------------------------------------------------------------
+
 
 def test_verify_covers_teachers_unlisted_tables_and_paths_outside_the_root(root, tmp_path):
     make_tables_root(root, datasets=("digits",))
@@ -251,6 +290,7 @@ def test_verify_covers_teachers_unlisted_tables_and_paths_outside_the_root(root,
 
 # --- settings are validated before any training --------------------------------------------------------
 
+
 @pytest.fixture
 def live_root(root):
     """digits/none and digits/resnet tables of a few architectures, teachers copied in."""
@@ -260,12 +300,26 @@ def live_root(root):
     return root
 
 
-@pytest.mark.parametrize("kw", [
-    {"kd_temperature": float("nan")}, {"kd_temperature": float("inf")}, {"kd_temperature": 0.0},
-    {"kd_temperature": -2.0}, {"kd_temperature": 1e39}, {"kd_temperature": "4"}, {"kd_temperature": True},
-    {"kd_alpha": float("nan")}, {"kd_alpha": 1.5}, {"kd_alpha": -0.1}, {"kd_alpha": [0.5]},
-    {"seed": 40000}, {"seed": -1}, {"seed": 2.0}, {"seed": True},
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"kd_temperature": float("nan")},
+        {"kd_temperature": float("inf")},
+        {"kd_temperature": 0.0},
+        {"kd_temperature": -2.0},
+        {"kd_temperature": 1e39},
+        {"kd_temperature": "4"},
+        {"kd_temperature": True},
+        {"kd_alpha": float("nan")},
+        {"kd_alpha": 1.5},
+        {"kd_alpha": -0.1},
+        {"kd_alpha": [0.5]},
+        {"seed": 40000},
+        {"seed": -1},
+        {"seed": 2.0},
+        {"seed": True},
+    ],
+)
 def test_invalid_settings_are_refused_before_training(live_root, kw):
     bench = db.open("digits/resnet", live_root, fallback="live")
     with pytest.raises(ValueError, match=r"must be|seed must be"):
@@ -309,8 +363,9 @@ def test_live_rows_need_the_tables_data(live_root):
     meta = json.loads(t.schema.metadata[tb.META_KEY])
     meta["split_hashes"] = {**meta["split_hashes"], "valid": "0" * 64}
     tb.write_atomic(t.replace_schema_metadata({tb.META_KEY: json.dumps(meta).encode()}), path)
-    update_manifest(path, live_root, kind="table", extra={"pair": "digits/none", "recipe_id": RECIPE.recipe_id,
-                                                            "sampled": True})
+    update_manifest(
+        path, live_root, kind="table", extra={"pair": "digits/none", "recipe_id": RECIPE.recipe_id, "sampled": True}
+    )
     bench = db.open("digits/none", live_root, fallback="live")
     with pytest.raises(tb.TableError, match=r"data here differs from the table's \(split hashes of \['valid'\]"):
         bench.query(500, seed=0)
@@ -318,6 +373,7 @@ def test_live_rows_need_the_tables_data(live_root):
 
 
 # --- the overlay recovers from a damaged file ----------------------------------------------------------
+
 
 def test_a_damaged_overlay_file_is_skipped_retrained_and_compacted_away(live_root):
     cache = Path(os.environ["DANAS_CACHE"])
@@ -383,13 +439,15 @@ def test_a_restart_keeps_a_live_writers_temp_file(root, tmp_path):
             if ready.exists() or writer.poll() is not None:
                 break
             import time
+
             time.sleep(0.05)
         assert ready.exists(), "the writer did not start"
         dead = d / ".shard-00001.parquet.tmp-nosuchhost-1"  # another host's, old: a dead writer's
         dead.write_bytes(b"torn")
         os.utime(dead, (0, 0))
         mine_dead = tb.temp_path(shard_path(d, 1)).with_name(
-            tb.temp_path(shard_path(d, 1)).name.rsplit("-", 1)[0] + "-999999999")
+            tb.temp_path(shard_path(d, 1)).name.rsplit("-", 1)[0] + "-999999999"
+        )
         mine_dead.write_bytes(b"torn")  # this host, a pid that does not run
         g.run_pending(plan, d, executor="debug", max_shards=0, log=lambda *a: None)  # the restart
         assert not dead.exists() and not mine_dead.exists()
@@ -402,6 +460,7 @@ def test_a_restart_keeps_a_live_writers_temp_file(root, tmp_path):
 
 
 # --- the native kernel cache ------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def native_cache(tmp_path, monkeypatch):
@@ -449,16 +508,20 @@ def test_a_cache_others_can_write_is_refused(native_cache):
 
 # --- the CLI fails with one line ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("argv, match", [
-    (["generate", "shard_size=0"], r"shard_size must be >= 1 \(an int\), got 0"),
-    (["generate", "seeds=[abc]"], r"seeds must be ints in \[0, 32767\]"),
-    (["generate", "pair=digits/resnet", "kd.temperature=nan"], "KD temperature must be a finite number"),
-    (["generate", "seeds=["], "key=value"),
-    (["generate", "no_such_key=1"], "Could not override 'no_such_key'"),
-    (["query", "9417.0", "pair=digits/none"], "cannot read an architecture from a float"),
-    (["query", "1", "pair=digits/none", "seed=99999"], r"seed must be .* in \[0, 32767\]"),
-    (["verify"], "not valid JSON"),
-])
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["generate", "shard_size=0"], r"shard_size must be >= 1 \(an int\), got 0"),
+        (["generate", "seeds=[abc]"], r"seeds must be ints in \[0, 32767\]"),
+        (["generate", "pair=digits/resnet", "kd.temperature=nan"], "KD temperature must be a finite number"),
+        (["generate", "seeds=["], "key=value"),
+        (["generate", "no_such_key=1"], "Could not override 'no_such_key'"),
+        (["query", "9417.0", "pair=digits/none"], "cannot read an architecture from a float"),
+        (["query", "1", "pair=digits/none", "seed=99999"], r"seed must be .* in \[0, 32767\]"),
+        (["verify"], "not valid JSON"),
+    ],
+)
 def test_cli_errors_are_one_line(live_root, capsys, argv, match):
     if argv == ["verify"]:
         (live_root / "MANIFEST").write_text("{")

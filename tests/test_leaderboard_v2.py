@@ -13,15 +13,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from danas_bench.reports import heldout
-from danas_bench.reports import leaderboard
+from danas_bench.core import stats
+from danas_bench.core.paths import tables_dir
+from danas_bench.reports import heldout, leaderboard
 from danas_bench.reports import leaderboard_claims as lb_claims
 from danas_bench.reports import leaderboard_report as lb_report
-from danas_bench.core import stats
-from danas_bench.search import synthetic
+from danas_bench.search import LazyPool, run, synthetic
 from danas_bench.search.baselines import make
-from danas_bench.core.paths import tables_dir
-from danas_bench.search import LazyPool, run
 
 
 class _Rows:
@@ -46,9 +44,12 @@ def test_heldout_score_never_reads_the_visible_seed(share):
     rng = np.random.default_rng(0)
     for visible in target.space.visible_seeds:
         # the visible seed's test accuracy replaced by garbage: the score must not move
-        garbage = frame.with_columns(pl.when(pl.col("seed") == visible)
-                                     .then(pl.lit(rng.random(frame.height)).cast(pl.Float32))
-                                     .otherwise(pl.col("test_acc")).alias("test_acc"))
+        garbage = frame.with_columns(
+            pl.when(pl.col("seed") == visible)
+            .then(pl.lit(rng.random(frame.height)).cast(pl.Float32))
+            .otherwise(pl.col("test_acc"))
+            .alias("test_acc")
+        )
         other = heldout.HeldOutSeeds(_Rows(bench, garbage))
         np.testing.assert_array_equal(other.archs, target.archs)
         np.testing.assert_array_equal(other.score(visible), target.score(visible))
@@ -74,8 +75,7 @@ def test_view_answers_the_visible_seed_only_and_scores_on_the_target():
     for v in sp.visible_seeds:
         view = heldout.SearchView(bench, sp, v, target)
         for seed in (None, "mean", 0, 1, 2):  # whatever is asked, the visible seed answers
-            np.testing.assert_allclose(view.query_many(archs, seed=seed),
-                                       bench.query_many(archs, seed=v))
+            np.testing.assert_allclose(view.query_many(archs, seed=seed), bench.query_many(archs, seed=v))
         np.testing.assert_allclose(view.test_many(archs), target.score(v)[:50])
         assert view.best()[1] == pytest.approx(target.score(v).max())
         outside = int(np.setdiff1d(bench.archs, sp.archs)[0])
@@ -86,8 +86,14 @@ def test_view_answers_the_visible_seed_only_and_scores_on_the_target():
 
 def test_visible_seed_follows_the_run_and_is_matched_across_searchers(tmp_path):
     frames, timings, ctx = leaderboard.run_leaderboard(
-        ["random", "akd"], pairs=["synth-a/resnet"], runs=6, budget={"queries": 15}, progress=False,
-        synthetic=True, synthetic_options={"seed_share": 0.2})
+        ["random", "akd"],
+        pairs=["synth-a/resnet"],
+        runs=6,
+        budget={"queries": 15},
+        progress=False,
+        synthetic=True,
+        synthetic_options={"seed_share": 0.2},
+    )
     vis = frames.group_by(["searcher", "seed"]).agg(pl.col("visible_seed").first()).sort(["searcher", "seed"])
     a = vis.filter(pl.col("searcher") == "random")["visible_seed"].to_list()
     b = vis.filter(pl.col("searcher") == "akd")["visible_seed"].to_list()
@@ -111,9 +117,15 @@ def test_dass_paper_beside_dass_shares_meta_training_and_queries_once():
 
     dass_mod._CACHE.clear()
     frames, timings, ctx = leaderboard.run_leaderboard(
-        ["random", "dass", "dass_paper"], pairs=["synth-a/resnet", "synth-a/mlp"], runs=2, budget={"queries": 8},
-        options={"dass": {"meta_steps": 20}, "dass_paper": {"meta_steps": 20}}, progress=False, synthetic=True,
-        synthetic_options={"datasets": ["synth-a", "synth-b"], "seed_share": 0.2})
+        ["random", "dass", "dass_paper"],
+        pairs=["synth-a/resnet", "synth-a/mlp"],
+        runs=2,
+        budget={"queries": 8},
+        options={"dass": {"meta_steps": 20}, "dass_paper": {"meta_steps": 20}},
+        progress=False,
+        synthetic=True,
+        synthetic_options={"datasets": ["synth-a", "synth-b"], "seed_share": 0.2},
+    )
     fin = lb_claims.finals(frames, ctx)
     paper = fin.filter(pl.col("searcher") == "dass_paper")
     assert paper.height == 4 and (paper["queries"] == 1).all()  # 2 pairs x 2 runs, the pick alone
@@ -125,13 +137,19 @@ def test_dass_paper_beside_dass_shares_meta_training_and_queries_once():
 
 def test_autokd_fidelities_on_the_leaderboard_are_paid_by_epochs(tmp_path):
     frames, timings, ctx = leaderboard.run_leaderboard(
-        ["random", "autokd"], pairs=["synth-a/resnet"], runs=2, budget={"queries": 6, "fractional_queries": True},
-        options={"autokd": {"n_init": 4, "n_candidates": 128}}, progress=False, synthetic=True,
-        synthetic_options={"seed_share": 0.2})
+        ["random", "autokd"],
+        pairs=["synth-a/resnet"],
+        runs=2,
+        budget={"queries": 6, "fractional_queries": True},
+        options={"autokd": {"n_init": 4, "n_candidates": 128}},
+        progress=False,
+        synthetic=True,
+        synthetic_options={"seed_share": 0.2},
+    )
     ak = frames.filter(pl.col("searcher") == "autokd")
     assert ak["epoch"].null_count() < ak.height  # low-epoch rungs were asked ...
     fin = lb_claims.finals(frames, ctx)
-    assert (fin["queries"] <= 6 + 1e-9).all()   # ... and paid in proportion: more asks than queries
+    assert (fin["queries"] <= 6 + 1e-9).all()  # ... and paid in proportion: more asks than queries
     assert np.isfinite(fin["anytime"].to_numpy()).all()  # (before its first full answer: a random pick)
     assert ak.group_by("seed").len()["len"].min() > 6
     payload = lb_report.write_report(frames, timings, ctx, tmp_path / "leaderboard.md", None)
@@ -198,8 +216,14 @@ def test_preflight_fails_before_any_run(monkeypatch):
     ran = []
     monkeypatch.setattr(leaderboard, "_task", lambda *a, **k: ran.append(a) or [])
     with pytest.raises(leaderboard.PreflightError, match="optuna_tpe cannot run on .*ImportError"):
-        leaderboard.run_leaderboard(["random", "optuna_tpe"], pairs=["synth-a/resnet"], runs=2,
-                                    budget={"queries": 5}, synthetic=True, progress=False)
+        leaderboard.run_leaderboard(
+            ["random", "optuna_tpe"],
+            pairs=["synth-a/resnet"],
+            runs=2,
+            budget={"queries": 5},
+            synthetic=True,
+            progress=False,
+        )
     assert ran == []
 
 
@@ -237,8 +261,10 @@ def test_known_truth_better_searcher_detected_identical_not_claimed_different():
         runs = list(range(k * n, (k + 1) * n))
         p_better, p_same = [], []
         for p in pairs:
-            views = {r: heldout.SearchView(benches[p], spaces[p], heldout.visible_seed(spaces[p], r), targets[p])
-                     for r in runs}
+            views = {
+                r: heldout.SearchView(benches[p], spaces[p], heldout.visible_seed(spaces[p], r), targets[p])
+                for r in runs
+            }
             pools = {r: LazyPool([p], lambda q: None, {p: views[r]}) for r in runs}
             many = _regrets(views, pools, 30, runs, 0)
             few = _regrets(views, pools, 5, runs, 10**6)
@@ -257,9 +283,14 @@ def test_known_truth_better_searcher_detected_identical_not_claimed_different():
 
 def test_report_carries_runs_ci_scoring_and_holm(tmp_path):
     frames, timings, ctx = leaderboard.run_leaderboard(
-        ["random", "random_none", "evolution", "evolution_kd", "akd"], pairs="all", runs=20,
-        budget={"queries": 20, "max_share": 0.25}, synthetic=True, progress=False,
-        synthetic_options={"datasets": ["synth-a"], "seed_share": 0.1})
+        ["random", "random_none", "evolution", "evolution_kd", "akd"],
+        pairs="all",
+        runs=20,
+        budget={"queries": 20, "max_share": 0.25},
+        synthetic=True,
+        progress=False,
+        synthetic_options={"datasets": ["synth-a"], "seed_share": 0.1},
+    )
     out = tmp_path / "lb" / "leaderboard.md"
     shipped = tmp_path / "old.json"
     payload = lb_report.write_report(frames, timings, ctx, out, tmp_path / "fig", shipped=shipped)
@@ -292,8 +323,14 @@ def test_time_view_reads_the_same_runs_at_random_search_median_spend():
     a run's regret there is its incumbent's once that much time is spent, and under a budget no run
     exceeds it equals the final regret."""
     frames, timings, ctx = leaderboard.run_leaderboard(
-        ["random", "evolution"], pairs="all", runs=6, budget={"queries": 15, "max_share": 0.25}, synthetic=True,
-        progress=False, synthetic_options={"datasets": ["synth-a"], "seed_share": 0.1})
+        ["random", "evolution"],
+        pairs="all",
+        runs=6,
+        budget={"queries": 15, "max_share": 0.25},
+        synthetic=True,
+        progress=False,
+        synthetic_options={"datasets": ["synth-a"], "seed_share": 0.1},
+    )
     tb = lb_claims.time_budgets(frames)
     for pair, g in frames.group_by("pair"):
         pair = pair[0]

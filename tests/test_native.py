@@ -20,10 +20,19 @@ def _reference(x, w, bias, groups, grad):
 
 
 @needs_kernels
-@pytest.mark.parametrize("groups,c_in,c_out,b,length", [
-    (48, 4, 4, 64, 40), (64, 8, 8, 64, 20), (64, 16, 16, 64, 10),  # the width-4 students' stages
-    (3, 4, 4, 5, 7), (2, 3, 5, 3, 1), (1, 1, 12, 2, 2), (5, 16, 20, 1, 17), (4, 2, 1, 9, 3),  # edges, odd sizes
-])
+@pytest.mark.parametrize(
+    "groups,c_in,c_out,b,length",
+    [
+        (48, 4, 4, 64, 40),
+        (64, 8, 8, 64, 20),
+        (64, 16, 16, 64, 10),  # the width-4 students' stages
+        (3, 4, 4, 5, 7),
+        (2, 3, 5, 3, 1),
+        (1, 1, 12, 2, 2),
+        (5, 16, 20, 1, 17),
+        (4, 2, 1, 9, 3),  # edges, odd sizes
+    ],
+)
 def test_conv3_equals_torch_forward_and_both_gradients(groups, c_in, c_out, b, length):
     torch.manual_seed(0)
     x = torch.randn(1, groups * c_in, b, length)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from danas_bench.tables import generate
 from danas_bench.core import schema as tables
-from danas_bench.core.recipe import KD, Recipe
 from danas_bench.core.paths import shard_dir
+from danas_bench.core.recipe import KD, Recipe
+from danas_bench.tables import generate
 from danas_bench.tables.manifest import load_manifest, verify
 from danas_bench.tables.plan import make_plan, save_plan
 

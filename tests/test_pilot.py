@@ -8,10 +8,10 @@ import polars as pl
 import pytest
 import torch
 
-from danas_bench.reports import pilot
 from danas_bench.core import space
-from danas_bench.tables.plan import make_plan
 from danas_bench.core.recipe import KD, Recipe, recipe_for
+from danas_bench.reports import pilot
+from danas_bench.tables.plan import make_plan
 
 
 def test_icc_is_one_for_identical_seeds_and_near_zero_for_pure_noise():
@@ -40,13 +40,24 @@ def test_late_gain_reads_the_last_quarter_of_the_median_curve():
 
 def _cand(rid, icc, top, cost, **checks):
     base = {"converged": True, "kd_stable": True, "kd_helps": True, "teachers_ahead": True}
-    return {"recipe_id": rid, "recipe": {"id": rid}, "icc1_min": icc, "top10_min": top, "core_seconds": cost,
-            "checks": base | checks}
+    return {
+        "recipe_id": rid,
+        "recipe": {"id": rid},
+        "icc1_min": icc,
+        "top10_min": top,
+        "core_seconds": cost,
+        "checks": base | checks,
+    }
 
 
 def test_choose_prefers_passing_candidates_within_budget_then_reliability():
-    cands = [_cand("fails", 0.95, 90, 1.0, converged=False), _cand("costly", 0.99, 95, 5.0),
-             _cand("ok-low", 0.80, 80, 1.0), _cand("ok-high", 0.86, 70, 1.0), _cand("ok-near", 0.85, 85, 1.0)]
+    cands = [
+        _cand("fails", 0.95, 90, 1.0, converged=False),
+        _cand("costly", 0.99, 95, 5.0),
+        _cand("ok-low", 0.80, 80, 1.0),
+        _cand("ok-high", 0.86, 70, 1.0),
+        _cand("ok-near", 0.85, 85, 1.0),
+    ]
     out = pilot.choose(cands, budget_core_seconds=2.0)
     # ok-near is within 0.02 of the best ICC among passing candidates and has the better top-10% figure
     assert out["chosen"] == "ok-near" and out["shortfall"] == []
@@ -75,6 +86,7 @@ def test_a_real_tiny_search_measures_every_setting_and_resumes(tmp_path):
     assert df.height == 6 * 2 * 3 and set(df["teacher"]) == {"none", "resnet", "mlp"}
     m = pilot.measure(df, r, cells)
     assert set(m["settings"]) == {"none", "resnet", "mlp"}
+
     def wide(teacher):  # (cell, seed) test accuracies, computed here from the stored runs
         sub = df.filter(pl.col("teacher") == teacher).pivot(on="seed", index="arch_index", values="test_acc")
         return sub.sort("arch_index").select(["0", "1"]).to_numpy()
@@ -114,8 +126,9 @@ def test_warmup_rises_linearly_then_follows_the_cosine_to_zero():
     assert Recipe("digits", epochs=4).recipe_id == Recipe("digits", epochs=4, warmup_epochs=None).recipe_id
 
 
-@pytest.mark.parametrize("bad", [{"warmup_epochs": 4}, {"warmup_epochs": 0}, {"lr": float("nan")},
-                                 {"weight_decay": -1.0}])
+@pytest.mark.parametrize(
+    "bad", [{"warmup_epochs": 4}, {"warmup_epochs": 0}, {"lr": float("nan")}, {"weight_decay": -1.0}]
+)
 def test_bad_recipe_fields_are_refused(bad):
     with pytest.raises(ValueError, match="recipe field|warmup_epochs"):
         Recipe("digits", epochs=4, **bad)
@@ -142,8 +155,17 @@ def test_paired_seed_plans_alternate_seeds_per_slice_and_v1_plans_are_unchanged(
 
 
 def _frame(cells, seeds, acc_fn):
-    rows = [{"arch_index": int(c), "seed": s, "test_acc": acc_fn(i, s), "valid_acc": acc_fn(i, s),
-             "valid_acc_curve": [0.5, 0.8, 0.9, acc_fn(i, s)]} for i, c in enumerate(cells) for s in seeds]
+    rows = [
+        {
+            "arch_index": int(c),
+            "seed": s,
+            "test_acc": acc_fn(i, s),
+            "valid_acc": acc_fn(i, s),
+            "valid_acc_curve": [0.5, 0.8, 0.9, acc_fn(i, s)],
+        }
+        for i, c in enumerate(cells)
+        for s in seeds
+    ]
     return pl.DataFrame(rows)
 
 
@@ -170,8 +192,8 @@ def test_table_figures_recover_a_known_structure():
 
 def test_reliability_of_the_shipped_v1_tables_uses_every_multi_seed_cell():
     """v1 digits: seed 0 everywhere, seeds 1 and 2 on a 10% sample; 647 of those cells are non-zero."""
-    from danas_bench.reports import reliability
     from danas_bench.core.recipe import recipe_for
+    from danas_bench.reports import reliability
 
     rid = recipe_for("digits").recipe_id
     frame = pl.read_parquet(f"tables/digits/none-{rid}.parquet", columns=reliability.COLUMNS)

@@ -24,8 +24,18 @@ def _params(fn) -> list[tuple]:
 
 
 def test_the_protocol_lists_what_the_runner_uses():
-    assert {"query", "query_many", "test", "test_many", "best", "cost", "info", "info_many",
-            "descriptor", "default_pool"} <= set(METHODS)
+    assert {
+        "query",
+        "query_many",
+        "test",
+        "test_many",
+        "best",
+        "cost",
+        "info",
+        "info_many",
+        "descriptor",
+        "default_pool",
+    } <= set(METHODS)
     assert {"pair", "dataset", "teacher", "archs", "seeds", "epochs"} <= set(ATTRIBUTES)
 
 
@@ -85,8 +95,9 @@ def _view(bench) -> SearchView:
 
 @pytest.mark.parametrize("base", ["synthetic", "digits/none"])
 def test_search_view_is_an_instance(base):
-    bench = SyntheticBench("synth-a/resnet", ops=("nor_conv_1x1", "nor_conv_3x3")) if base == "synthetic" \
-        else _real_bench()
+    bench = (
+        SyntheticBench("synth-a/resnet", ops=("nor_conv_1x1", "nor_conv_3x3")) if base == "synthetic" else _real_bench()
+    )
     view = _view(bench)
     assert isinstance(view, BenchLike)
     archs = view.archs[:5]
@@ -126,7 +137,16 @@ def test_search_view_default_pool_holds_views():
 
 def test_a_drifted_signature_is_caught():
     class Drifted:  # positional epoch and seed, budget before rng
-        def query_many(self, archs, metric="valid_acc", epoch=None, seed=0, budget=None, rng=None,
-                       kd_temperature=None, kd_alpha=None): ...
+        def query_many(
+            self,
+            archs,
+            metric="valid_acc",
+            epoch=None,
+            seed=0,
+            budget=None,
+            rng=None,
+            kd_temperature=None,
+            kd_alpha=None,
+        ): ...
 
     assert _params(Drifted.query_many) != _params(BenchLike.query_many)

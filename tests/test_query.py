@@ -16,17 +16,18 @@ import polars as pl
 import pytest
 
 import danas_bench as db
+
 # (no torch-importing module at the top: the spawned writer processes import this file)
 from danas_bench import cli
 from danas_bench.core import space
-from danas_bench.tables import generate as g
+from danas_bench.core.paths import shard_dir
+from danas_bench.core.recipe import KD, Recipe
 from danas_bench.query.bench import MissingRecord
 from danas_bench.query.overlay import Overlay
-from danas_bench.core.recipe import KD, Recipe
+from danas_bench.tables import generate as g
+from danas_bench.tables.plan import Plan, make_plan, save_plan
 
 from conftest import danas_env, make_tables_root
-from danas_bench.core.paths import shard_dir
-from danas_bench.tables.plan import Plan, make_plan, save_plan
 
 PAIR = "digits/resnet"
 RECIPE = Recipe(dataset="digits", width=4, epochs=2, batch_size=32, n_train=128)
@@ -45,8 +46,16 @@ def qroot(tmp_path_factory):
         for k, v in danas_env(root, base / "cache").items():
             m.setenv(k, v)
         for pair, n, noise in ((PAIR, N_ARCHS, [1]), ("digits/none", 4, [])):
-            plan = make_plan(pair, RECIPE, KD(pair.split("/")[1]), seeds=[0], archs=n, noise_seeds=noise,
-                               noise_fraction=0.25, shard_size=16)
+            plan = make_plan(
+                pair,
+                RECIPE,
+                KD(pair.split("/")[1]),
+                seeds=[0],
+                archs=n,
+                noise_seeds=noise,
+                noise_fraction=0.25,
+                shard_size=16,
+            )
             d = shard_dir(pair, RID, root)
             save_plan(plan, d)
             g.run_pending(plan, d, executor="debug", chunk=16, log=quiet)
@@ -94,6 +103,7 @@ def _alias(c: int) -> int | None:
 
 # --- opening -------------------------------------------------------------------------------------------
 
+
 def test_open_attributes(bench, frame):
     assert bench.pair == PAIR and bench.dataset == "digits" and bench.teacher == "resnet"
     assert bench.recipe == RECIPE and bench.recipe_id == RID
@@ -120,12 +130,21 @@ def test_open_all(cache):
 
 # --- queries -------------------------------------------------------------------------------------------
 
+
 def test_every_input_form(bench):
     for a in bench.archs[:4]:
         a = int(a)
         ops = space.to_ops(a)
-        forms = [a, np.int64(a), np.int32(a), space.arch_str(a), list(ops), tuple(ops),
-                 [space.OPS[o] for o in ops], np.array(ops)]
+        forms = [
+            a,
+            np.int64(a),
+            np.int32(a),
+            space.arch_str(a),
+            list(ops),
+            tuple(ops),
+            [space.OPS[o] for o in ops],
+            np.array(ops),
+        ]
         vals = {bench.query(f, seed=0) for f in forms}
         assert len(vals) == 1
     # an isomorphic, non-canonical index answers through its canonical architecture
@@ -224,9 +243,13 @@ def test_clear_errors(bench):
 def test_query_many(bench):
     archs = bench.archs
     np.testing.assert_array_equal(bench.query_many(archs, seed=0), [bench.query(int(a), seed=0) for a in archs])
-    np.testing.assert_array_equal(bench.query_many(archs, seed="mean"), [bench.query(int(a), seed="mean") for a in archs])
-    np.testing.assert_array_equal(bench.query_many([space.arch_str(int(a)) for a in archs], "train_loss", epoch=1, seed=0),
-                                  [bench.query(int(a), "train_loss", epoch=1, seed=0) for a in archs])
+    np.testing.assert_array_equal(
+        bench.query_many(archs, seed="mean"), [bench.query(int(a), seed="mean") for a in archs]
+    )
+    np.testing.assert_array_equal(
+        bench.query_many([space.arch_str(int(a)) for a in archs], "train_loss", epoch=1, seed=0),
+        [bench.query(int(a), "train_loss", epoch=1, seed=0) for a in archs],
+    )
     np.testing.assert_array_equal(bench.test_many(archs), [bench.test(int(a)) for a in archs])
     assert bench.query_many([]).shape == (0,)
     # every index of the space whose canonical architecture is in the table
@@ -315,6 +338,7 @@ def test_frame_and_no_kd_pair(cache):
 
 # --- the live fallback -------------------------------------------------------------------------------------
 
+
 def test_live_fallback_trains_caches_and_reads_back(cache):
     bench = db.open(PAIR, fallback="live")
     new = _not_in_table(bench)
@@ -364,7 +388,7 @@ def test_live_seeds_never_move_shipped_answers_unless_asked(cache):
     bench = db.open(PAIR, fallback="live")
     noisy = _noisy(bench)
     one = next(int(x) for x in bench.archs if int(x) not in noisy)  # seed 0 only in the table
-    two = noisy[0]                                                   # seeds 0 and 1
+    two = noisy[0]  # seeds 0 and 1
     new = _not_in_table(bench)
     archs = [one, two, new]
     budget = db.Budget()
@@ -374,14 +398,18 @@ def test_live_seeds_never_move_shipped_answers_unless_asked(cache):
         spent = db.Budget()
         b.rng = np.random.default_rng(5)  # test_many(seed=None) samples with the bench's own
         b.query_many(archs, seed=0, budget=spent)
-        return {"test": [b.test(x) for x in archs], "test_many": b.test_many(archs).tolist(),
-                "mean": [b.query(x, seed="mean") for x in archs],
-                "mean_many": b.query_many(archs, seed="mean").tolist(),
-                "curve": [b.curve(x, seed="mean").tolist() for x in archs],
-                "sampled": [b.query(x, seed=None, rng=np.random.default_rng(k)) for k in range(8) for x in archs],
-                "sampled_many": b.query_many(archs * 8, seed=None, rng=np.random.default_rng(0)).tolist(),
-                "test_sampled": b.test_many(archs * 8, seed=None).tolist(),
-                "cost": [b.cost(x) for x in archs], "charged": spent.spent_seconds}
+        return {
+            "test": [b.test(x) for x in archs],
+            "test_many": b.test_many(archs).tolist(),
+            "mean": [b.query(x, seed="mean") for x in archs],
+            "mean_many": b.query_many(archs, seed="mean").tolist(),
+            "curve": [b.curve(x, seed="mean").tolist() for x in archs],
+            "sampled": [b.query(x, seed=None, rng=np.random.default_rng(k)) for k in range(8) for x in archs],
+            "sampled_many": b.query_many(archs * 8, seed=None, rng=np.random.default_rng(0)).tolist(),
+            "test_sampled": b.test_many(archs * 8, seed=None).tolist(),
+            "cost": [b.cost(x) for x in archs],
+            "charged": spent.spent_seconds,
+        }
 
     before = answers(bench)
     live = bench.query_many(archs, seed=7)  # really trained, into the overlay
@@ -410,6 +438,7 @@ def test_live_query_many_trains_the_missing_ones(cache):
 
 # --- concurrency -----------------------------------------------------------------------------------------
 
+
 def _append_worker(base: str, records: list[dict], worker: int, rounds: int) -> int:
     ov = Overlay(PAIR, RID, base)
     for k in range(rounds):
@@ -433,8 +462,9 @@ def test_concurrent_overlay_writers_lose_nothing(bench, cache):
     workers, rounds = 4, 5
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers) as pool:
-        assert sorted(pool.starmap(_append_worker, [(base, records, w, rounds) for w in range(workers)])) \
-            == list(range(workers))
+        assert sorted(pool.starmap(_append_worker, [(base, records, w, rounds) for w in range(workers)])) == list(
+            range(workers)
+        )
     ov = Overlay(PAIR, RID, base)
     table = ov.read_all()
     keys = set(zip(table.column("arch_index").to_pylist(), table.column("seed").to_pylist()))
@@ -462,6 +492,7 @@ def test_concurrent_live_training_of_the_same_row(bench, qroot, cache):
 
 
 # --- CLI ---------------------------------------------------------------------------------------------------
+
 
 def test_cli_query(bench, capsys):
     a = int(bench.archs[0])

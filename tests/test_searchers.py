@@ -13,15 +13,13 @@ import polars as pl
 import pytest
 
 from danas_bench.core import space
-from danas_bench.search import synthetic
-from danas_bench.search.baselines import NAMES, SIX, make
 from danas_bench.core.budget import Budget, BudgetExhausted
-from danas_bench.search import TRAJECTORY_SCHEMA, Ask, Problem, Searcher, final, run
+from danas_bench.search import TRAJECTORY_SCHEMA, Ask, Problem, Searcher, final, run, synthetic
+from danas_bench.search.baselines import NAMES, SIX, make
 
 TINY_OPS = ("nor_conv_1x1", "nor_conv_3x3")
 # cheap settings for the model-based searchers on the tiny bench
-FAST = {"trade": {"n_init": 6}, "autokd": {"n_init": 6, "n_candidates": 256},
-        "dass": {"meta_steps": 100}}
+FAST = {"trade": {"n_init": 6}, "autokd": {"n_init": 6, "n_candidates": 256}, "dass": {"meta_steps": 100}}
 SEARCHERS = SIX + ("optuna_tpe",)
 
 
@@ -168,7 +166,7 @@ def test_finds_the_optimum_of_the_tiny_bench(name, tiny_pool):
     # (AutoKD's Hyperband rungs stop most students early: no budget limit, it stops when all are trained)
     f = _run(name, b, {"queries": len(b.archs)} if name != "autokd" else {}, 0, tiny_pool)
     assert f.select("arch_index", "epoch").n_unique() == f.height  # never pays twice for one architecture
-    full = f.filter(pl.col("epoch").is_null())                      # (at one epoch)
+    full = f.filter(pl.col("epoch").is_null())  # (at one epoch)
     assert full["arch_index"].n_unique() == full.height == len(b.archs) or name != "autokd"
     last = f.row(-1, named=True)
     assert last["incumbent"] == b.best()[0] and last["regret"] == pytest.approx(0.0, abs=1e-12)
@@ -216,8 +214,9 @@ def test_model_based_searchers_beat_random_on_average(pool):
     out = {}
     kw = {"dass": {"exclude_same_dataset": False}}  # two datasets only: give DaSS its dataset's other teachers
     for name in ("random", "trade", "dass"):
-        out[name] = np.mean([final(_run(name, b, {"queries": 40}, s, pool, **kw.get(name, {})))["regret"]
-                             for s in range(3)])
+        out[name] = np.mean(
+            [final(_run(name, b, {"queries": 40}, s, pool, **kw.get(name, {})))["regret"] for s in range(3)]
+        )
     assert out["trade"] < out["random"] and out["dass"] < out["random"]
 
 
@@ -240,8 +239,9 @@ def test_autokd_off_table_kd_settings(pool):
     t, a = f["kd_temperature"].to_numpy(), f["kd_alpha"].to_numpy()
     assert np.isfinite(t).all() and ((1.0 <= t) & (t <= 20.0)).all() and ((0.1 <= a) & (a <= 1.0)).all()
     r = f.row(int(np.argmax(f["value"].to_numpy())), named=True)  # the incumbent carries its KD setting
-    assert f["incumbent_test"][-1] == pytest.approx(b.test(r["arch_index"], kd_temperature=r["kd_temperature"],
-                                                           kd_alpha=r["kd_alpha"]))
+    assert f["incumbent_test"][-1] == pytest.approx(
+        b.test(r["arch_index"], kd_temperature=r["kd_temperature"], kd_alpha=r["kd_alpha"])
+    )
     g = _run("autokd", pool["synth-a/none"], {"queries": 12}, 0, pool, kd_search=True)
     assert g["kd_temperature"].null_count() == g.height  # no KD to tune without a teacher
 
@@ -257,7 +257,7 @@ def test_autokd_hyperband_brackets_promote_the_best_and_pay_by_epochs(pool):
     assert ep[:13] == [1] * 9 + [3] * 3 + [None] and ep[13:19] == [3] * 5 + [None]
     v, a = f["value"].to_numpy(), f["arch_index"].to_numpy()
     assert set(a[9:12]) == set(a[:9][np.argsort(-v[:9])[:3]])  # the best third of the 1-epoch rung
-    assert a[12] == a[9:12][np.argmax(v[9:12])]                # the best of the 3-epoch rung
+    assert a[12] == a[9:12][np.argmax(v[9:12])]  # the best of the 3-epoch rung
     # charged by epochs: a 1-epoch query is a tenth of a query and of the architecture's time
     assert f["cum_queries"][8] == pytest.approx(0.9)
     assert f["cost_seconds"][0] == pytest.approx(b.cost(int(a[0])) / 10)
@@ -339,8 +339,11 @@ def test_optuna_bridge_samplers(tiny_pool):
     import optuna
 
     b = tiny_pool["synth-b/resnet"]
-    for opts in ({"sampler": "nsga2"}, {"sampler": "random"},
-                 {"sampler": lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)}):
+    for opts in (
+        {"sampler": "nsga2"},
+        {"sampler": "random"},
+        {"sampler": lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)},
+    ):
         f = run(make("optuna", **opts), b, {"queries": len(b.archs)}, 0, pool=tiny_pool)
         assert f.height == len(b.archs) and f["regret"][-1] == pytest.approx(0.0, abs=1e-12)
 
@@ -359,16 +362,40 @@ def test_leaderboard_command(tmp_path):
     from danas_bench.cli import main
 
     out = tmp_path / "docs" / "leaderboard.md"
-    rc = main(["leaderboard", "synthetic=true", "searchers=[random,evolution,trade]", "runs=2", "budget.queries=12",
-               "workers=1", "pairs=[synth-a/resnet,synth-b/none]", f"out={out}",
-               f"figures={tmp_path / 'docs' / 'figures'}",
-               "options={trade: {n_init: 5}}", "progress=false", f"trajectories={tmp_path / 'traj.parquet'}",
-               "scorings=[heldout_seeds,expected]"])
+    rc = main(
+        [
+            "leaderboard",
+            "synthetic=true",
+            "searchers=[random,evolution,trade]",
+            "runs=2",
+            "budget.queries=12",
+            "workers=1",
+            "pairs=[synth-a/resnet,synth-b/none]",
+            f"out={out}",
+            f"figures={tmp_path / 'docs' / 'figures'}",
+            "options={trade: {n_init: 5}}",
+            "progress=false",
+            f"trajectories={tmp_path / 'traj.parquet'}",
+            "scorings=[heldout_seeds,expected]",
+        ]
+    )
     assert rc == 0
     text = out.read_text()
-    for needle in ("### synth-a/resnet (`heldout_seeds`)", "### synth-b/none", "| random |", "| trade |",
-                   "| evolution |", "danas-bench 0.1.0", "Synthetic benches", "synthetic-1", "12 queries",
-                   '"n_init": 5', "noise ceiling", "## Claims", "`expected` skipped"):
+    for needle in (
+        "### synth-a/resnet (`heldout_seeds`)",
+        "### synth-b/none",
+        "| random |",
+        "| trade |",
+        "| evolution |",
+        "danas-bench 0.1.0",
+        "Synthetic benches",
+        "synthetic-1",
+        "12 queries",
+        '"n_init": 5',
+        "noise ceiling",
+        "## Claims",
+        "`expected` skipped",
+    ):
         assert needle in text, needle
     for pair in ("synth-a__resnet", "synth-b__none"):
         png = tmp_path / "docs" / "figures" / f"leaderboard_{pair}__heldout_seeds.png"
@@ -385,8 +412,14 @@ def test_leaderboard_command(tmp_path):
 def test_leaderboard_workers_match_in_process(tmp_path):
     from danas_bench.reports.leaderboard import run_leaderboard
 
-    kw = dict(searchers=["random", "akd"], pairs=["synth-a/mlp"], runs=2, budget={"queries": 10},
-              synthetic=True, progress=False)
+    kw = dict(
+        searchers=["random", "akd"],
+        pairs=["synth-a/mlp"],
+        runs=2,
+        budget={"queries": 10},
+        synthetic=True,
+        progress=False,
+    )
     a, _, _ = run_leaderboard(workers=1, **kw)
     b, _, _ = run_leaderboard(workers=2, **kw)
     key = ["searcher", "seed", "step"]
@@ -420,31 +453,66 @@ def _write_fake_tables(root, n_archs: int = 200) -> None:
         records = []
         for a in archs:
             a = int(a)
-            for seed in ((0, 1) if a % 7 == 0 else (0,)):
+            for seed in (0, 1) if a % 7 == 0 else (0,):
                 curve = [sb.query(a, epoch=e, seed=seed) for e in (1, 2, 3)]
-                records.append({
-                    "arch_index": a, "arch": space.arch_str(a), "seed": seed, "teacher": teacher,
-                    "kd_temperature": kd.temperature, "kd_alpha": kd.alpha, "recipe_id": rid, "epochs": 3,
-                    "train_loss": [1.0, 0.8, 0.6], "train_acc": curve, "valid_acc_curve": curve,
-                    "epoch_seconds": [sb.cost(a) / 3] * 3, "valid_acc": curve[-1], "valid_loss": 0.5,
-                    "valid_ece": 0.05, "valid_kl_teacher": 0.1, "valid_agreement": 0.9,
-                    "test_acc": sb.test(a, seed=seed), "test_loss": 0.5, "test_ece": 0.05, "test_kl_teacher": 0.1,
-                    "test_agreement": 0.9, "train_seconds": sb.cost(a), "batch_size_models": 1})
-        meta = {"pair": f"digits/{teacher}", "dataset": "digits", "teacher": teacher, "recipe": rec.to_dict(),
-                "recipe_id": rid, "kd": {"teacher": teacher, "temperature": kd.temperature, "alpha": kd.alpha},
-                **versions}
+                records.append(
+                    {
+                        "arch_index": a,
+                        "arch": space.arch_str(a),
+                        "seed": seed,
+                        "teacher": teacher,
+                        "kd_temperature": kd.temperature,
+                        "kd_alpha": kd.alpha,
+                        "recipe_id": rid,
+                        "epochs": 3,
+                        "train_loss": [1.0, 0.8, 0.6],
+                        "train_acc": curve,
+                        "valid_acc_curve": curve,
+                        "epoch_seconds": [sb.cost(a) / 3] * 3,
+                        "valid_acc": curve[-1],
+                        "valid_loss": 0.5,
+                        "valid_ece": 0.05,
+                        "valid_kl_teacher": 0.1,
+                        "valid_agreement": 0.9,
+                        "test_acc": sb.test(a, seed=seed),
+                        "test_loss": 0.5,
+                        "test_ece": 0.05,
+                        "test_kl_teacher": 0.1,
+                        "test_agreement": 0.9,
+                        "train_seconds": sb.cost(a),
+                        "batch_size_models": 1,
+                    }
+                )
+        meta = {
+            "pair": f"digits/{teacher}",
+            "dataset": "digits",
+            "teacher": teacher,
+            "recipe": rec.to_dict(),
+            "recipe_id": rid,
+            "kd": {"teacher": teacher, "temperature": kd.temperature, "alpha": kd.alpha},
+            **versions,
+        }
         tb.write_atomic(tb.to_table(records, meta), root / "digits" / f"{teacher}-{rid}.parquet")
-    facts = [{"arch_index": int(a), "arch": space.arch_str(int(a)), **{k: v for k, v in sb.info(int(a)).items()},
-              "is_zero_cell": space.is_zero_cell(int(a))} for a in archs]
-    tb.write_atomic(tb.to_table(facts, {"dataset": "digits", "recipe_id": rid, **versions}, schema=tb.ARCH_SCHEMA),
-                    root / "digits" / f"archs-{rid}.parquet")
+    facts = [
+        {
+            "arch_index": int(a),
+            "arch": space.arch_str(int(a)),
+            **{k: v for k, v in sb.info(int(a)).items()},
+            "is_zero_cell": space.is_zero_cell(int(a)),
+        }
+        for a in archs
+    ]
+    tb.write_atomic(
+        tb.to_table(facts, {"dataset": "digits", "recipe_id": rid, **versions}, schema=tb.ARCH_SCHEMA),
+        root / "digits" / f"archs-{rid}.parquet",
+    )
 
 
 def test_every_searcher_on_the_real_bench_class(tmp_path, monkeypatch):
     """The runner and the baselines against danas_bench.query.bench.Bench (not the synthetic stand-in)."""
-    from conftest import danas_env, make_tables_root
-
     import danas_bench as db
+
+    from conftest import danas_env, make_tables_root
 
     root = make_tables_root(tmp_path / "tables", datasets=("digits",))  # DaSS reads the teachers' logits
     for k, v in danas_env(root, tmp_path / "cache").items():
@@ -476,9 +544,8 @@ def test_every_searcher_on_the_real_bench_class(tmp_path, monkeypatch):
 def test_dass_descriptors_need_no_raw_dataset(monkeypatch):
     """DaSS describes a task from the shipped teacher files alone: with every dataset loader broken the
     descriptors still compute, and the teacher's accuracy in them is the one measured on the data."""
-    from danas_bench.training import data
     from danas_bench.query import facts
-    from danas_bench.training import teachers
+    from danas_bench.training import data, teachers
 
     facts._DESCRIPTORS.clear()
     monkeypatch.setattr(data, "load", lambda name: (_ for _ in ()).throw(AssertionError(f"read raw {name}")))

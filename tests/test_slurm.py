@@ -28,14 +28,14 @@ from pathlib import Path
 
 import pytest
 
-from danas_bench.tables import generate as g
 from danas_bench.core import schema as tb
-from danas_bench.core.recipe import Recipe
-
-from conftest import TINY_RECIPE, TINY_RECIPE_CLI, cli_cmd
 from danas_bench.core.paths import shard_dir, shard_path, table_path
+from danas_bench.core.recipe import Recipe
+from danas_bench.tables import generate as g
 from danas_bench.tables.manifest import verify
 from danas_bench.tables.plan import Plan
+
+from conftest import TINY_RECIPE, TINY_RECIPE_CLI, cli_cmd
 
 pytestmark = pytest.mark.slurm
 
@@ -73,8 +73,10 @@ def slurm_problem() -> str | None:
 @pytest.fixture(autouse=True)
 def _need_slurm(slurm_problem):
     if slurm_problem:
-        msg = (f"no SLURM reachable: {slurm_problem}; start the test cluster with "
-               f"`bash slurm/cluster.sh install && bash slurm/cluster.sh start` (`make test` does)")
+        msg = (
+            f"no SLURM reachable: {slurm_problem}; start the test cluster with "
+            f"`bash slurm/cluster.sh install && bash slurm/cluster.sh start` (`make test` does)"
+        )
         if os.environ.get("DANAS_REQUIRE_SLURM") == "1":
             pytest.fail(msg + " [DANAS_REQUIRE_SLURM=1]")
         pytest.skip(msg)
@@ -84,8 +86,9 @@ def _squeue(*job_ids: str) -> dict[str, str]:
     """``{"<array>_<task>": state}`` of the given array jobs (finished ones too, until MinJobAge)."""
     out = {}
     for jid in job_ids:
-        r = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", jid, "-o", "%i|%T"],
-                           capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            ["squeue", "-h", "-r", "-t", "all", "-j", jid, "-o", "%i|%T"], capture_output=True, text=True, timeout=60
+        )
         out.update(line.split("|", 1) for line in r.stdout.split() if "|" in line)
     return out
 
@@ -140,8 +143,7 @@ def test_generate_submits_array_job_and_merges(tables_root):
     """
     d = shard_dir(PAIR, RID)
     assert str(d).startswith(str(tables_root))
-    res = subprocess.run(cli_cmd(*BASE, "executor.max_array_size=2"), capture_output=True, text=True,
-                         timeout=400)
+    res = subprocess.run(cli_cmd(*BASE, "executor.max_array_size=2"), capture_output=True, text=True, timeout=400)
     text = res.stdout + res.stderr
     try:
         assert res.returncode == 0, text
@@ -166,8 +168,7 @@ def test_generate_submits_array_job_and_merges(tables_root):
                 sid += 1
         assert "sacct" not in text, "the wait asked sacct (no accounting here) instead of squeue"
         assert f"merged {N_SHARDS} of {N_SHARDS} shards" in text, text
-        assert sorted(p.name for p in d.glob("shard-*.parquet")) == [
-            f"shard-{i:05d}.parquet" for i in range(N_SHARDS)]
+        assert sorted(p.name for p in d.glob("shard-*.parquet")) == [f"shard-{i:05d}.parquet" for i in range(N_SHARDS)]
         _check_table(tables_root, d)
     finally:
         _cancel_leftovers(text)
@@ -179,8 +180,9 @@ def test_scancel_one_task_then_resubmit(tables_root, tmp_path):
     log1 = tmp_path / "first.log"
     text = ""
     with open(log1, "w") as out:
-        proc = subprocess.Popen(cli_cmd(*BASE, "executor.array_parallelism=2"), stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cli_cmd(*BASE, "executor.array_parallelism=2"), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         # the array job id, from generate's own output
         deadline = time.monotonic() + 120
@@ -220,15 +222,15 @@ def test_scancel_one_task_then_resubmit(tables_root, tmp_path):
     victim_path = shard_path(d, victim_shard)
     assert not victim_path.exists(), (
         f"task {victim} finished its shard within SLURM's KillWait after scancel; the shard is too "
-        f"small for this machine (raise shard_size)")
+        f"small for this machine (raise shard_size)"
+    )
     done = sorted(d.glob("shard-*.parquet"))
     assert len(done) == N_SHARDS - 1
     before = _snapshot(done)
     assert not table_path(PAIR, RID).exists(), "merged although a shard was lost"
 
     # resubmit: the same command submits one task for the lost shard, then merges
-    res = subprocess.run(cli_cmd(*BASE, "executor.array_parallelism=2"), capture_output=True, text=True,
-                         timeout=400)
+    res = subprocess.run(cli_cmd(*BASE, "executor.array_parallelism=2"), capture_output=True, text=True, timeout=400)
     text2 = res.stdout + res.stderr
     try:
         assert res.returncode == 0, text2

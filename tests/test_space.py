@@ -15,8 +15,12 @@ from hypothesis import strategies as st
 
 from danas_bench.core import space
 
-FAST = settings(database=None, deadline=None, max_examples=50,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+FAST = settings(
+    database=None,
+    deadline=None,
+    max_examples=50,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 N = space.N_ARCHS
 ALL = np.arange(N)
@@ -100,6 +104,7 @@ def partition_min(keys) -> np.ndarray:
 
 # --- sizes and canonical classes ------------------------------------------------------------
 
+
 def test_space_constants():
     assert space.OPS == ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
     assert space.EDGES == ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
@@ -129,8 +134,9 @@ def test_canonical_classes_equal_nb201_reference_rule():
     """Same class <=> same NAS-Bench-201 unique string, and the canonical id is the class minimum."""
     ref = partition_min(nb201_unique_str(s) for s in ALL_STRS)
     assert np.array_equal(space.canonical_table(), ref)
-    assert all(space.unique_key(tuple(o)) == nb201_unique_str(s)
-               for o, s in zip(ALL_OPS[::97].tolist(), ALL_STRS[::97]))
+    assert all(
+        space.unique_key(tuple(o)) == nb201_unique_str(s) for o, s in zip(ALL_OPS[::97].tolist(), ALL_STRS[::97])
+    )
 
 
 def test_coarser_rule_is_not_ours():
@@ -155,6 +161,7 @@ def test_canonical_accepts_every_form(i):
 
 
 # --- round trips ------------------------------------------------------------------------------
+
 
 def test_ops_matrix_matches_index_to_ops_for_every_index():
     mat = space.ops_matrix(ALL)
@@ -213,6 +220,7 @@ def test_ends_of_the_numbering_and_digit_order():
 
 # --- known isomorphisms -----------------------------------------------------------------------
 
+
 @FAST
 @given(op_tuples)
 def test_node2_is_dead_when_its_only_consumer_is_none(ops):
@@ -268,7 +276,8 @@ def test_concrete_isomorphisms_and_non_isomorphisms():
     assert space.canonical(z1) != space.canonical(z2)
     # x + 0 is not x under the kept-zero rule: one vs two incoming zero terms differ
     assert space.canonical([CONV3, NONE, NONE, NONE, SKIP, NONE]) != space.canonical(
-        [CONV3, NONE, NONE, NONE, SKIP, SKIP])
+        [CONV3, NONE, NONE, NONE, SKIP, SKIP]
+    )
 
 
 def test_is_zero_cell_matches_path_brute_force():
@@ -283,14 +292,14 @@ def test_is_zero_cell_matches_path_brute_force():
 
 # --- error messages ---------------------------------------------------------------------------
 
+
 def _build(groups: list[list[str]]) -> str:
     return "+".join("|" + "|".join(g) + "|" for g in groups)
 
 
 def _groups(ops) -> list[list[str]]:
     names = [space.OPS[o] for o in ops]
-    return [[f"{names[0]}~0"], [f"{names[1]}~0", f"{names[2]}~1"],
-            [f"{names[3]}~0", f"{names[4]}~1", f"{names[5]}~2"]]
+    return [[f"{names[0]}~0"], [f"{names[1]}~0", f"{names[2]}~1"], [f"{names[3]}~0", f"{names[4]}~1", f"{names[5]}~2"]]
 
 
 POSITIONS = [(0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2)]  # (group, source) of each edge
@@ -339,7 +348,7 @@ def test_bad_tilde_separator_names_the_token(ops, edge, sep):
 def test_bad_plus_separator(ops, which, sep):
     s = _build(_groups(ops))
     pos = [k for k, c in enumerate(s) if c == "+"][which]
-    bad = s[:pos] + sep + s[pos + 1:]
+    bad = s[:pos] + sep + s[pos + 1 :]
     assert_bad(space.parse, bad, needles=("node groups", "expected 3"))
 
 
@@ -349,15 +358,21 @@ def test_bad_pipe_between_edges(ops, g, sep, data):
     groups = _groups(ops)
     node = g + 1
     k = data.draw(st.integers(0, node - 2))
-    inner = "|".join(groups[g][:k + 1]) + sep + "|".join(groups[g][k + 1:])
+    inner = "|".join(groups[g][: k + 1]) + sep + "|".join(groups[g][k + 1 :])
     s = "+".join(["|" + "|".join(x) + "|" if i != g else "|" + inner + "|" for i, x in enumerate(groups)])
     assert_bad(space.parse, s, needles=(f"node {node}", f"has {node - 1} incoming edges"))
 
 
 @FAST
-@given(op_tuples, st.integers(0, 5),
-       st.one_of(st.integers(0, 10**6).map(str), plain_text,
-                 st.sampled_from(["01", "00", "1 ", " 0", "\u0661", "\u0660", "1" * 5000])))
+@given(
+    op_tuples,
+    st.integers(0, 5),
+    st.one_of(
+        st.integers(0, 10**6).map(str),
+        plain_text,
+        st.sampled_from(["01", "00", "1 ", " 0", "\u0661", "\u0660", "1" * 5000]),
+    ),
+)
 @example((0,) * 6, 5, "2\n")
 def test_wrong_input_id_names_the_token(ops, edge, inp):
     g, src = POSITIONS[edge]
@@ -374,8 +389,13 @@ def test_wrong_input_id_names_the_token(ops, edge, inp):
 def test_missing_pipes(ops, where):
     s = _build(_groups(ops))
     plus = s.index("+")
-    bad = {"first": s[1:], "last": s[:-1], "before_plus": s[:plus - 1] + s[plus:],
-           "after_plus": s[:plus + 1] + s[plus + 2:], "all": s.replace("|", "")}[where]
+    bad = {
+        "first": s[1:],
+        "last": s[:-1],
+        "before_plus": s[: plus - 1] + s[plus:],
+        "after_plus": s[: plus + 1] + s[plus + 2 :],
+        "all": s.replace("|", ""),
+    }[where]
     msg = assert_bad(space.parse, bad)
     if where in ("first", "last", "all"):
         assert "must start and end with '|'" in msg
@@ -405,8 +425,9 @@ def test_random_text_is_rejected_with_example(text):
 def test_near_valid_strings_either_fail_cleanly_or_round_trip_exactly(i, pos, kind, ch):
     s = space.arch_str(i)
     pos %= len(s)
-    bad = {"insert": s[:pos] + ch + s[pos:], "delete": s[:pos] + s[pos + 1:],
-           "replace": s[:pos] + ch + s[pos + 1:]}[kind]
+    bad = {"insert": s[:pos] + ch + s[pos:], "delete": s[:pos] + s[pos + 1 :], "replace": s[:pos] + ch + s[pos + 1 :]}[
+        kind
+    ]
     try:
         ops = space.parse(bad)
     except ValueError as exc:
@@ -425,8 +446,17 @@ out_of_range = st.one_of(st.integers(max_value=-1), st.integers(min_value=N))
 @example(N)
 @example(2**70)
 def test_out_of_range_indices(i):
-    for fn in (space.to_index, space.index_to_ops, space.check_index, space.canonical, space.arch_str,
-               space.to_ops, space.is_zero_cell, space.neighbours, space.adjacency):
+    for fn in (
+        space.to_index,
+        space.index_to_ops,
+        space.check_index,
+        space.canonical,
+        space.arch_str,
+        space.to_ops,
+        space.is_zero_cell,
+        space.neighbours,
+        space.adjacency,
+    ):
         assert_bad(fn, i, needles=(str(i), "out of range"))
     if -(2**63) <= i < 2**63:
         assert_bad(space.to_index, np.int64(i), needles=(str(i), "out of range"))
@@ -435,8 +465,13 @@ def test_out_of_range_indices(i):
 
 
 wrong_types = st.one_of(
-    st.floats(), st.none(), st.booleans(), st.dictionaries(st.text(max_size=3), st.integers(), max_size=3),
-    st.sets(st.integers(), max_size=3), st.binary(max_size=5), st.complex_numbers(),
+    st.floats(),
+    st.none(),
+    st.booleans(),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=3),
+    st.sets(st.integers(), max_size=3),
+    st.binary(max_size=5),
+    st.complex_numbers(),
     st.sampled_from([np.float64(3.0), np.bool_(True), object(), 1.0, 0.0, {"ops": [0] * 6}]),
 )
 
@@ -445,8 +480,17 @@ wrong_types = st.one_of(
 @given(wrong_types)
 def test_wrong_types(value):
     name = type(value).__name__
-    for fn in (space.to_index, space.to_ops, space.canonical, space.arch_str, space.is_zero_cell,
-               space.neighbours, space.adjacency, space.check_index, space.parse):
+    for fn in (
+        space.to_index,
+        space.to_ops,
+        space.canonical,
+        space.arch_str,
+        space.is_zero_cell,
+        space.neighbours,
+        space.adjacency,
+        space.check_index,
+        space.parse,
+    ):
         assert_bad(fn, value, needles=(name,))
     assert_bad(space.mutate, value, np.random.default_rng(0), needles=(name,))
 
@@ -463,8 +507,13 @@ def test_op_lists_of_the_wrong_length(entries, kind):
 
 
 bad_entries = st.one_of(
-    plain_text.filter(lambda t: t not in space.OP_INDEX), st.integers().filter(lambda v: not 0 <= v <= 4),
-    st.floats(), st.none(), st.booleans(), st.just(np.float64(1.0)), st.just(np.int64(5)),
+    plain_text.filter(lambda t: t not in space.OP_INDEX),
+    st.integers().filter(lambda v: not 0 <= v <= 4),
+    st.floats(),
+    st.none(),
+    st.booleans(),
+    st.just(np.float64(1.0)),
+    st.just(np.int64(5)),
 )
 
 
@@ -475,8 +524,7 @@ bad_entries = st.one_of(
 def test_op_lists_with_unknown_entries(ops, pos, bad):
     seq = list(ops)
     seq[pos] = bad
-    for fn in (space.to_ops, space.to_index, space.ops_to_index, space.to_str, space.canonical,
-               space.is_zero_cell):
+    for fn in (space.to_ops, space.to_index, space.ops_to_index, space.to_str, space.canonical, space.is_zero_cell):
         assert_bad(fn, seq, needles=(repr(bad),))
         assert_bad(fn, tuple(seq), needles=(repr(bad),))
 
@@ -491,6 +539,7 @@ def test_misshapen_inputs():
 
 
 # --- neighbourhoods and sampling -------------------------------------------------------------
+
 
 @FAST
 @given(indices)
@@ -539,6 +588,7 @@ def test_sample():
 
 
 # --- encodings --------------------------------------------------------------------------------
+
 
 def test_one_hot_for_every_index():
     enc = space.one_hot(ALL)

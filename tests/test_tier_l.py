@@ -13,14 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from danas_bench.training import data
-from danas_bench.training import engine
-from danas_bench.training import native
 from danas_bench.core import space
+from danas_bench.core.pairs import TEACHERS
+from danas_bench.core.recipe import KD, Recipe
+from danas_bench.training import data, engine, native
 from danas_bench.training.fused import FusedStudents
 from danas_bench.training.fused_ops import _Conv, uses_native
-from danas_bench.core.recipe import KD, Recipe
-from danas_bench.core.pairs import TEACHERS
 
 N_TRAIN, N_TEST = 60, 12  # records in the fixture's train files and its test file (official: 50,000 + 10,000)
 
@@ -83,11 +81,14 @@ def test_loaders_read_the_binary_records(cifar_root, name, classes):
     by_image = {img.tobytes(): int(lab) for img, lab in zip(written[name]["images"], fine)}
     perm = np.random.default_rng(data.SPLIT_SEED).permutation(n)
     seen = []
-    for split, start in (("train", 0), ("valid", ds.sizes()["train"]),
-                         ("test", ds.sizes()["train"] + ds.sizes()["valid"])):
-        src = written[name]["images"][perm[start:start + ds.sizes()[split]]]
+    for split, start in (
+        ("train", 0),
+        ("valid", ds.sizes()["train"]),
+        ("test", ds.sizes()["train"] + ds.sizes()["valid"]),
+    ):
+        src = written[name]["images"][perm[start : start + ds.sizes()[split]]]
         assert [by_image[i.tobytes()] for i in src] == ds.y[split].tolist()
-        seen += list(perm[start:start + ds.sizes()[split]])
+        seen += list(perm[start : start + ds.sizes()[split]])
     assert sorted(seen) == list(range(n))
 
 
@@ -124,7 +125,10 @@ def test_missing_files_say_what_and_where(tmp_path, monkeypatch):
     monkeypatch.setenv("DANAS_DATA", str(tmp_path))
     monkeypatch.setattr(data, "CIFAR_DIRS", ())
     data.load.cache_clear()
-    for name, expect in (("cifar10", "cifar-10-batches-bin/data_batch_1.bin"), ("cifar100", "cifar-100-binary/train.bin")):
+    for name, expect in (
+        ("cifar10", "cifar-10-batches-bin/data_batch_1.bin"),
+        ("cifar100", "cifar-100-binary/train.bin"),
+    ):
         with pytest.raises(FileNotFoundError) as err:
             data.load(name)
         msg = str(err.value)
@@ -286,8 +290,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
 def test_tier_l_recipes_and_teachers_are_registered(dataset):
-    from danas_bench.training import teachers
     from danas_bench.core.recipe import RECIPE_DIR, recipe_for
+    from danas_bench.training import teachers
 
     assert "PROVISIONAL" in (RECIPE_DIR / f"{dataset}.yaml").read_text()  # says it was not chosen by a search
     r = recipe_for(dataset)
@@ -312,9 +316,22 @@ def test_gpu_cluster_dry_run_needs_no_data_no_teachers_no_slurm(tmp_path):
     that requests a GPU; it writes nothing."""
     env = {k: v for k, v in os.environ.items() if k not in ("DANAS_DATA",)}
     env.update(DANAS_TABLES=str(tmp_path / "tables"), DANAS_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "danas_bench.cli", "generate", "pair=cifar10/resnet",
-                        "executor=gpu_cluster", "dry_run=true"], capture_output=True, text=True, env=env,
-                       cwd=tmp_path, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "danas_bench.cli",
+            "generate",
+            "pair=cifar10/resnet",
+            "executor=gpu_cluster",
+            "dry_run=true",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "DRY RUN" in out and "51 shards of <= 128" in out and "array size 51" in out
@@ -322,7 +339,7 @@ def test_gpu_cluster_dry_run_needs_no_data_no_teachers_no_slurm(tmp_path):
     assert "PROVISIONAL" in out and "ESTIMATE, NOT MEASURED" in out and "GPU-hours" in out
     assert "cifar-10-batches-bin/data_batch_1.bin" in out and "NOT present here" in out
     assert "NOT TRAINED YET" in out and "danas-bench teachers dataset=cifar10" in out
-    script = out[out.index("#!/bin/bash"):]
+    script = out[out.index("#!/bin/bash") :]
     assert "#SBATCH --gpus-per-node=1" in script and "#SBATCH --array=0-50%8" in script
     assert "#SBATCH --partition=gpu" in script and "submitit.core._submit" in script
     assert not (tmp_path / "tables").exists() and list(tmp_path.iterdir()) in ([], [tmp_path / "cache"])
@@ -335,8 +352,29 @@ def test_throughput_takes_a_device(cifar_root, tmp_path):
     from danas_bench.reports import throughput
 
     out = tmp_path / "t.json"
-    assert throughput.main(["--datasets", "cifar10", "--n", "3", "--chunk", "3", "--teacher", "none", "--epochs", "1",
-                            "--n-train", "32", "--device", "cpu", "--out", str(out)]) == 0
+    assert (
+        throughput.main(
+            [
+                "--datasets",
+                "cifar10",
+                "--n",
+                "3",
+                "--chunk",
+                "3",
+                "--teacher",
+                "none",
+                "--epochs",
+                "1",
+                "--n-train",
+                "32",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     (res,) = json.loads(out.read_text())
     assert res["dataset"] == "cifar10" and res["recipe"]["epochs"] == 1 and "device" not in res  # CPU: no device fields
     assert res["engine_seconds"] > 0 and res["train_gflop_per_arch"] > 0

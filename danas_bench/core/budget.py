@@ -28,16 +28,26 @@ class Budget:
 
     __slots__ = ("max_queries", "max_seconds", "spent_queries", "spent_seconds", "fractional_queries")
 
-    def __init__(self, max_queries: int | None = None, max_seconds: float | None = None,
-                 fractional_queries: bool = False):
-        if max_queries is not None and not (isinstance(max_queries, numbers.Real) and not isinstance(max_queries, bool)
-                                            and math.isfinite(max_queries) and int(max_queries) == max_queries
-                                            and max_queries >= 0):
+    def __init__(
+        self, max_queries: int | None = None, max_seconds: float | None = None, fractional_queries: bool = False
+    ):
+        if max_queries is not None and not (
+            isinstance(max_queries, numbers.Real)
+            and not isinstance(max_queries, bool)
+            and math.isfinite(max_queries)
+            and int(max_queries) == max_queries
+            and max_queries >= 0
+        ):
             raise ValueError(f"max_queries must be a non-negative int or None (no limit), got {max_queries!r}")
-        if max_seconds is not None and not (isinstance(max_seconds, numbers.Real) and not isinstance(max_seconds, bool)
-                                            and math.isfinite(max_seconds) and max_seconds >= 0):
-            raise ValueError(f"max_seconds must be a finite non-negative number or None (no limit), "
-                             f"got {max_seconds!r}")
+        if max_seconds is not None and not (
+            isinstance(max_seconds, numbers.Real)
+            and not isinstance(max_seconds, bool)
+            and math.isfinite(max_seconds)
+            and max_seconds >= 0
+        ):
+            raise ValueError(
+                f"max_seconds must be a finite non-negative number or None (no limit), got {max_seconds!r}"
+            )
         self.max_queries = None if max_queries is None else int(max_queries)
         self.max_seconds = None if max_seconds is None else float(max_seconds)
         self.spent_queries = 0
@@ -68,12 +78,14 @@ class Budget:
             raise ValueError(f"cannot charge {seconds!r} seconds")
         queries = self._queries(queries, share)
         q, s = self.spent_queries + queries, self.spent_seconds + seconds
-        if ((self.max_queries is not None and q > self.max_queries * (1 + 1e-12))
-                or (self.max_seconds is not None and s > self.max_seconds * (1 + 1e-12))):
+        if (self.max_queries is not None and q > self.max_queries * (1 + 1e-12)) or (
+            self.max_seconds is not None and s > self.max_seconds * (1 + 1e-12)
+        ):
             raise BudgetExhausted(
                 f"budget exhausted: this query costs {queries:g} quer{'y' if queries == 1 else 'ies'} and "
                 f"{float(seconds):.3f} simulated s; spent {self.spent_queries}/{_fmt(self.max_queries)} queries "
-                f"and {self.spent_seconds:.3f}/{_fmt(self.max_seconds)} s")
+                f"and {self.spent_seconds:.3f}/{_fmt(self.max_seconds)} s"
+            )
         self.spent_queries, self.spent_seconds = q, s
 
     @property
@@ -98,8 +110,10 @@ class Budget:
         return self.remaining() <= 0.0
 
     def __repr__(self) -> str:
-        return (f"Budget(queries {self.spent_queries}/{_fmt(self.max_queries)}, "
-                f"seconds {self.spent_seconds:.3f}/{_fmt(self.max_seconds)})")
+        return (
+            f"Budget(queries {self.spent_queries}/{_fmt(self.max_queries)}, "
+            f"seconds {self.spent_seconds:.3f}/{_fmt(self.max_seconds)})"
+        )
 
 
 def _fmt(x) -> str:

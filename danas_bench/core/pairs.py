@@ -11,10 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # dataset -> its teacher families (the models are in danas_bench.training.teachers)
-TEACHERS = {"mnist1d": ("resnet", "tcn"), "digits": ("resnet", "mlp"),
-            "fashion-mnist": ("resnet", "mlp"), "mnist-5k": ("resnet", "mlp"),
-            # tier L: trained on the user's GPU (`danas-bench teachers dataset=cifar10 device=cuda`), not shipped
-            "cifar10": ("resnet", "vit"), "cifar100": ("resnet", "vit")}
+TEACHERS = {
+    "mnist1d": ("resnet", "tcn"),
+    "digits": ("resnet", "mlp"),
+    "fashion-mnist": ("resnet", "mlp"),
+    "mnist-5k": ("resnet", "mlp"),
+    # tier L: trained on the user's GPU (`danas-bench teachers dataset=cifar10 device=cuda`), not shipped
+    "cifar10": ("resnet", "vit"),
+    "cifar100": ("resnet", "vit"),
+}
 # teachers no longer trained for new tables whose old (v1) tables stay queryable
 RETIRED = {"mnist1d": ("mlp",)}
 NONE = "none"
@@ -26,8 +31,7 @@ def check_pair(dataset: str, teacher: str) -> None:
         raise ValueError(f"unknown dataset {dataset!r}; datasets with teachers: {', '.join(TEACHERS)}")
     known = TEACHERS[dataset] + RETIRED.get(dataset, ())
     if teacher != NONE and teacher not in known:
-        raise ValueError(f"unknown teacher {teacher!r} for {dataset}; choose one of "
-                         f"{', '.join(known + (NONE,))}")
+        raise ValueError(f"unknown teacher {teacher!r} for {dataset}; choose one of {', '.join(known + (NONE,))}")
 
 
 def all_pairs(datasets=None) -> list[str]:

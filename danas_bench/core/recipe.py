@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
+
 from danas_bench.core.paths import CONF_DIR
 
 RECIPE_DIR = CONF_DIR / "recipe"
@@ -24,13 +25,13 @@ AUTOCAST = ("bf16",)
 @dataclass(frozen=True)
 class Recipe:
     dataset: str
-    width: int = 16          # channels of the first stage; doubled at each reduction
-    cells: int = 1           # cells per stage
+    width: int = 16  # channels of the first stage; doubled at each reduction
+    cells: int = 1  # cells per stage
     stages: int = 3
     epochs: int = 10
     batch_size: int = 128
     n_train: int | None = None  # first n_train of the seeded train split (None: all)
-    lr: float = 0.1          # SGD, Nesterov momentum, cosine to 0 (NAS-Bench-201's optimiser)
+    lr: float = 0.1  # SGD, Nesterov momentum, cosine to 0 (NAS-Bench-201's optimiser)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     valid_curve_n: int | None = None  # per-epoch valid acc on the first n valid examples (None: all)
@@ -49,7 +50,9 @@ class Recipe:
         if self.warmup_epochs is not None and self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
         if self.autocast is not None and self.autocast not in AUTOCAST:
-            raise ValueError(f"recipe field autocast must be null or one of {', '.join(AUTOCAST)}, got {self.autocast!r}")
+            raise ValueError(
+                f"recipe field autocast must be null or one of {', '.join(AUTOCAST)}, got {self.autocast!r}"
+            )
         for name in ("lr", "momentum", "weight_decay"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
@@ -70,20 +73,21 @@ class Recipe:
         return {"width": self.width, "cells": self.cells, "stages": self.stages}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Recipe":
+    def from_dict(cls, d: dict) -> Recipe:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown recipe fields {sorted(unknown)}; valid fields: {sorted(names)}")
         return cls(**d)
 
-    def replace(self, **kw) -> "Recipe":
+    def replace(self, **kw) -> Recipe:
         return dataclasses.replace(self, **kw)
 
 
 @dataclass(frozen=True)
 class KD:
     """The distillation setting of a run; teacher ``none`` means plain cross-entropy (alpha = 0)."""
+
     teacher: str = "none"
     temperature: float = KD_TEMPERATURE
     alpha: float = KD_ALPHA
@@ -126,8 +130,10 @@ def recipe_for(dataset: str, override=None) -> Recipe:
     path = RECIPE_DIR / f"{name}.yaml"
     if not path.exists():
         have = sorted(p.stem for p in RECIPE_DIR.glob(f"{dataset}*.yaml"))
-        raise ValueError(f"no recipe {name!r}: {path} is missing (recipes of {dataset}: {have or 'none'}); run "
-                         f"`danas-bench pilot datasets=[{dataset}]` or pass recipe={{width: 8, epochs: 4, ...}}")
+        raise ValueError(
+            f"no recipe {name!r}: {path} is missing (recipes of {dataset}: {have or 'none'}); run "
+            f"`danas-bench pilot datasets=[{dataset}]` or pass recipe={{width: 8, epochs: 4, ...}}"
+        )
     import yaml
 
     d = yaml.safe_load(path.read_text()) or {}

@@ -19,39 +19,88 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from danas_bench.core.paths import PACKAGE_DIR
 
 SCHEMA_VERSION = 1
 META_KEY = b"danas_bench"
 
 f32, i32, i16 = pa.float32(), pa.int32(), pa.int16()
-RESULT_SCHEMA = pa.schema([
-    ("arch_index", i32), ("arch", pa.string()), ("seed", i16), ("teacher", pa.string()),
-    ("kd_temperature", f32), ("kd_alpha", f32), ("recipe_id", pa.string()), ("epochs", i16),
-    ("train_loss", pa.list_(f32)), ("train_acc", pa.list_(f32)), ("valid_acc_curve", pa.list_(f32)),
-    ("epoch_seconds", pa.list_(f32)),
-    ("valid_acc", f32), ("valid_loss", f32), ("valid_ece", f32), ("valid_kl_teacher", f32),
-    ("valid_agreement", f32),
-    ("test_acc", f32), ("test_loss", f32), ("test_ece", f32), ("test_kl_teacher", f32),
-    ("test_agreement", f32),
-    ("train_seconds", f32), ("batch_size_models", i16), ("source", pa.string()),
-])
+RESULT_SCHEMA = pa.schema(
+    [
+        ("arch_index", i32),
+        ("arch", pa.string()),
+        ("seed", i16),
+        ("teacher", pa.string()),
+        ("kd_temperature", f32),
+        ("kd_alpha", f32),
+        ("recipe_id", pa.string()),
+        ("epochs", i16),
+        ("train_loss", pa.list_(f32)),
+        ("train_acc", pa.list_(f32)),
+        ("valid_acc_curve", pa.list_(f32)),
+        ("epoch_seconds", pa.list_(f32)),
+        ("valid_acc", f32),
+        ("valid_loss", f32),
+        ("valid_ece", f32),
+        ("valid_kl_teacher", f32),
+        ("valid_agreement", f32),
+        ("test_acc", f32),
+        ("test_loss", f32),
+        ("test_ece", f32),
+        ("test_kl_teacher", f32),
+        ("test_agreement", f32),
+        ("train_seconds", f32),
+        ("batch_size_models", i16),
+        ("source", pa.string()),
+    ]
+)
 
-ARCH_SCHEMA = pa.schema([
-    ("arch_index", i32), ("arch", pa.string()), ("params", pa.int64()), ("flops", pa.int64()),
-    ("latency_ms", f32), ("is_zero_cell", pa.bool_()),
-])
+ARCH_SCHEMA = pa.schema(
+    [
+        ("arch_index", i32),
+        ("arch", pa.string()),
+        ("params", pa.int64()),
+        ("flops", pa.int64()),
+        ("latency_ms", f32),
+        ("is_zero_cell", pa.bool_()),
+    ]
+)
 
 
 SEED_MAX = 32767  # seeds are stored as int16
 # value ranges checked when a column is loaded: a damaged file must fail loudly, not answer wrongly
-UNIT_RANGE = ("valid_acc", "test_acc", "train_acc", "valid_acc_curve", "valid_ece", "test_ece",
-              "valid_agreement", "test_agreement")
-NON_NEGATIVE = ("train_loss", "valid_loss", "test_loss", "valid_kl_teacher", "test_kl_teacher",
-                "train_seconds", "epoch_seconds")
+UNIT_RANGE = (
+    "valid_acc",
+    "test_acc",
+    "train_acc",
+    "valid_acc_curve",
+    "valid_ece",
+    "test_ece",
+    "valid_agreement",
+    "test_agreement",
+)
+NON_NEGATIVE = (
+    "train_loss",
+    "valid_loss",
+    "test_loss",
+    "valid_kl_teacher",
+    "test_kl_teacher",
+    "train_seconds",
+    "epoch_seconds",
+)
 # columns every row must hold (the others are null where they do not apply, e.g. KL on a `none` pair)
-REQUIRED = ("valid_acc", "test_acc", "train_acc", "valid_acc_curve", "train_loss", "valid_loss", "test_loss",
-            "train_seconds", "epoch_seconds")
+REQUIRED = (
+    "valid_acc",
+    "test_acc",
+    "train_acc",
+    "valid_acc_curve",
+    "train_loss",
+    "valid_loss",
+    "test_loss",
+    "train_seconds",
+    "epoch_seconds",
+)
 
 
 class TableError(ValueError):
@@ -85,8 +134,10 @@ def check_values(name: str, values, where) -> None:
         return
     if bad.any():
         first = v[bad].flat[0].item()
-        raise TableError(f"{where}: column {name} holds {int(bad.sum())} impossible values (e.g. {first!r}; each must be "
-                         f"{rule}); the file is damaged: restore it from git or regenerate it")
+        raise TableError(
+            f"{where}: column {name} holds {int(bad.sum())} impossible values (e.g. {first!r}; each must be "
+            f"{rule}); the file is damaged: restore it from git or regenerate it"
+        )
 
 
 def temp_path(path: Path) -> Path:
@@ -141,12 +192,18 @@ def git_revision() -> tuple[str | None, bool]:
 
     repo = PACKAGE_DIR.parent
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True,
-                             text=True, timeout=10)
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10
+        )
         if rev.returncode != 0:
             return None, False
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return rev.stdout.strip(), bool(dirty.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return None, False
@@ -164,8 +221,12 @@ def versions() -> dict:
 
     from danas_bench import __version__
 
-    return {"code_version": __version__, "code_revision": code_revision(), "torch_version": torch.__version__,
-            "schema_version": SCHEMA_VERSION}
+    return {
+        "code_version": __version__,
+        "code_revision": code_revision(),
+        "torch_version": torch.__version__,
+        "schema_version": SCHEMA_VERSION,
+    }
 
 
 def to_table(records: list[dict], meta: dict, schema: pa.Schema = RESULT_SCHEMA) -> pa.Table:
@@ -201,14 +262,18 @@ def read_meta(path: Path) -> dict:
     try:
         md = pq.read_schema(path).metadata or {}
     except Exception as exc:  # pyarrow raises several types for torn files
-        raise TableError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc}); "
-                         f"it is truncated or corrupt: delete it and regenerate") from exc
+        raise TableError(
+            f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc}); "
+            f"it is truncated or corrupt: delete it and regenerate"
+        ) from exc
     if META_KEY not in md:
         raise TableError(f"{path}: Parquet file without danas-bench metadata (not written by danas-bench)")
     meta = json.loads(md[META_KEY])
     if meta.get("schema_version") != SCHEMA_VERSION:
-        raise TableError(f"{path}: schema version {meta.get('schema_version')} but this code reads "
-                         f"{SCHEMA_VERSION}; upgrade danas-bench or regenerate the file")
+        raise TableError(
+            f"{path}: schema version {meta.get('schema_version')} but this code reads "
+            f"{SCHEMA_VERSION}; upgrade danas-bench or regenerate the file"
+        )
     return meta
 
 
@@ -217,8 +282,10 @@ def read(path: Path, columns: list[str] | None = None) -> pa.Table:
     try:
         return pq.read_table(path, columns=columns, page_checksum_verification=True)
     except Exception as exc:
-        raise TableError(f"{path}: Parquet data unreadable ({type(exc).__name__}: {exc}); "
-                         f"it is truncated or corrupt: delete it and regenerate") from exc
+        raise TableError(
+            f"{path}: Parquet data unreadable ({type(exc).__name__}: {exc}); "
+            f"it is truncated or corrupt: delete it and regenerate"
+        ) from exc
 
 
 def sha256(path: Path) -> str:
@@ -230,14 +297,3 @@ def sha256(path: Path) -> str:
 
 
 # --- the MANIFEST ------------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-

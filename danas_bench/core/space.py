@@ -35,9 +35,11 @@ ArchLike = "str | int | Sequence[str] | Sequence[int]"
 
 
 def _bad(what: str) -> ValueError:
-    return ValueError(f"{what}. A valid architecture string looks like {EXAMPLE!r} "
-                      f"(ops: {', '.join(OPS)}); an index is an int in [0, {N_ARCHS - 1}]; "
-                      f"an op list has {N_EDGES} op names or op ids in string order.")
+    return ValueError(
+        f"{what}. A valid architecture string looks like {EXAMPLE!r} "
+        f"(ops: {', '.join(OPS)}); an index is an int in [0, {N_ARCHS - 1}]; "
+        f"an op list has {N_EDGES} op names or op ids in string order."
+    )
 
 
 def parse(arch: str) -> tuple[int, ...]:
@@ -66,8 +68,10 @@ def parse(arch: str) -> tuple[int, ...]:
             # compare the text itself: int() would accept '01', ' 1', '1_0', non-ASCII digits, and
             # raise its own ValueError (without the example) on more than 4,300 digits
             if inp != str(src):
-                raise _bad(f"edge {token!r} of node {node} in {arch!r} names input {inp!r}, expected {src} "
-                           f"(edges of node {node} come from nodes 0..{node - 1} in order)")
+                raise _bad(
+                    f"edge {token!r} of node {node} in {arch!r} names input {inp!r}, expected {src} "
+                    f"(edges of node {node} come from nodes 0..{node - 1} in order)"
+                )
             ops.append(OP_INDEX[op])
     return tuple(ops)
 
@@ -205,6 +209,7 @@ def is_zero_cell(arch: object) -> bool:
 
 # --- neighbourhoods and sampling ------------------------------------------------------------
 
+
 def neighbours(arch: object) -> list[int]:
     """All indices one edge-op change away (24 of them)."""
     ops = to_ops(arch)
@@ -236,10 +241,14 @@ def sample(rng: np.random.Generator, n: int | None = None, canonical_only: bool 
 
 # --- encodings ------------------------------------------------------------------------------
 
+
 def ops_matrix(archs: Iterable[object] | np.ndarray) -> np.ndarray:
     """(n, 6) int array of op ids for many architectures (vectorised over index arrays)."""
-    if (isinstance(archs, (str, bytes)) or not isinstance(archs, Iterable)
-            or (isinstance(archs, np.ndarray) and archs.ndim == 0)):
+    if (
+        isinstance(archs, (str, bytes))
+        or not isinstance(archs, Iterable)
+        or (isinstance(archs, np.ndarray) and archs.ndim == 0)
+    ):
         raise _bad(f"expected a sequence of architectures, got a single {type(archs).__name__}")
     arr = np.asarray(archs)
     if arr.dtype.kind in "iu" and arr.ndim == 1:

@@ -48,7 +48,7 @@ def paired_test(diff, margin: float = 0.0, n_perm: int = 20000, key: str = "test
         return 1.0
     obs = d.mean()
     if n <= 16:
-        signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)
+        signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
         means = (signs * d).mean(1)
         return float(np.mean(means >= obs - 1e-12))
     signs = _rng(key).choice(np.array([-1.0, 1.0]), size=(n_perm, n))

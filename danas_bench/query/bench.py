@@ -34,8 +34,19 @@ from danas_bench.query.catalog import LazyPool, check_planned_seeds, choose, dis
 from danas_bench.query.live import LiveTrainer
 from danas_bench.query.metrics import INFO, LOWER_IS_BETTER, check_seed, colkey
 from danas_bench.query.overlay import Overlay
-from danas_bench.query.store import (CURVES, N, Store, Stores, TableFile, arch_index, arch_indices, canon,
-                                     kd_key, pyarr, seed_mean)
+from danas_bench.query.store import (
+    CURVES,
+    N,
+    Store,
+    Stores,
+    TableFile,
+    arch_index,
+    arch_indices,
+    canon,
+    kd_key,
+    pyarr,
+    seed_mean,
+)
 from danas_bench.tables.manifest import check_listed
 
 FALLBACKS = ("live", "error")
@@ -64,9 +75,17 @@ class Bench:
     change no score) unless the bench is opened with ``include_overlay=True``.
     """
 
-    def __init__(self, pair: str, path: Path, root: Path, fallback: str = "live",
-                 overlay_dir: Path | str | None = None, rng: np.random.Generator | int | None = None,
-                 allow_unlisted: bool = False, include_overlay: bool = False):
+    def __init__(
+        self,
+        pair: str,
+        path: Path,
+        root: Path,
+        fallback: str = "live",
+        overlay_dir: Path | str | None = None,
+        rng: np.random.Generator | int | None = None,
+        allow_unlisted: bool = False,
+        include_overlay: bool = False,
+    ):
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
         self.path, self.root, self.fallback = Path(path), Path(root), fallback
@@ -81,8 +100,10 @@ class Bench:
         self.recipe = Recipe.from_dict(self.meta["recipe"])
         self.recipe_id = self.meta["recipe_id"]
         if self.recipe.recipe_id != self.recipe_id:
-            raise tb.TableError(f"{path}: recipe in the metadata hashes to {self.recipe.recipe_id}, "
-                                f"not the recorded recipe_id {self.recipe_id}")
+            raise tb.TableError(
+                f"{path}: recipe in the metadata hashes to {self.recipe.recipe_id}, "
+                f"not the recorded recipe_id {self.recipe_id}"
+            )
         self.kd = KD(**self.meta["kd"])
         self.epochs = int(self.recipe.epochs)
         self._where = f"{pair} recipe {self.recipe_id}"  # the table, in messages (formatted once)
@@ -97,7 +118,7 @@ class Bench:
         check_planned_seeds(self.path, self.meta, self.seeds, self.root, pair, self.recipe_id)
         self.overlay = Overlay(pair, self.recipe_id, overlay_dir)
         self._trainer = LiveTrainer(pair, self.dataset, self.recipe, self.meta, self.overlay)
-        self._kd_of: dict = {}   # (kd_temperature, kd_alpha) as asked -> store key
+        self._kd_of: dict = {}  # (kd_temperature, kd_alpha) as asked -> store key
         self._kd_asked: dict = {}  # store key -> KD
         self._facts: tuple | None = None  # (facts, path): read_arch_facts on first use
         self._live_facts: dict = {}
@@ -131,8 +152,9 @@ class Bench:
 
     def _pick(self, seed, kd_temperature=None, kd_alpha=None) -> Store:
         """The store that answers this KD setting and seed (:meth:`Stores.pick`)."""
-        key = self._kd_main if kd_temperature is None and kd_alpha is None else \
-            self._kd_key_of(kd_temperature, kd_alpha)
+        key = (
+            self._kd_main if kd_temperature is None and kd_alpha is None else self._kd_key_of(kd_temperature, kd_alpha)
+        )
         return self._st.pick(seed, key, self.include_overlay)
 
     def _kd_key_of(self, kd_temperature, kd_alpha) -> tuple:
@@ -150,8 +172,9 @@ class Bench:
         a = self.kd.alpha if kd_alpha is None else check_kd("alpha", kd_alpha)
         if self.teacher == "none":
             if kd_alpha not in (None, 0, 0.0):
-                raise ValueError(f"{self.pair} trains without a teacher (alpha = 0); kd_alpha={kd_alpha} needs "
-                                 f"a pair with a teacher")
+                raise ValueError(
+                    f"{self.pair} trains without a teacher (alpha = 0); kd_alpha={kd_alpha} needs a pair with a teacher"
+                )
             return self.kd
         return KD(self.teacher, t, a)
 
@@ -168,8 +191,9 @@ class Bench:
         (``danas-bench expected``): read once, never trained or fitted live."""
         if epoch is not None:
             raise ValueError("seed='expected' estimates final metrics only; pass epoch=None")
-        if (kd_temperature is not None or kd_alpha is not None) and \
-                self._kd_key_of(kd_temperature, kd_alpha) != self._kd_main:
+        if (kd_temperature is not None or kd_alpha is not None) and self._kd_key_of(
+            kd_temperature, kd_alpha
+        ) != self._kd_main:
             raise ValueError(f"{self.pair}: seed='expected' covers the table's own KD setting only")
         if self._exp is None:
             from danas_bench.query import estimates
@@ -180,8 +204,9 @@ class Bench:
         if got is None or (not test and metric.startswith("test_")):
             shown = [m for m in self._exp if test or not m.startswith("test_")]
             hint = " (test metrics through bench.test / test_many)" if metric in self._exp else ""
-            raise ValueError(f"{self.pair}: no expected {metric!r} for this call{hint}; expected metrics: "
-                             f"{', '.join(shown)}")
+            raise ValueError(
+                f"{self.pair}: no expected {metric!r} for this call{hint}; expected metrics: {', '.join(shown)}"
+            )
         return got
 
     def _expected_cost(self, idx):
@@ -193,9 +218,18 @@ class Bench:
 
     # --- the query path -------------------------------------------------------------------------
 
-    def query(self, arch, metric: str = "valid_acc", *, epoch: int | None = None, seed=None,
-              rng: np.random.Generator | None = None, budget: Budget | None = None,
-              kd_temperature: float | None = None, kd_alpha: float | None = None) -> float:
+    def query(
+        self,
+        arch,
+        metric: str = "valid_acc",
+        *,
+        epoch: int | None = None,
+        seed=None,
+        rng: np.random.Generator | None = None,
+        budget: Budget | None = None,
+        kd_temperature: float | None = None,
+        kd_alpha: float | None = None,
+    ) -> float:
         """A validation / training metric of one architecture (string, index or op list); ``seed``: see
         the class docstring. ``epoch``: None is the final value, 1..epochs reads the curve. ``budget`` is
         charged one query and the recorded training seconds (scaled to the epoch) before the answer;
@@ -238,9 +272,22 @@ class Bench:
                 else:
                     r = st.rows_l[st.positions(i)[int((rng or self.rng).random() * nh)]][i]
         if r < 0:
-            return self._miss(i, st, seed, budget, lambda s: self.query(
-                arch, metric, epoch=epoch, seed=s, rng=rng, budget=budget, kd_temperature=kd_temperature,
-                kd_alpha=kd_alpha))
+            return self._miss(
+                i,
+                st,
+                seed,
+                budget,
+                lambda s: self.query(
+                    arch,
+                    metric,
+                    epoch=epoch,
+                    seed=s,
+                    rng=rng,
+                    budget=budget,
+                    kd_temperature=kd_temperature,
+                    kd_alpha=kd_alpha,
+                ),
+            )
         if budget is not None:
             if epoch is None:
                 budget.charge(st.cost_l[i])
@@ -264,22 +311,30 @@ class Bench:
             have = [s for s in st.seeds if st.rows_l[st.seed_pos[s]][i] >= 0]
             m = self._st.main
             live = [s for s in m.seeds if m.rows_l[m.seed_pos[s]][i] >= 0] if st is not m else []
-            what = (f"architecture {i}" + (f" (canonical {c})" if c != i else "")
-                    + (f" seed {seed}" if isinstance(seed, int) else "")
-                    + ("" if key == self._kd_main else f" with KD temperature {key[0]:g} alpha {key[1]:g}"))
-            raise MissingRecord(f"{self.pair}: {what} is not in the table "
-                                + (f"(its recorded seeds: {have}; missing seeds are never filled from another "
-                                   f"seed)" if have else f"(recorded seeds of the table: {self.seeds}; "
-                                   f"{len(self.archs)} architectures)")
-                                + (f"; the overlay holds seeds {live} of it (read them with include_overlay=True)"
-                                   if live else "")
-                                + "; open with fallback='live' to train it with the table's recipe")
+            what = (
+                f"architecture {i}"
+                + (f" (canonical {c})" if c != i else "")
+                + (f" seed {seed}" if isinstance(seed, int) else "")
+                + ("" if key == self._kd_main else f" with KD temperature {key[0]:g} alpha {key[1]:g}")
+            )
+            raise MissingRecord(
+                f"{self.pair}: {what} is not in the table "
+                + (
+                    f"(its recorded seeds: {have}; missing seeds are never filled from another seed)"
+                    if have
+                    else f"(recorded seeds of the table: {self.seeds}; {len(self.archs)} architectures)"
+                )
+                + (f"; the overlay holds seeds {live} of it (read them with include_overlay=True)" if live else "")
+                + "; open with fallback='live' to train it with the table's recipe"
+            )
         if budget is not None and not budget.affordable(0.0):
             budget.charge(0.0)  # raises BudgetExhausted before any training
         self._live({train_seed: [c]}, key)
         if not self._st.has(key, c, train_seed):
-            raise RuntimeError(f"{self.pair}: live training of architecture {c} seed {train_seed} left no record "
-                               f"in the overlay {self.overlay.dir}")
+            raise RuntimeError(
+                f"{self.pair}: live training of architecture {c} seed {train_seed} left no record "
+                f"in the overlay {self.overlay.dir}"
+            )
         return again(seed)
 
     def _live(self, todo: dict[int, list[int]], key: tuple) -> None:
@@ -328,8 +383,12 @@ class Bench:
                     f"{self.pair}: {n_miss} of the asked architectures have no row for seed {seed!r} (first: "
                     f"architecture {int(miss[0])}, canonical {c}; recorded seeds of the table: {self.seeds}); "
                     f"missing seeds are never filled from another seed"
-                    + ("; open with fallback='live' to train them" if self.fallback == "error" else
-                       f"; live training left no record in {self.overlay.dir}"))
+                    + (
+                        "; open with fallback='live' to train them"
+                        if self.fallback == "error"
+                        else f"; live training left no record in {self.overlay.dir}"
+                    )
+                )
             if budget is not None and not budget.affordable(0.0, len(idx)):
                 budget.charge(0.0, len(idx))  # raises BudgetExhausted before any training
             train_seed = int(seed) if isinstance(seed, (int, np.integer)) else self.seeds[0]
@@ -350,7 +409,7 @@ class Bench:
             return np.full(len(idx), -1, np.int32)
         if st.ns == 1:
             return st.rows[0, idx]
-        sub = st.rows[:, idx]                    # (S, n)
+        sub = st.rows[:, idx]  # (S, n)
         have = sub >= 0
         cnt = have.sum(0)
         k = np.floor(rng.random(len(idx)) * cnt).astype(np.int64)  # k-th available seed
@@ -359,15 +418,31 @@ class Bench:
         out[cnt == 0] = -1
         return out
 
-    def query_many(self, archs, metric: str = "valid_acc", *, epoch: int | None = None, seed=None,
-                   rng: np.random.Generator | None = None, budget: Budget | None = None,
-                   kd_temperature: float | None = None, kd_alpha: float | None = None) -> np.ndarray:
+    def query_many(
+        self,
+        archs,
+        metric: str = "valid_acc",
+        *,
+        epoch: int | None = None,
+        seed=None,
+        rng: np.random.Generator | None = None,
+        budget: Budget | None = None,
+        kd_temperature: float | None = None,
+        kd_alpha: float | None = None,
+    ) -> np.ndarray:
         """``query`` for many architectures at once (float64 array; ``seed=None`` samples a seed per
         architecture); the budget is charged the sum, or nothing when it does not fit."""
         return self._many(archs, metric, epoch, seed, rng, budget, kd_temperature, kd_alpha, test=False)
 
-    def test(self, arch, metric: str = "test_acc", *, seed="mean", kd_temperature: float | None = None,
-             kd_alpha: float | None = None) -> float:
+    def test(
+        self,
+        arch,
+        metric: str = "test_acc",
+        *,
+        seed="mean",
+        kd_temperature: float | None = None,
+        kd_alpha: float | None = None,
+    ) -> float:
         """A test (or any) metric, for scoring; never charged to a budget."""
         i = arch if type(arch) is int and 0 <= arch < N else arch_index(arch)  # inlined as in query
         if type(seed) is str and seed == "expected":
@@ -384,8 +459,7 @@ class Bench:
                 return self._miss(i, st, seed, None, self._test_again(arch, metric, kd_temperature, kd_alpha))
             return st.mean_list(req, key)[i]
         if seed is None:
-            return self.test_many([i], metric, seed=None, kd_temperature=kd_temperature,
-                                  kd_alpha=kd_alpha)[0].item()
+            return self.test_many([i], metric, seed=None, kd_temperature=kd_temperature, kd_alpha=kd_alpha)[0].item()
         p = st.seed_pos.get(int(seed))
         r = st.rows_l[p][i] if p is not None else -1
         if r < 0:
@@ -396,8 +470,15 @@ class Bench:
         """``test`` of the same read at another seed (what :meth:`_miss` calls once rows exist)."""
         return lambda s: self.test(arch, metric, seed=s, kd_temperature=kd_temperature, kd_alpha=kd_alpha)
 
-    def test_many(self, archs, metric: str = "test_acc", *, seed="mean", kd_temperature: float | None = None,
-                  kd_alpha: float | None = None) -> np.ndarray:
+    def test_many(
+        self,
+        archs,
+        metric: str = "test_acc",
+        *,
+        seed="mean",
+        kd_temperature: float | None = None,
+        kd_alpha: float | None = None,
+    ) -> np.ndarray:
         """``test`` for many architectures at once (float64 array)."""
         return self._many(archs, metric, None, seed, None, None, kd_temperature, kd_alpha, test=True)
 
@@ -438,8 +519,16 @@ class Bench:
         j = int(np.nanargmin(vals) if metric in LOWER_IS_BETTER else np.nanargmax(vals))
         return int(archs[j]), float(vals[j])
 
-    def curve(self, arch, name: str = "valid_acc_curve", *, seed=None, budget: Budget | None = None,
-              kd_temperature: float | None = None, kd_alpha: float | None = None) -> np.ndarray:
+    def curve(
+        self,
+        arch,
+        name: str = "valid_acc_curve",
+        *,
+        seed=None,
+        budget: Budget | None = None,
+        kd_temperature: float | None = None,
+        kd_alpha: float | None = None,
+    ) -> np.ndarray:
         """A per-epoch curve (valid_acc_curve, train_acc, train_loss, epoch_seconds) as float64 array
         (``seed`` as in ``query``). With a budget, it is charged like a query of the final epoch."""
         if name == "valid_acc":
@@ -449,8 +538,10 @@ class Bench:
         i = arch_index(arch)
         self._check_seed(seed)
         st = self._pick(seed, kd_temperature, kd_alpha)
-        again = lambda s: self.curve(arch, name, seed=s, budget=budget, kd_temperature=kd_temperature,  # noqa: E731
-                                     kd_alpha=kd_alpha)
+
+        def again(s):
+            return self.curve(arch, name, seed=s, budget=budget, kd_temperature=kd_temperature, kd_alpha=kd_alpha)
+
         arr = st.curve_arr(name)
         if type(seed) is str:
             if st.n_have_l[i] == 0:
@@ -470,8 +561,9 @@ class Bench:
             budget.charge(st.cost_l[i])
         return out
 
-    def record(self, arch, *, seed: int = 0, kd_temperature: float | None = None,
-               kd_alpha: float | None = None) -> dict:
+    def record(
+        self, arch, *, seed: int = 0, kd_temperature: float | None = None, kd_alpha: float | None = None
+    ) -> dict:
         """The full row of one architecture and (int) seed (``source`` says "table" or "live")."""
         i = arch_index(arch)
         self._check_seed(seed)
@@ -482,8 +574,9 @@ class Bench:
         p = st.seed_pos.get(seed)
         r = st.rows_l[p][i] if p is not None else -1
         if r < 0:
-            return self._miss(i, st, seed, None, lambda s: self.record(
-                arch, seed=s, kd_temperature=kd_temperature, kd_alpha=kd_alpha))
+            return self._miss(
+                i, st, seed, None, lambda s: self.record(arch, seed=s, kd_temperature=kd_temperature, kd_alpha=kd_alpha)
+            )
         return st.src.full().slice(r, 1).to_pylist()[0]
 
     def _arch_facts(self) -> dict:
@@ -499,13 +592,20 @@ class Bench:
         c = int(canon()[i])
         known = self._arch_facts()
         if not math.isnan(known["params"][c]):
-            return {"arch_index": c, "params": int(known["params"][c]), "flops": int(known["flops"][c]),
-                    "latency_ms": float(known["latency_ms"][c]), "source": "table"}
+            return {
+                "arch_index": c,
+                "params": int(known["params"][c]),
+                "flops": int(known["flops"][c]),
+                "latency_ms": float(known["latency_ms"][c]),
+                "source": "table",
+            }
         if c not in self._live_facts:
             if self.fallback == "error":
-                raise MissingRecord(f"{self.pair}: no params/FLOPs/latency for architecture {c}: "
-                                    f"{self._facts[1]} is missing or lacks it; run `danas-bench archs "
-                                    f"dataset={self.dataset}` or open with fallback='live'")
+                raise MissingRecord(
+                    f"{self.pair}: no params/FLOPs/latency for architecture {c}: "
+                    f"{self._facts[1]} is missing or lacks it; run `danas-bench archs "
+                    f"dataset={self.dataset}` or open with fallback='live'"
+                )
             self._live_facts[c] = facts.live_arch_facts(c, self.recipe, self.dataset)
         return dict(self._live_facts[c])
 
@@ -528,8 +628,9 @@ class Bench:
         ``allow_unlisted``), this bench for its own pair: what ``search.run`` reads other pairs from when
         it is given no pool."""
         root, fallback, unlisted = self.root, self.fallback, self.allow_unlisted
-        return LazyPool(discover(root), lambda pair: open(pair, root, fallback, allow_unlisted=unlisted),
-                        {self.pair: self})
+        return LazyPool(
+            discover(root), lambda pair: open(pair, root, fallback, allow_unlisted=unlisted), {self.pair: self}
+        )
 
     def frame(self):
         """The table and the overlay rows (overlay first) as a polars DataFrame, for analysis."""
@@ -544,16 +645,25 @@ class Bench:
         return self._sync_overlay()
 
     def __repr__(self) -> str:
-        return (f"<Bench {self.pair} recipe {self.recipe_id}: {len(self.archs)} archs, seeds {self.seeds}, "
-                f"{self._st.ov.num_rows} overlay rows, fallback={self.fallback}>")
+        return (
+            f"<Bench {self.pair} recipe {self.recipe_id}: {len(self.archs)} archs, seeds {self.seeds}, "
+            f"{self._st.ov.num_rows} overlay rows, fallback={self.fallback}>"
+        )
 
 
 # --- opening --------------------------------------------------------------------------------------
 
-def open(pair: str, root: Path | str | None = None, fallback: str = "live",  # noqa: A001
-         overlay_dir: Path | str | None = None, recipe_id: str | None = None,
-         rng: np.random.Generator | int | None = None, allow_unlisted: bool = False,
-         include_overlay: bool = False) -> Bench:
+
+def open(
+    pair: str,
+    root: Path | str | None = None,
+    fallback: str = "live",  # noqa: A001
+    overlay_dir: Path | str | None = None,
+    recipe_id: str | None = None,
+    rng: np.random.Generator | int | None = None,
+    allow_unlisted: bool = False,
+    include_overlay: bool = False,
+) -> Bench:
     """Open one pair's table. ``overlay_dir`` is the base folder of the live overlay (default
     ``$DANAS_CACHE/overlay``); ``rng`` seeds the bench's own generator for ``seed=None`` queries.
     ``include_overlay=True`` lets seed means and sampled seeds read seeds trained live too (by default
@@ -568,16 +678,25 @@ def open(pair: str, root: Path | str | None = None, fallback: str = "live",  # n
     tables = discover(root)
     if pair not in tables:
         present = ", ".join(sorted(tables)) or "none"
-        raise ValueError(f"no table for pair {pair!r} under {root}; pairs present: {present}. Pairs are "
-                         f"'dataset/teacher' (teacher 'none' = no KD); make a table with "
-                         f"`danas-bench generate pair=...`")
-    return Bench(pair, choose(pair, tables[pair], recipe_id), root, fallback, overlay_dir, rng, allow_unlisted,
-                 include_overlay)
+        raise ValueError(
+            f"no table for pair {pair!r} under {root}; pairs present: {present}. Pairs are "
+            f"'dataset/teacher' (teacher 'none' = no KD); make a table with "
+            f"`danas-bench generate pair=...`"
+        )
+    return Bench(
+        pair, choose(pair, tables[pair], recipe_id), root, fallback, overlay_dir, rng, allow_unlisted, include_overlay
+    )
 
 
-def open_all(root: Path | str | None = None, fallback: str = "live",
-             overlay_dir: Path | str | None = None, allow_unlisted: bool = False,
-             include_overlay: bool = False) -> dict[str, Bench]:
+def open_all(
+    root: Path | str | None = None,
+    fallback: str = "live",
+    overlay_dir: Path | str | None = None,
+    allow_unlisted: bool = False,
+    include_overlay: bool = False,
+) -> dict[str, Bench]:
     """Every pair's table under ``root``: ``{pair: Bench}``."""
-    return {pair: open(pair, root, fallback, overlay_dir, allow_unlisted=allow_unlisted,
-                       include_overlay=include_overlay) for pair in discover(root)}
+    return {
+        pair: open(pair, root, fallback, overlay_dir, allow_unlisted=allow_unlisted, include_overlay=include_overlay)
+        for pair in discover(root)
+    }

@@ -76,8 +76,11 @@ def choose(pair: str, found: dict[str, Path], recipe_id: str | None) -> Path:
     except ValueError:
         pass
     newest = max(found.values(), key=lambda p: p.stat().st_mtime)
-    warnings.warn(f"{pair} has tables of several recipes {sorted(found)}; opening the newest, {newest.name}; "
-                  f"pass recipe_id= to choose", stacklevel=3)
+    warnings.warn(
+        f"{pair} has tables of several recipes {sorted(found)}; opening the newest, {newest.name}; "
+        f"pass recipe_id= to choose",
+        stacklevel=3,
+    )
     return newest
 
 
@@ -97,5 +100,7 @@ def check_planned_seeds(path: Path, meta: dict, seeds: list, root: Path, pair: s
     if planned is not None and not set(seeds) <= set(planned):
         from danas_bench.core.schema import TableError
 
-        raise TableError(f"{path}: holds seeds {seeds} but its plan has seeds {planned}; the file "
-                         f"is damaged: restore it from git or regenerate it")
+        raise TableError(
+            f"{path}: holds seeds {seeds} but its plan has seeds {planned}; the file "
+            f"is damaged: restore it from git or regenerate it"
+        )

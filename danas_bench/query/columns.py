@@ -7,8 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-_NP_TYPES = {pa.int8(): np.int8, pa.int16(): np.int16, pa.int32(): np.int32, pa.int64(): np.int64,
-             pa.float32(): np.float32, pa.float64(): np.float64}
+_NP_TYPES = {
+    pa.int8(): np.int8,
+    pa.int16(): np.int16,
+    pa.int32(): np.int32,
+    pa.int64(): np.int64,
+    pa.float32(): np.float32,
+    pa.float64(): np.float64,
+}
 
 
 def _np_chunk(a: pa.Array) -> np.ndarray:
@@ -24,7 +30,7 @@ def _np_chunk(a: pa.Array) -> np.ndarray:
     bufs = a.buffers()
     out = np.frombuffer(bufs[1], dtype=np_type, count=n + off)[off:] if n else np.zeros(0, np_type)
     if a.null_count:
-        valid = np.unpackbits(np.frombuffer(bufs[0], np.uint8), bitorder="little")[off:off + n].astype(bool)
+        valid = np.unpackbits(np.frombuffer(bufs[0], np.uint8), bitorder="little")[off : off + n].astype(bool)
         out = out.astype(np.float64)
         out[~valid] = np.nan
     return out

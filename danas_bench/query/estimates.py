@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from danas_bench.core import space
 from danas_bench.core import schema as tb
+from danas_bench.core import space
 from danas_bench.tables.manifest import check_listed
 
 SUFFIX = ".expected.parquet"
@@ -26,26 +26,31 @@ def load(table_path: Path, pair: str, root: Path | None = None, allow_unlisted: 
     a file only: nothing is ever trained or fitted here."""
     path = expected_path(table_path)
     if not path.exists():
-        raise tb.TableError(f"{pair}: no expected-accuracy table {path.name}; make it with "
-                            f"`danas-bench expected pair={pair}`")
+        raise tb.TableError(
+            f"{pair}: no expected-accuracy table {path.name}; make it with `danas-bench expected pair={pair}`"
+        )
     if root is not None:
         try:
             check_listed(path, Path(root), allow_unlisted)
         except tb.TableError as exc:
-            raise tb.TableError(f"{exc}; or rerun `danas-bench expected pair={pair}` (it lists what it "
-                                f"writes)") from None
+            raise tb.TableError(
+                f"{exc}; or rerun `danas-bench expected pair={pair}` (it lists what it writes)"
+            ) from None
     meta = tb.read_meta(path)
     if meta.get("kind") != "expected" or meta.get("pair") != pair:
         raise tb.TableError(f"{path}: not the expected table of {pair}")
     if meta.get("source_sha256") != tb.sha256(table_path):
-        raise tb.TableError(f"{path}: fitted on another version of {Path(table_path).name}; rerun "
-                            f"`danas-bench expected pair={pair}`")
+        raise tb.TableError(
+            f"{path}: fitted on another version of {Path(table_path).name}; rerun `danas-bench expected pair={pair}`"
+        )
     if meta.get("none_source") is not None:  # the KD-gain estimates also depend on the `none` table
         none_path = Path(table_path).with_name(meta["none_source"])
         if not none_path.is_file() or tb.sha256(none_path) != meta.get("none_source_sha256"):
-            raise tb.TableError(f"{path}: its KD-gain estimates were fitted on another version of "
-                                f"{meta['none_source']} (changed or missing); rerun "
-                                f"`danas-bench expected pair={pair}`")
+            raise tb.TableError(
+                f"{path}: its KD-gain estimates were fitted on another version of "
+                f"{meta['none_source']} (changed or missing); rerun "
+                f"`danas-bench expected pair={pair}`"
+            )
     t = tb.read(path)
     idx = t.column("arch_index").to_numpy()
     if len(idx) != space.N_ARCHS or not (idx == np.arange(space.N_ARCHS)).all():

@@ -37,8 +37,13 @@ def live_arch_facts(c: int, recipe, dataset: str) -> dict:
     from danas_bench.training import data as data_mod
 
     f = archinfo.facts(c, recipe, data_mod.load(dataset))
-    return {"arch_index": c, "params": int(f["params"]), "flops": int(f["flops"]),
-            "latency_ms": float(f["latency_ms"]), "source": "live"}
+    return {
+        "arch_index": c,
+        "params": int(f["params"]),
+        "flops": int(f["flops"]),
+        "latency_ms": float(f["latency_ms"]),
+        "source": "live",
+    }
 
 
 _DESCRIPTORS: dict[tuple[str, str], np.ndarray] = {}
@@ -61,8 +66,10 @@ def logit_descriptor(dataset: str, teacher: str) -> np.ndarray:
         # dataset on the search path; their sha256 is in the MANIFEST that `verify` checks
         path = teachers_mod.teacher_dir(dataset) / f"{t}.logits.safetensors"
         if not path.is_file():
-            raise FileNotFoundError(f"no cached logits for teacher {dataset}/{t} at {path}: DaSS describes a task "
-                                    f"by its teacher's logits; train it with `danas-bench teachers dataset={dataset}`")
+            raise FileNotFoundError(
+                f"no cached logits for teacher {dataset}/{t} at {path}: DaSS describes a task "
+                f"by its teacher's logits; train it with `danas-bench teachers dataset={dataset}`"
+            )
         return load_file(str(path))["valid"].float()
 
     if teacher == "none":
@@ -76,7 +83,9 @@ def logit_descriptor(dataset: str, teacher: str) -> np.ndarray:
         p4 = torch.softmax(z / 4, -1)
         ent = lambda p: float((-(p * p.clamp_min(1e-12).log()).sum(-1) / np.log(c)).mean())  # noqa: E731
         top2 = p1.topk(2, -1).values
-        out = np.array([acc, float(top2[:, 0].mean()), ent(p1), ent(p4),
-                        float((top2[:, 0] - top2[:, 1]).mean()), np.log(c), 0.0], dtype=np.float32)
+        out = np.array(
+            [acc, float(top2[:, 0].mean()), ent(p1), ent(p4), float((top2[:, 0] - top2[:, 1]).mean()), np.log(c), 0.0],
+            dtype=np.float32,
+        )
     _DESCRIPTORS[key] = out
     return out

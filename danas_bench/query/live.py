@@ -26,9 +26,11 @@ class LiveTrainer:
         want, have = self.meta.get("split_hashes"), data_mod.load(self.dataset).split_hashes
         if want is not None and want != have:
             bad = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
-            raise tb.TableError(f"{self.pair}: the {self.dataset} data here differs from the table's (split hashes "
-                                f"of {bad} differ), so live rows would not be comparable; delete the dataset cache "
-                                f"under {cache_dir()} and retry, or check the installed data package")
+            raise tb.TableError(
+                f"{self.pair}: the {self.dataset} data here differs from the table's (split hashes "
+                f"of {bad} differ), so live rows would not be comparable; delete the dataset cache "
+                f"under {cache_dir()} and retry, or check the installed data package"
+            )
 
     def train(self, todo: dict[int, list[int]], key: tuple, kd: KD, threads: int | None) -> None:
         """Train ``{seed: [canonical indices]}`` at KD setting ``kd`` (store key ``key``) on ``threads``
@@ -47,7 +49,7 @@ class LiveTrainer:
         try:
             for seed, cs in todo.items():
                 for j in range(0, len(cs), LIVE_CHUNK):
-                    recs = train_many(cs[j:j + LIVE_CHUNK], seed, task)
+                    recs = train_many(cs[j : j + LIVE_CHUNK], seed, task)
                     for r in recs:
                         r["source"] = "live"
                     self.overlay.append(recs, self.recipe.to_dict(), dict(kd.__dict__))

@@ -8,13 +8,29 @@ import numpy as np
 from danas_bench.core import schema as tb
 
 # metrics a searcher may query; the value is the curve that answers ``epoch=`` (None: final only)
-VISIBLE = {"valid_acc": "valid_acc_curve", "valid_acc_curve": "valid_acc_curve", "train_acc": "train_acc",
-           "train_loss": "train_loss", "valid_loss": None, "valid_ece": None, "valid_kl_teacher": None,
-           "valid_agreement": None, "train_seconds": None}
+VISIBLE = {
+    "valid_acc": "valid_acc_curve",
+    "valid_acc_curve": "valid_acc_curve",
+    "train_acc": "train_acc",
+    "train_loss": "train_loss",
+    "valid_loss": None,
+    "valid_ece": None,
+    "valid_kl_teacher": None,
+    "valid_agreement": None,
+    "train_seconds": None,
+}
 TEST = {"test_acc": None, "test_loss": None, "test_ece": None, "test_kl_teacher": None, "test_agreement": None}
 ALL = {**VISIBLE, **TEST}
-LOWER_IS_BETTER = {"valid_loss", "valid_ece", "valid_kl_teacher", "train_loss", "train_seconds",
-                   "test_loss", "test_ece", "test_kl_teacher"}
+LOWER_IS_BETTER = {
+    "valid_loss",
+    "valid_ece",
+    "valid_kl_teacher",
+    "train_loss",
+    "train_seconds",
+    "test_loss",
+    "test_ece",
+    "test_kl_teacher",
+}
 INFO = ("params", "flops", "latency_ms")
 
 
@@ -26,9 +42,11 @@ def colkey(metric, epoch, test: bool, epochs: int, where: str):
         raise ValueError(f"metric must be a string, got {metric!r}; valid metrics: {', '.join(allowed)}")
     if metric not in allowed:
         if not test and metric in TEST:
-            raise ValueError(f"{metric!r} is a test metric: searchers see validation metrics only; "
-                             f"read test metrics with bench.test() / bench.test_many() (never charged). "
-                             f"Query metrics: {', '.join(VISIBLE)}")
+            raise ValueError(
+                f"{metric!r} is a test metric: searchers see validation metrics only; "
+                f"read test metrics with bench.test() / bench.test_many() (never charged). "
+                f"Query metrics: {', '.join(VISIBLE)}"
+            )
         if metric in INFO:
             raise ValueError(f"{metric!r} is an architecture fact: use bench.info(arch)[{metric!r}]")
         raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(allowed)}")
@@ -38,14 +56,18 @@ def colkey(metric, epoch, test: bool, epochs: int, where: str):
         raise ValueError(f"epoch must be None (final) or an int in 1..{epochs}, got {epoch!r}")
     epoch = int(epoch)
     if not 1 <= epoch <= epochs:
-        raise ValueError(f"epoch {epoch} is out of range: {where} trains {epochs} epochs; "
-                         f"valid epochs: 1..{epochs} (or None for the final value)")
+        raise ValueError(
+            f"epoch {epoch} is out of range: {where} trains {epochs} epochs; "
+            f"valid epochs: 1..{epochs} (or None for the final value)"
+        )
     curve = allowed[metric]
     if curve is None:
         if epoch == epochs:
             return metric
-        raise ValueError(f"{metric!r} is recorded after the last epoch only; per-epoch metrics: "
-                         f"{', '.join(k for k, v in allowed.items() if v)}")
+        raise ValueError(
+            f"{metric!r} is recorded after the last epoch only; per-epoch metrics: "
+            f"{', '.join(k for k, v in allowed.items() if v)}"
+        )
     return (curve, epoch) if epoch < epochs or curve != metric else curve
 
 
@@ -54,5 +76,7 @@ def check_seed(seed, pair: str, seeds) -> None:
     if seed is None or (isinstance(seed, str) and seed in ("mean", "expected")):
         return
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= tb.SEED_MAX:
-        raise ValueError(f"seed must be None (sample a recorded seed), 'mean' or an int in [0, {tb.SEED_MAX}]; "
-                         f"got {seed!r}; {pair} records seeds {seeds}")
+        raise ValueError(
+            f"seed must be None (sample a recorded seed), 'mean' or an int in [0, {tb.SEED_MAX}]; "
+            f"got {seed!r}; {pair} records seeds {seeds}"
+        )

@@ -89,9 +89,9 @@ class Overlay:
     def __init__(self, pair: str, recipe_id: str, base: Path | str | None = None):
         self.pair, self.recipe_id = pair, recipe_id
         self.dir = overlay_dir(pair, recipe_id, base)
-        self._seen: set[str] = set()          # files already returned by read_new
+        self._seen: set[str] = set()  # files already returned by read_new
         self._keys: dict[str, list[tuple]] = {}  # file name -> its row keys (files never change)
-        self._bad: set[str] = set()           # damaged files, warned about once
+        self._bad: set[str] = set()  # damaged files, warned about once
 
     @property
     def lock_path(self) -> Path:
@@ -116,8 +116,10 @@ class Overlay:
         try:
             meta = tb.read_meta(path)
             if meta.get("recipe_id") != self.recipe_id or meta.get("pair") != self.pair:
-                raise tb.TableError(f"overlay file of {meta.get('pair')} recipe {meta.get('recipe_id')} in the "
-                                    f"folder of {self.pair} recipe {self.recipe_id}")
+                raise tb.TableError(
+                    f"overlay file of {meta.get('pair')} recipe {meta.get('recipe_id')} in the "
+                    f"folder of {self.pair} recipe {self.recipe_id}"
+                )
             table = conform(pq.ParquetFile(path, page_checksum_verification=True).read())
             check_rows(table, path)
             return table
@@ -125,8 +127,11 @@ class Overlay:
             return None
         except (tb.TableError, pa.ArrowException, OSError, KeyError, ValueError, TypeError) as exc:
             self._bad.add(path.name)
-            warnings.warn(f"{path}: damaged overlay file skipped ({exc}); its rows will be trained again; "
-                          f"`compact()` moves it aside", stacklevel=3)
+            warnings.warn(
+                f"{path}: damaged overlay file skipped ({exc}); its rows will be trained again; "
+                f"`compact()` moves it aside",
+                stacklevel=3,
+            )
             return None
 
     def read_new(self) -> pa.Table | None:
@@ -163,11 +168,20 @@ class Overlay:
 
         p = Pair.parse(self.pair)
         torch = sys.modules.get("torch")
-        return {"pair": self.pair, "dataset": p.dataset, "teacher": p.teacher, "recipe": recipe,
-                "recipe_id": self.recipe_id, "kd": kd, "source": "live", "machine": tb.machine(),
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "schema_version": tb.SCHEMA_VERSION, "code_version": __version__,
-                "torch_version": getattr(torch, "__version__", None)}
+        return {
+            "pair": self.pair,
+            "dataset": p.dataset,
+            "teacher": p.teacher,
+            "recipe": recipe,
+            "recipe_id": self.recipe_id,
+            "kd": kd,
+            "source": "live",
+            "machine": tb.machine(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "schema_version": tb.SCHEMA_VERSION,
+            "code_version": __version__,
+            "torch_version": getattr(torch, "__version__", None),
+        }
 
     def append(self, records: list[dict], recipe: dict, kd: dict) -> Path | None:
         """Write the records whose keys are not on disk yet as one new file; return it (None: nothing new).
@@ -176,8 +190,9 @@ class Overlay:
         """
         for r in records:
             if r.get("recipe_id") != self.recipe_id:
-                raise ValueError(f"record of recipe {r.get('recipe_id')} cannot go to the overlay of recipe "
-                                 f"{self.recipe_id}")
+                raise ValueError(
+                    f"record of recipe {r.get('recipe_id')} cannot go to the overlay of recipe {self.recipe_id}"
+                )
         check_rows(tb.to_table(records, {}), f"live training of {self.pair}")  # never cache a NaN row
         with self._lock():
             have = self._keys_on_disk()
@@ -191,8 +206,9 @@ class Overlay:
                 return None
             path = self.dir / f"live-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
             tb.write_atomic(tb.to_table(fresh, self._meta(recipe, kd)), path)
-            self._keys[path.name] = [row_key(r["arch_index"], r["seed"], r["kd_temperature"], r["kd_alpha"])
-                                     for r in fresh]
+            self._keys[path.name] = [
+                row_key(r["arch_index"], r["seed"], r["kd_temperature"], r["kd_alpha"]) for r in fresh
+            ]
         return path
 
     def compact(self) -> Path | None:
@@ -208,8 +224,11 @@ class Overlay:
                 return old[0] if old else None
             table = self.read_all()
             first = tb.read_meta(old[0])
-            meta = {**first, "compacted_from": len(old),
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            meta = {
+                **first,
+                "compacted_from": len(old),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
             meta.pop("kd", None)  # rows may carry several KD settings
             # name it before every remaining file so that first-wins ordering is kept
             path = self.dir / f"live-{0:020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"

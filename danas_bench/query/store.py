@@ -25,9 +25,9 @@ from danas_bench.query.overlay import conform, dedupe
 N = space.N_ARCHS
 CURVES = ("valid_acc_curve", "train_acc", "train_loss", "epoch_seconds")
 
-_STR_INDEX: dict[str, int] = {}   # architecture string -> index (parse once)
+_STR_INDEX: dict[str, int] = {}  # architecture string -> index (parse once)
 _OPS_INDEX: dict[tuple, int] = {}  # op tuple -> index
-_CANON: list = [None]              # the canonical table once something needed it
+_CANON: list = [None]  # the canonical table once something needed it
 
 _PY_TYPES = {"d": np.float64, "i": np.int32, "h": np.int16}
 
@@ -59,7 +59,7 @@ def arch_index(arch) -> int:
     if isinstance(arch, (list, tuple)):
         key = tuple(arch)
         if not all(type(v) is int or type(v) is str for v in key):  # 3.0 == 3 and True == 1 as dict keys:
-            return space.to_index(arch)                           # such lists are validated every time
+            return space.to_index(arch)  # such lists are validated every time
         i = _OPS_INDEX.get(key)
         if i is None:
             i = space.to_index(arch)
@@ -78,8 +78,10 @@ def arch_indices(archs) -> np.ndarray:
         idx = np.arange(archs.start, archs.stop, archs.step, dtype=np.int64)
     else:
         if isinstance(archs, (str, bytes)) or not hasattr(archs, "__iter__"):
-            raise ValueError(f"query_many takes a sequence of architectures, got a single {type(archs).__name__}; "
-                             f"use query() for one architecture")
+            raise ValueError(
+                f"query_many takes a sequence of architectures, got a single {type(archs).__name__}; "
+                f"use query() for one architecture"
+            )
         idx = np.fromiter((arch_index(a) for a in archs), dtype=np.int64)
     if idx.size and (idx.min() < 0 or idx.max() >= N):
         bad = int(idx[(idx < 0) | (idx >= N)][0])
@@ -120,8 +122,9 @@ class TableFile:
         except tb.TableError:
             raise
         except Exception as exc:
-            raise tb.TableError(f"{path}: Parquet data unreadable ({type(exc).__name__}: {exc}); "
-                                f"delete it and regenerate") from exc
+            raise tb.TableError(
+                f"{path}: Parquet data unreadable ({type(exc).__name__}: {exc}); delete it and regenerate"
+            ) from exc
         self._cols = {n: self._conform(n, t.column(n)) for n in self.KEYS}
         for n in self.KEYS:
             tb.check_values(n, _np(self._cols[n]), path)
@@ -148,8 +151,9 @@ class TableFile:
     def column(self, name: str) -> pa.ChunkedArray:
         col = self._cols.get(name)
         if col is None:
-            col = self._full.column(name) if self._full is not None else \
-                self._conform(name, self._read([name]).column(0))
+            col = (
+                self._full.column(name) if self._full is not None else self._conform(name, self._read([name]).column(0))
+            )
             self._cols[name] = col
         return col
 
@@ -162,7 +166,7 @@ class TableFile:
 class Store:
     """Dense arrays of the rows of one KD setting; see the module docstring."""
 
-    def __init__(self, src, epochs: int, cost_src: "Store | None" = None):
+    def __init__(self, src, epochs: int, cost_src: Store | None = None):
         self.src, self.epochs, self.n = src, epochs, src.num_rows
         self.cost_src = cost_src  # charges read this store's cost where it holds the architecture
         a = _np(src.column("arch_index")).astype(np.int64)
@@ -175,12 +179,13 @@ class Store:
             sp = np.searchsorted(self.seeds, s)
             rows[sp, a] = np.arange(self.n, dtype=np.int32)
             if (rows >= 0).sum() != self.n:  # merge() guarantees unique rows; overlay rows are deduped
-                raise tb.TableError(f"{getattr(src, 'path', 'overlay')}: duplicate (arch_index, seed) rows; "
-                                    f"run `danas-bench verify`")
+                raise tb.TableError(
+                    f"{getattr(src, 'path', 'overlay')}: duplicate (arch_index, seed) rows; run `danas-bench verify`"
+                )
         self.mapped = False
-        self.q: dict = {}       # request key -> list of values over rows
-        self.means: dict = {}   # request key -> list of seed means over all indices
-        self._cols: dict = {}   # column key -> float64 array over rows
+        self.q: dict = {}  # request key -> list of values over rows
+        self.means: dict = {}  # request key -> list of seed means over all indices
+        self._cols: dict = {}  # column key -> float64 array over rows
         self._curves: dict = {}
         self._set_rows(rows)
 
@@ -219,8 +224,9 @@ class Store:
             except tb.TableError:
                 raise
             except ValueError as exc:
-                raise tb.TableError(f"column {name} holds curves of {exc.args[0]} epochs (or nulls); "
-                                    f"the recipe has {self.epochs}") from None
+                raise tb.TableError(
+                    f"column {name} holds curves of {exc.args[0]} epochs (or nulls); the recipe has {self.epochs}"
+                ) from None
         return arr
 
     def col(self, key) -> np.ndarray:
@@ -253,8 +259,6 @@ class Store:
 
     def positions(self, i: int) -> list[int]:
         return [p for p in range(self.ns) if self.rows_l[p][i] >= 0]
-
-
 
 
 class Stores:
@@ -309,8 +313,11 @@ class Stores:
         if st is None:
             ov = self._overlay_rows(key)
             if key == self.kd_main:
-                st = self.table if ov.num_rows == 0 else \
-                    Store(MemRows(pa.concat_tables([ov, self.file.full()])), self.epochs, cost_src=self.iso)
+                st = (
+                    self.table
+                    if ov.num_rows == 0
+                    else Store(MemRows(pa.concat_tables([ov, self.file.full()])), self.epochs, cost_src=self.iso)
+                )
             else:
                 st = Store(MemRows(ov), self.epochs)
             if self.main.mapped or self.table.mapped:

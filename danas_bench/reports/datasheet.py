@@ -16,12 +16,11 @@ import numpy as np
 import polars as pl
 from scipy.stats import kendalltau
 
-from danas_bench.core import space
 from danas_bench.core import schema as tb
-from danas_bench.tables.manifest import load_manifest
-from danas_bench.core.paths import shard_dir
-from danas_bench.core.paths import archs_file, tables_dir
+from danas_bench.core import space
 from danas_bench.core.pairs import split_pair
+from danas_bench.core.paths import archs_file, shard_dir, tables_dir
+from danas_bench.tables.manifest import load_manifest
 
 COLUMNS = ["arch_index", "seed", "valid_acc", "test_acc", "train_seconds", "test_agreement", "test_ece"]
 TOP_K = 50
@@ -40,12 +39,14 @@ def load_pairs(root: Path | None = None) -> dict[str, dict]:
         recipes.setdefault(e["pair"], set()).add(e.get("recipe_id"))
     out = {}
     for rel, entry in sorted(tables.items()):
-        if len(recipes[entry["pair"]]) > 1 and entry.get("recipe_id") != recipe_for(split_pair(entry["pair"])[0]).recipe_id:
+        if (
+            len(recipes[entry["pair"]]) > 1
+            and entry.get("recipe_id") != recipe_for(split_pair(entry["pair"])[0]).recipe_id
+        ):
             continue
         path = root / rel
         meta = tb.read_meta(path)
-        out[meta["pair"]] = {"frame": pl.read_parquet(path, columns=COLUMNS), "meta": meta, "file": rel,
-                             "entry": entry}
+        out[meta["pair"]] = {"frame": pl.read_parquet(path, columns=COLUMNS), "meta": meta, "file": rel, "entry": entry}
     return out
 
 
@@ -57,13 +58,20 @@ def pair_stats(frame: pl.DataFrame, meta: dict) -> dict:
     s0 = frame.filter(pl.col("seed") == 0)
     acc = s0["test_acc"].to_numpy()
     stats = {
-        "rows": frame.height, "archs_seed0": s0.height,
+        "rows": frame.height,
+        "archs_seed0": s0.height,
         "coverage_seed0": s0.height / space.N_CANONICAL,
         "seeds": sorted(frame["seed"].unique().to_list()),
-        "test_acc": {"min": float(acc.min()), "q25": float(np.percentile(acc, 25)), "median": float(np.median(acc)),
-                     "q75": float(np.percentile(acc, 75)), "max": float(acc.max())},
+        "test_acc": {
+            "min": float(acc.min()),
+            "q25": float(np.percentile(acc, 25)),
+            "median": float(np.median(acc)),
+            "q75": float(np.percentile(acc, 75)),
+            "max": float(acc.max()),
+        },
         "core_seconds": float(frame["train_seconds"].sum()),
-        "recipe_id": meta["recipe_id"], "recipe": meta.get("recipe"),
+        "recipe_id": meta["recipe_id"],
+        "recipe": meta.get("recipe"),
     }
     # noise: the architectures that have more than one seed
     wide = frame.pivot(on="seed", index="arch_index", values="test_acc").drop_nulls()
@@ -71,21 +79,32 @@ def pair_stats(frame: pl.DataFrame, meta: dict) -> dict:
     if len(seeds) > 1:
         m = wide.select(seeds).to_numpy()
         taus = [_tau(m[:, i], m[:, j]) for i in range(len(seeds)) for j in range(i + 1, len(seeds))]
-        stats["noise"] = {"archs": int(m.shape[0]), "seeds": [int(s) for s in seeds],
-                          "mean_std": float(m.std(axis=1, ddof=1).mean()),
-                          "seed_tau_mean": float(np.mean(taus)), "seed_tau_min": float(np.min(taus))}
+        stats["noise"] = {
+            "archs": int(m.shape[0]),
+            "seeds": [int(s) for s in seeds],
+            "mean_std": float(m.std(axis=1, ddof=1).mean()),
+            "seed_tau_mean": float(np.mean(taus)),
+            "seed_tau_min": float(np.min(taus)),
+        }
     return stats
 
 
 def kd_stats(kd: pl.DataFrame, none: pl.DataFrame) -> dict:
-    j = (kd.filter(pl.col("seed") == 0).select("arch_index", kd=pl.col("test_acc"))
-         .join(none.filter(pl.col("seed") == 0).select("arch_index", none=pl.col("test_acc")), on="arch_index"))
+    j = (
+        kd.filter(pl.col("seed") == 0)
+        .select("arch_index", kd=pl.col("test_acc"))
+        .join(none.filter(pl.col("seed") == 0).select("arch_index", none=pl.col("test_acc")), on="arch_index")
+    )
     if j.height < 3:
         return {"archs": j.height}
     gain = (j["kd"] - j["none"]).to_numpy()
-    return {"archs": j.height, "tau_kd_none": _tau(j["kd"].to_numpy(), j["none"].to_numpy()),
-            "mean_gain": float(gain.mean()), "share_helped": float((gain > 0).mean()),
-            "top_overlap": _top_overlap(j, "kd", "none")}
+    return {
+        "archs": j.height,
+        "tau_kd_none": _tau(j["kd"].to_numpy(), j["none"].to_numpy()),
+        "mean_gain": float(gain.mean()),
+        "share_helped": float((gain > 0).mean()),
+        "top_overlap": _top_overlap(j, "kd", "none"),
+    }
 
 
 def _top_overlap(j: pl.DataFrame, a: str, b: str, k: int = TOP_K) -> float:
@@ -96,15 +115,22 @@ def _top_overlap(j: pl.DataFrame, a: str, b: str, k: int = TOP_K) -> float:
 
 
 def teacher_stats(a: pl.DataFrame, b: pl.DataFrame) -> dict:
-    j = (a.filter(pl.col("seed") == 0).select("arch_index", a=pl.col("test_acc"))
-         .join(b.filter(pl.col("seed") == 0).select("arch_index", b=pl.col("test_acc")), on="arch_index"))
+    j = (
+        a.filter(pl.col("seed") == 0)
+        .select("arch_index", a=pl.col("test_acc"))
+        .join(b.filter(pl.col("seed") == 0).select("arch_index", b=pl.col("test_acc")), on="arch_index")
+    )
     if j.height < 3:
         return {"archs": j.height}
     best_a = j.sort("a", descending=True)["arch_index"][0]
     best_b = j.sort("b", descending=True)["arch_index"][0]
-    return {"archs": j.height, "tau": _tau(j["a"].to_numpy(), j["b"].to_numpy()),
-            "top_overlap": _top_overlap(j, "a", "b"),
-            "best_a": space.arch_str(int(best_a)), "best_b": space.arch_str(int(best_b))}
+    return {
+        "archs": j.height,
+        "tau": _tau(j["a"].to_numpy(), j["b"].to_numpy()),
+        "top_overlap": _top_overlap(j, "a", "b"),
+        "best_a": space.arch_str(int(best_a)),
+        "best_b": space.arch_str(int(best_b)),
+    }
 
 
 def _plots(pairs: dict, root: Path, fig_dir: Path) -> list[str]:
@@ -125,8 +151,12 @@ def _plots(pairs: dict, root: Path, fig_dir: Path) -> list[str]:
             fig, axes = plt.subplots(1, len(kd_teachers), figsize=(4.2 * len(kd_teachers), 3.8), squeeze=False)
             none = ps["none"]["frame"].filter(pl.col("seed") == 0).select("arch_index", none=pl.col("test_acc"))
             for ax, t in zip(axes[0], kd_teachers):
-                j = ps[t]["frame"].filter(pl.col("seed") == 0).select("arch_index", kd=pl.col("test_acc")).join(
-                    none, on="arch_index")
+                j = (
+                    ps[t]["frame"]
+                    .filter(pl.col("seed") == 0)
+                    .select("arch_index", kd=pl.col("test_acc"))
+                    .join(none, on="arch_index")
+                )
                 ax.scatter(j["none"], j["kd"], s=2, alpha=0.4)
                 lo, hi = float(min(j["none"].min(), j["kd"].min())), float(max(j["none"].max(), j["kd"].max()))
                 ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
@@ -189,8 +219,13 @@ def shard_seconds(root: Path, pair: str, recipe_id: str) -> dict | None:
         return None
     per = np.array([pl.read_parquet(f, columns=["train_seconds"])["train_seconds"].mean() for f in files])
     med = float(np.median(per))
-    return {"shards": len(files), "median_s_per_row": med, "min_over_median": float(per.min() / med),
-            "max_over_median": float(per.max() / med), "share_over_1_5x": float(np.mean(per > 1.5 * med))}
+    return {
+        "shards": len(files),
+        "median_s_per_row": med,
+        "min_over_median": float(per.min() / med),
+        "max_over_median": float(per.max() / med),
+        "share_over_1_5x": float(np.mean(per > 1.5 * med)),
+    }
 
 
 def compute(root: Path | None = None) -> dict:
@@ -200,13 +235,18 @@ def compute(root: Path | None = None) -> dict:
     by_ds: dict[str, dict] = {}
     for pair, p in pairs.items():
         out["pairs"][pair] = pair_stats(p["frame"], p["meta"])
-        out["pairs"][pair].update({"file": p["file"], "sampled": bool(p["entry"].get("sampled", False)),
-                                   "partial": bool(p["entry"].get("partial", False)),
-                                   "teacher_test_acc": (p["meta"].get("teacher_accuracy") or {}).get("test"),
-                                   "machine": p["meta"].get("machine"),
-                                   "versions": {k: p["meta"].get(k) for k in ("code_version", "torch_version")},
-                                   "shard_code_revisions": p["meta"].get("shard_code_revisions"),
-                                   "shard_machines": p["meta"].get("shard_machines")})
+        out["pairs"][pair].update(
+            {
+                "file": p["file"],
+                "sampled": bool(p["entry"].get("sampled", False)),
+                "partial": bool(p["entry"].get("partial", False)),
+                "teacher_test_acc": (p["meta"].get("teacher_accuracy") or {}).get("test"),
+                "machine": p["meta"].get("machine"),
+                "versions": {k: p["meta"].get(k) for k in ("code_version", "torch_version")},
+                "shard_code_revisions": p["meta"].get("shard_code_revisions"),
+                "shard_machines": p["meta"].get("shard_machines"),
+            }
+        )
         out["shard_seconds"][pair] = shard_seconds(root, pair, p["meta"]["recipe_id"])
         ds, t = split_pair(pair)
         by_ds.setdefault(ds, {})[t] = p["frame"]
@@ -232,106 +272,164 @@ def _f(x, nd=3) -> str:
 
 
 def render(res: dict, figures: list[str]) -> str:
-    L = ["# danas-bench datasheet", "",
-         "Generated by `danas-bench datasheet` from `tables/MANIFEST` and the files it lists; rerun it to "
-         "reproduce every number here (also in `docs/datasheet.json`).", "",
-         "## Motivation and composition", "",
-         "Knowledge-distillation (KD) accuracies of students drawn from the NAS-Bench-201 cell space "
-         f"({space.N_CANONICAL} canonical architectures), one table per (dataset, teacher) pair, teacher `none` "
-         "being plain training. One row per (architecture, seed): learning curves, final valid/test accuracy, "
-         "loss, calibration error, agreement and KL with the teacher, training seconds. Seed 0 covers the "
-         "architecture set; seeds 1 and 2 cover a seeded 10% sample of it (noise estimates).", "",
-         "| pair | file | rows | seed-0 coverage | seeds | test acc min / median / max | IQR | teacher test acc | "
-         "compute (core-h) |", "|---|---|---|---|---|---|---|---|---|"]
+    L = [
+        "# danas-bench datasheet",
+        "",
+        "Generated by `danas-bench datasheet` from `tables/MANIFEST` and the files it lists; rerun it to "
+        "reproduce every number here (also in `docs/datasheet.json`).",
+        "",
+        "## Motivation and composition",
+        "",
+        "Knowledge-distillation (KD) accuracies of students drawn from the NAS-Bench-201 cell space "
+        f"({space.N_CANONICAL} canonical architectures), one table per (dataset, teacher) pair, teacher `none` "
+        "being plain training. One row per (architecture, seed): learning curves, final valid/test accuracy, "
+        "loss, calibration error, agreement and KL with the teacher, training seconds. Seed 0 covers the "
+        "architecture set; seeds 1 and 2 cover a seeded 10% sample of it (noise estimates).",
+        "",
+        "| pair | file | rows | seed-0 coverage | seeds | test acc min / median / max | IQR | teacher test acc | "
+        "compute (core-h) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for pair, s in sorted(res["pairs"].items()):
         a = s["test_acc"]
         status = " (sampled)" if s["sampled"] else (" (partial)" if s["partial"] else "")
-        L.append(f"| {pair} | `{s['file']}` | {s['rows']} | {100 * s['coverage_seed0']:.1f}%{status} | "
-                 f"{s['seeds']} | {_f(a['min'])} / {_f(a['median'])} / {_f(a['max'])} | {_f(a['q75'] - a['q25'])} | "
-                 f"{_f(s['teacher_test_acc'], 4)} | {s['core_seconds'] / 3600:.2f} |")
+        L.append(
+            f"| {pair} | `{s['file']}` | {s['rows']} | {100 * s['coverage_seed0']:.1f}%{status} | "
+            f"{s['seeds']} | {_f(a['min'])} / {_f(a['median'])} / {_f(a['max'])} | {_f(a['q75'] - a['q25'])} | "
+            f"{_f(s['teacher_test_acc'], 4)} | {s['core_seconds'] / 3600:.2f} |"
+        )
     total = sum(s["core_seconds"] for s in res["pairs"].values()) / 3600
-    L += ["", f"Total compute recorded in the tables: **{total:.2f} core-hours** (sum of `train_seconds`).", "",
-          "## Collection process", ""]
+    L += [
+        "",
+        f"Total compute recorded in the tables: **{total:.2f} core-hours** (sum of `train_seconds`).",
+        "",
+        "## Collection process",
+        "",
+    ]
     for pair, s in sorted(res["pairs"].items()):
         m = s.get("machine") or {}
         v = s.get("versions") or {}
-        where = (f"shards per machine {s['shard_machines']}" if s.get("shard_machines")
-                 else f"machine {m.get('host_cpu', '?')}")
-        L.append(f"- **{pair}**: recipe `{s['recipe_id']}` = {s['recipe']}; {where} ({m.get('cores', '?')} cores); "
-                 f"danas-bench {v.get('code_version', '?')}, torch {v.get('torch_version', '?')}"
-                 + (f"; shards per code revision: {s['shard_code_revisions']}" if s.get("shard_code_revisions") else "")
-                 + ".")
-    L += ["", "Splits, teachers and recipes: see `docs/teachers.md` and `docs/pilot.md`; each file's metadata "
-          "records its split hashes, recipe, KD setting and versions.", "",
-          "### Simulated time across shards", "",
-          "A row's `train_seconds` is its share of its fused chunk's measured time (half by FLOPs, half "
-          "equal), so within a chunk it orders architectures by cost; across chunks it carries whatever "
-          "differed when they ran: the engine version (shards of earlier, slower engines), the machine, and "
-          "other load (until session 7 the engine recorded wall-clock time, which also counted time the "
-          "worker was paused or shared its core; since then it records the process CPU time). Shards are "
-          "seeded random samples of a table's architectures, so their mean seconds per row would agree if "
-          "they had been timed alike:", "",
-          "| pair | shards | median s / row | min / max over median | shards over 1.5x the median |",
-          "|---|---|---|---|---|"]
+        where = (
+            f"shards per machine {s['shard_machines']}"
+            if s.get("shard_machines")
+            else f"machine {m.get('host_cpu', '?')}"
+        )
+        L.append(
+            f"- **{pair}**: recipe `{s['recipe_id']}` = {s['recipe']}; {where} ({m.get('cores', '?')} cores); "
+            f"danas-bench {v.get('code_version', '?')}, torch {v.get('torch_version', '?')}"
+            + (f"; shards per code revision: {s['shard_code_revisions']}" if s.get("shard_code_revisions") else "")
+            + "."
+        )
+    L += [
+        "",
+        "Splits, teachers and recipes: see `docs/teachers.md` and `docs/pilot.md`; each file's metadata "
+        "records its split hashes, recipe, KD setting and versions.",
+        "",
+        "### Simulated time across shards",
+        "",
+        "A row's `train_seconds` is its share of its fused chunk's measured time (half by FLOPs, half "
+        "equal), so within a chunk it orders architectures by cost; across chunks it carries whatever "
+        "differed when they ran: the engine version (shards of earlier, slower engines), the machine, and "
+        "other load (until session 7 the engine recorded wall-clock time, which also counted time the "
+        "worker was paused or shared its core; since then it records the process CPU time). Shards are "
+        "seeded random samples of a table's architectures, so their mean seconds per row would agree if "
+        "they had been timed alike:",
+        "",
+        "| pair | shards | median s / row | min / max over median | shards over 1.5x the median |",
+        "|---|---|---|---|---|",
+    ]
     for pair, t in sorted(res.get("shard_seconds", {}).items()):
         if t is None:
             L.append(f"| {pair} | - | shards not shipped | - | - |")
         else:
-            L.append(f"| {pair} | {t['shards']} | {t['median_s_per_row']:.2f} | {t['min_over_median']:.2f} / "
-                     f"{t['max_over_median']:.2f} | {100 * t['share_over_1_5x']:.0f}% |")
-    L += ["", "Simulated-time budgets (`budget.seconds`) therefore compare searchers fairly only as far as this "
-          "spread allows; query-count budgets (the leaderboard's default) are unaffected.", "",
-          "## Noise (seeds 1 and 2 on the 10% sample)", "",
-          "| pair | archs | seeds | mean seed-to-seed std of test acc | Kendall tau between seeds (mean / min) |",
-          "|---|---|---|---|---|"]
+            L.append(
+                f"| {pair} | {t['shards']} | {t['median_s_per_row']:.2f} | {t['min_over_median']:.2f} / "
+                f"{t['max_over_median']:.2f} | {100 * t['share_over_1_5x']:.0f}% |"
+            )
+    L += [
+        "",
+        "Simulated-time budgets (`budget.seconds`) therefore compare searchers fairly only as far as this "
+        "spread allows; query-count budgets (the leaderboard's default) are unaffected.",
+        "",
+        "## Noise (seeds 1 and 2 on the 10% sample)",
+        "",
+        "| pair | archs | seeds | mean seed-to-seed std of test acc | Kendall tau between seeds (mean / min) |",
+        "|---|---|---|---|---|",
+    ]
     for pair, s in sorted(res["pairs"].items()):
         n = s.get("noise")
         if n:
-            L.append(f"| {pair} | {n['archs']} | {n['seeds']} | {_f(n['mean_std'], 4)} | "
-                     f"{_f(n['seed_tau_mean'])} / {_f(n['seed_tau_min'])} |")
+            L.append(
+                f"| {pair} | {n['archs']} | {n['seeds']} | {_f(n['mean_std'], 4)} | "
+                f"{_f(n['seed_tau_mean'])} / {_f(n['seed_tau_min'])} |"
+            )
         else:
             L.append(f"| {pair} | 0 | - | not yet generated | - |")
-    L += ["", "## KD analysis", "",
-          f"Per KD pair against the same dataset's `none` table on seed 0: Kendall tau between the KD and no-KD "
-          f"rankings, the mean KD gain in test accuracy, the share of architectures KD helps, and the overlap "
-          f"of the top-{TOP_K} (or top 10%) architectures.", "",
-          "| pair | archs | tau(KD, no-KD) | mean KD gain | share helped | top overlap |", "|---|---|---|---|---|---|"]
+    L += [
+        "",
+        "## KD analysis",
+        "",
+        f"Per KD pair against the same dataset's `none` table on seed 0: Kendall tau between the KD and no-KD "
+        f"rankings, the mean KD gain in test accuracy, the share of architectures KD helps, and the overlap "
+        f"of the top-{TOP_K} (or top 10%) architectures.",
+        "",
+        "| pair | archs | tau(KD, no-KD) | mean KD gain | share helped | top overlap |",
+        "|---|---|---|---|---|---|",
+    ]
     for pair, k in sorted(res["kd"].items()):
         if "tau_kd_none" in k:
-            L.append(f"| {pair} | {k['archs']} | {_f(k['tau_kd_none'])} | {k['mean_gain']:+.4f} | "
-                     f"{_f(k['share_helped'], 2)} | {_f(k['top_overlap'], 2)} |")
-    L += ["", "Between the two teachers of a dataset (seed 0):", "",
-          "| dataset | teachers | archs | tau | top overlap | best student (a) | best student (b) |",
-          "|---|---|---|---|---|---|---|"]
+            L.append(
+                f"| {pair} | {k['archs']} | {_f(k['tau_kd_none'])} | {k['mean_gain']:+.4f} | "
+                f"{_f(k['share_helped'], 2)} | {_f(k['top_overlap'], 2)} |"
+            )
+    L += [
+        "",
+        "Between the two teachers of a dataset (seed 0):",
+        "",
+        "| dataset | teachers | archs | tau | top overlap | best student (a) | best student (b) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for ds, t in sorted(res["teachers"].items()):
         if "tau" in t:
-            L.append(f"| {ds} | {t['a']} / {t['b']} | {t['archs']} | {_f(t['tau'])} | {_f(t['top_overlap'], 2)} | "
-                     f"`{t['best_a']}` | `{t['best_b']}` |")
+            L.append(
+                f"| {ds} | {t['a']} / {t['b']} | {t['archs']} | {_f(t['tau'])} | {_f(t['top_overlap'], 2)} | "
+                f"`{t['best_a']}` | `{t['best_b']}` |"
+            )
     L += [""] + [f"![{f}](figures/{f})" for f in figures]
     from danas_bench.reports.expected import datasheet_lines
 
     L += [""] + datasheet_lines(res.get("expected") or {})
     from danas_bench.reports import reliability
 
-    L += ["", "## Reliability per table (tables v1 and v2)", "",
-          "Computed from each table's rows by `danas_bench.reports.reliability` (the figures the recipe search chooses "
-          "by, `docs/pilot.md`), on the non-zero cells recorded with every listed seed. ICC(1): the share of a "
-          "single run's test-accuracy variance that is the architecture's; reliability of the seed mean: "
-          "ICC(k); top-10% held-out percentile: the top 10% of cells by one seed's valid accuracy, their "
-          "percentile under the other seeds' mean test accuracy (averaged over the picking seed; 50 is chance); "
-          "KD gain: seed-mean KD minus no-KD test accuracy of the same recipe, mean with a 95% t-interval; "
-          "collapsed: KD runs > 5 pp below the same cell and seed without KD; teacher margin: teacher test "
-          "accuracy minus the best seed-mean student.", ""]
+    L += [
+        "",
+        "## Reliability per table (tables v1 and v2)",
+        "",
+        "Computed from each table's rows by `danas_bench.reports.reliability` (the figures the recipe search chooses "
+        "by, `docs/pilot.md`), on the non-zero cells recorded with every listed seed. ICC(1): the share of a "
+        "single run's test-accuracy variance that is the architecture's; reliability of the seed mean: "
+        "ICC(k); top-10% held-out percentile: the top 10% of cells by one seed's valid accuracy, their "
+        "percentile under the other seeds' mean test accuracy (averaged over the picking seed; 50 is chance); "
+        "KD gain: seed-mean KD minus no-KD test accuracy of the same recipe, mean with a 95% t-interval; "
+        "collapsed: KD runs > 5 pp below the same cell and seed without KD; teacher margin: teacher test "
+        "accuracy minus the best seed-mean student.",
+        "",
+    ]
     L += reliability.render(res.get("reliability") or [])
-    L += ["", "## Uses and limits", "",
-          "- Intended for comparing architecture searchers for distillation on equal, simulated budgets.",
-          "- The recipes are short (see `docs/pilot.md`): single-seed rankings carry the noise above; "
-          "compare searchers over many runs and prefer `seed=\"mean\"` where noise seeds exist.",
-          "- Partial tables cover a uniform random subset of the space (shards are seeded permutations); "
-          "the query API trains what is missing live with the table's recipe.",
-          "- Training seconds (the simulated time budgets charge) differ from shard to shard by engine "
-          "version, machine and load: see *Simulated time across shards* (shards are random samples of "
-          "the space, so the bias is spread evenly, not by architecture).", ""]
+    L += [
+        "",
+        "## Uses and limits",
+        "",
+        "- Intended for comparing architecture searchers for distillation on equal, simulated budgets.",
+        "- The recipes are short (see `docs/pilot.md`): single-seed rankings carry the noise above; "
+        'compare searchers over many runs and prefer `seed="mean"` where noise seeds exist.',
+        "- Partial tables cover a uniform random subset of the space (shards are seeded permutations); "
+        "the query API trains what is missing live with the table's recipe.",
+        "- Training seconds (the simulated time budgets charge) differ from shard to shard by engine "
+        "version, machine and load: see *Simulated time across shards* (shards are random samples of "
+        "the space, so the bias is spread evenly, not by architecture).",
+        "",
+    ]
     return "\n".join(L)
 
 

@@ -30,10 +30,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from danas_bench.core import space
 from danas_bench.core import schema as tb
-from danas_bench.query.estimates import SUFFIX, expected_path, load  # noqa: F401  (the reading side, also used by the bench)
+from danas_bench.core import space
 from danas_bench.core.paths import CONF_DIR
+from danas_bench.query.estimates import SUFFIX, expected_path, load  # noqa: F401  (the reading side, also used by the bench)
 
 BASE_METRICS = ("valid_acc", "test_acc")
 GAIN_METRICS = {"valid_kd_gain": "valid_acc", "test_kd_gain": "test_acc"}  # KD pair minus `none`, per seed
@@ -44,6 +44,7 @@ PATHS = ((3,), (0, 4), (1, 5), (0, 2, 5))
 
 # --- features -------------------------------------------------------------------------------
 
+
 def features(archs: np.ndarray, kind: str) -> np.ndarray:
     """Architecture features: ``onehot`` (30), ``pairs`` (one-hot and its cross-edge products),
     ``paths`` (one-hot and, per input-output path, the one-hot of its op sequence)."""
@@ -53,7 +54,7 @@ def features(archs: np.ndarray, kind: str) -> np.ndarray:
     if kind == "pairs":
         cols = [oh]
         for e, f in itertools.combinations(range(space.N_EDGES), 2):  # same-edge products are always 0
-            a, b = oh[:, 5 * e:5 * e + 5], oh[:, 5 * f:5 * f + 5]
+            a, b = oh[:, 5 * e : 5 * e + 5], oh[:, 5 * f : 5 * f + 5]
             cols.append((a[:, :, None] * b[:, None, :]).reshape(len(oh), 25))
         return np.hstack(cols)
     if kind == "paths":
@@ -83,6 +84,7 @@ def make_model(spec: dict):
 
 
 # --- cross-fitting --------------------------------------------------------------------------
+
 
 def folds_of(archs: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Fold of each canonical architecture: a seeded permutation of the sorted set, so it depends on
@@ -120,6 +122,7 @@ def cross_fit(arch: np.ndarray, y: np.ndarray, spec: dict, k: int = 5, seed: int
 
 # --- validation -----------------------------------------------------------------------------
 
+
 def _topk(target: np.ndarray, pred: np.ndarray, frac: float) -> float:
     k = max(1, int(round(frac * len(target))))
     return len(set(np.argsort(-target)[:k]) & set(np.argsort(-pred)[:k])) / k
@@ -147,8 +150,11 @@ def validate(arch: np.ndarray, seed: np.ndarray, y: np.ndarray, est: np.ndarray)
         target = g[h]
         others = np.delete(g, h, axis=0)
         first = np.argmax(~np.isnan(others), axis=0)  # the smallest other recorded seed
-        preds = {"single": others[first, np.arange(len(cols))], "expected": est[uniq[cols]],
-                 "others_mean": np.nanmean(others, axis=0)}
+        preds = {
+            "single": others[first, np.arange(len(cols))],
+            "expected": est[uniq[cols]],
+            "others_mean": np.nanmean(others, axis=0),
+        }
         for n, p in preds.items():
             a = acc[n]
             a["kendall"] += len(cols) * float(kendalltau(p, target).statistic)
@@ -165,6 +171,7 @@ def validate(arch: np.ndarray, seed: np.ndarray, y: np.ndarray, est: np.ndarray)
 
 
 # --- one pair -------------------------------------------------------------------------------
+
 
 def _rows(path: Path, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     t = pq.read_table(path, columns=["arch_index", "seed", metric])
@@ -184,12 +191,20 @@ def _gain_rows(kd_path: Path, none_path: Path, metric: str):
     return a1[i1], s1[i1], y1[i1] - y0[i0]
 
 
-def fit_pair(pair: str, root: Path | None = None, recipe_id: str | None = None, candidates: dict | None = None,
-             model: str = "auto", folds: int = 5, fold_seed: int = 0, log=print) -> dict:
+def fit_pair(
+    pair: str,
+    root: Path | None = None,
+    recipe_id: str | None = None,
+    candidates: dict | None = None,
+    model: str = "auto",
+    folds: int = 5,
+    fold_seed: int = 0,
+    log=print,
+) -> dict:
     """Fit, validate and write one pair's expected table; returns its metadata (settings, validation)."""
+    from danas_bench.core.paths import tables_dir
     from danas_bench.query import bench as bm
     from danas_bench.tables.manifest import update_manifest
-    from danas_bench.core.paths import tables_dir
 
     root = Path(root) if root is not None else tables_dir()
     b = bm.open(pair, root, fallback="error", recipe_id=recipe_id)  # the same table choice as open()
@@ -215,33 +230,50 @@ def fit_pair(pair: str, root: Path | None = None, recipe_id: str | None = None, 
             validation[m][name] = validate(*rows, est_of[name])
         validation[m]["rows"] = int(len(rows[0]))
         estimates[m] = est_of
-    score = {n: float(np.nanmean([validation[m][n].get("expected", {}).get("kendall", np.nan) for m in metrics]))
-             for n in names}
+    score = {
+        n: float(np.nanmean([validation[m][n].get("expected", {}).get("kendall", np.nan) for m in metrics]))
+        for n in names
+    }
     pick = max(names, key=lambda n: (np.nan_to_num(score[n], nan=-2.0), -names.index(n)))
     canon = space.canonical_table()
     n_rows = np.zeros(space.N_ARCHS, dtype=np.int16)
     a_all = _rows(b.path, "test_acc")[0]
     np.add.at(n_rows, a_all, 1)
-    cols = {"arch_index": pa.array(np.arange(space.N_ARCHS, dtype=np.int32)),
-            "canonical": pa.array(canon.astype(np.int32)),
-            "table_seeds": pa.array(n_rows[canon])}
+    cols = {
+        "arch_index": pa.array(np.arange(space.N_ARCHS, dtype=np.int32)),
+        "canonical": pa.array(canon.astype(np.int32)),
+        "table_seeds": pa.array(n_rows[canon]),
+    }
     for m in metrics:
         cols[m] = pa.array(estimates[m][pick].astype(np.float32))
-    meta = {"schema_version": tb.SCHEMA_VERSION, "kind": "expected", "pair": pair, "recipe_id": b.recipe_id,
-            "source": b.path.name, "source_sha256": tb.sha256(b.path),
-            "none_source": none_path.name if none_path is not None else None,
-            "none_source_sha256": tb.sha256(none_path) if none_path is not None else None,
-            "metrics": metrics, "model": pick, "model_spec": candidates[pick], "selection_score": score,
-            "selection": "highest mean Kendall tau of the expected value over the metrics",
-            "folds": folds, "fold_seed": fold_seed, "candidates": {n: candidates[n] for n in names},
-            "validation": validation, "code_revision": tb.code_revision(),
-            "sklearn_version": __import__("sklearn").__version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    meta = {
+        "schema_version": tb.SCHEMA_VERSION,
+        "kind": "expected",
+        "pair": pair,
+        "recipe_id": b.recipe_id,
+        "source": b.path.name,
+        "source_sha256": tb.sha256(b.path),
+        "none_source": none_path.name if none_path is not None else None,
+        "none_source_sha256": tb.sha256(none_path) if none_path is not None else None,
+        "metrics": metrics,
+        "model": pick,
+        "model_spec": candidates[pick],
+        "selection_score": score,
+        "selection": "highest mean Kendall tau of the expected value over the metrics",
+        "folds": folds,
+        "fold_seed": fold_seed,
+        "candidates": {n: candidates[n] for n in names},
+        "validation": validation,
+        "code_revision": tb.code_revision(),
+        "sklearn_version": __import__("sklearn").__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     table = pa.table(cols).replace_schema_metadata({tb.META_KEY: json.dumps(meta, sort_keys=True).encode()})
     out = expected_path(b.path)
     tb.write_atomic(table, out)
-    update_manifest(out, root, kind="expected", extra={"pair": pair, "source": f"{b.dataset}/{b.path.name}",
-                                                       "model": pick})
+    update_manifest(
+        out, root, kind="expected", extra={"pair": pair, "source": f"{b.dataset}/{b.path.name}", "model": pick}
+    )
     log(f"{pair}: wrote {out} ({pick}); " + summary_line(meta))
     return meta
 
@@ -251,8 +283,10 @@ def summary_line(meta: dict) -> str:
     for m in meta["metrics"]:
         v = meta["validation"][m][meta["model"]]
         if "expected" in v:
-            parts.append(f"{m} tau single {v['single']['kendall']:.3f} / expected {v['expected']['kendall']:.3f}"
-                         f" / others-mean {v['others_mean']['kendall']:.3f}")
+            parts.append(
+                f"{m} tau single {v['single']['kendall']:.3f} / expected {v['expected']['kendall']:.3f}"
+                f" / others-mean {v['others_mean']['kendall']:.3f}"
+            )
     return "; ".join(parts)
 
 
@@ -267,10 +301,11 @@ def default_candidates() -> dict:
 
 # --- docs -----------------------------------------------------------------------------------
 
+
 def collect(root: Path | None = None) -> dict[str, dict]:
     """pair -> metadata of its expected file, for every expected file in the MANIFEST."""
-    from danas_bench.tables.manifest import load_manifest
     from danas_bench.core.paths import tables_dir
+    from danas_bench.tables.manifest import load_manifest
 
     root = root or tables_dir()
     out = {}
@@ -287,9 +322,12 @@ def _f(x) -> str:
 
 def validation_lines(metas: dict[str, dict], all_candidates: bool = False) -> list[str]:
     """Markdown table rows of the validation figures (the chosen model, or every candidate)."""
-    L = ["| pair | metric | model | archs (held-out seeds) | Kendall tau: one seed / expected / mean of others | "
-         "Spearman: one / exp / others | MAE: one / exp / others | top-1% recovered: one / exp / others | "
-         "top-5% recovered: one / exp / others |", "|---|---|---|---|---|---|---|---|---|"]
+    L = [
+        "| pair | metric | model | archs (held-out seeds) | Kendall tau: one seed / expected / mean of others | "
+        "Spearman: one / exp / others | MAE: one / exp / others | top-1% recovered: one / exp / others | "
+        "top-5% recovered: one / exp / others |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for pair, meta in sorted(metas.items()):
         for m in meta["metrics"]:
             names = list(meta["candidates"]) if all_candidates else [meta["model"]]
@@ -300,38 +338,59 @@ def validation_lines(metas: dict[str, dict], all_candidates: bool = False) -> li
                     continue
                 cell = lambda k, v=v: " / ".join(_f(v[x][k]) for x in ("single", "expected", "others_mean"))  # noqa: E731
                 star = " (chosen)" if all_candidates and n == meta["model"] else ""
-                L.append(f"| {pair} | {m} | {n}{star} | {v['archs']} ({v['held_out_seeds']}) | {cell('kendall')} | "
-                         f"{cell('spearman')} | {cell('mae')} | {cell('top1')} | {cell('top5')} |")
+                L.append(
+                    f"| {pair} | {m} | {n}{star} | {v['archs']} ({v['held_out_seeds']}) | {cell('kendall')} | "
+                    f"{cell('spearman')} | {cell('mae')} | {cell('top1')} | {cell('top5')} |"
+                )
     return L
 
 
 def render(metas: dict[str, dict]) -> str:
-    L = ["# Expected accuracy (denoised view of each table)", "",
-         "Generated by `danas-bench expected pair=all` from the metadata of the `*.expected.parquet` files it "
-         "wrote (listed in `tables/MANIFEST`, kind `expected`); read them with "
-         "`bench.query(arch, metric, seed=\"expected\")`.", "",
-         "**Method.** Per pair and metric (valid / test accuracy; for KD pairs also the KD gain against the "
-         "dataset's `none` table, per seed), a regression of the recorded rows (one per architecture and seed) on "
-         "architecture features, cross-fitted in K folds grouped by canonical architecture: an architecture's "
-         "estimate comes from the fold model that saw none of its rows; canonical architectures the table lacks "
-         "get the mean of the fold models; isomorphic indices share their canonical value.", "",
-         "**Validation** (leave one seed out, on the architectures with two or more recorded seeds): each "
-         "held-out seed's value is predicted by (a) one other recorded seed, (b) the expected value, (c) the mean "
-         "of the other recorded seeds (with two seeds, (c) equals (a)); figures are averaged over the held-out "
-         "seeds, weighted by architectures. The target is a single held-out run, so every figure includes that "
-         "run's own noise. The model written is the candidate with the highest mean Kendall tau of (b) over the "
-         "pair's metrics (a choice among a few, on the same held-out seeds: slightly optimistic). On a sampled "
-         "table (tier M) the estimates of architectures outside the sample extrapolate from the sample and are "
-         "validated only inside it.", "",
-         "## Chosen model per pair", "", *validation_lines(metas), "",
-         "## Every candidate", "", *validation_lines(metas, all_candidates=True), "", "## Candidates", ""]
+    L = [
+        "# Expected accuracy (denoised view of each table)",
+        "",
+        "Generated by `danas-bench expected pair=all` from the metadata of the `*.expected.parquet` files it "
+        "wrote (listed in `tables/MANIFEST`, kind `expected`); read them with "
+        '`bench.query(arch, metric, seed="expected")`.',
+        "",
+        "**Method.** Per pair and metric (valid / test accuracy; for KD pairs also the KD gain against the "
+        "dataset's `none` table, per seed), a regression of the recorded rows (one per architecture and seed) on "
+        "architecture features, cross-fitted in K folds grouped by canonical architecture: an architecture's "
+        "estimate comes from the fold model that saw none of its rows; canonical architectures the table lacks "
+        "get the mean of the fold models; isomorphic indices share their canonical value.",
+        "",
+        "**Validation** (leave one seed out, on the architectures with two or more recorded seeds): each "
+        "held-out seed's value is predicted by (a) one other recorded seed, (b) the expected value, (c) the mean "
+        "of the other recorded seeds (with two seeds, (c) equals (a)); figures are averaged over the held-out "
+        "seeds, weighted by architectures. The target is a single held-out run, so every figure includes that "
+        "run's own noise. The model written is the candidate with the highest mean Kendall tau of (b) over the "
+        "pair's metrics (a choice among a few, on the same held-out seeds: slightly optimistic). On a sampled "
+        "table (tier M) the estimates of architectures outside the sample extrapolate from the sample and are "
+        "validated only inside it.",
+        "",
+        "## Chosen model per pair",
+        "",
+        *validation_lines(metas),
+        "",
+        "## Every candidate",
+        "",
+        *validation_lines(metas, all_candidates=True),
+        "",
+        "## Candidates",
+        "",
+    ]
     specs = {}
     for meta in metas.values():
         specs.update(meta["candidates"])
     for n, s in sorted(specs.items()):
         L.append(f"- `{n}`: {s['model']} on `{s['features']}` features, {s.get('params')}")
-    L += ["", "Models: scikit-learn " + ", ".join(sorted({m.get('sklearn_version', '?') for m in metas.values()}))
-          + f"; folds {sorted({m['folds'] for m in metas.values()})}.", ""]
+    L += [
+        "",
+        "Models: scikit-learn "
+        + ", ".join(sorted({m.get("sklearn_version", "?") for m in metas.values()}))
+        + f"; folds {sorted({m['folds'] for m in metas.values()})}.",
+        "",
+    ]
     return "\n".join(L)
 
 
@@ -339,11 +398,17 @@ def datasheet_lines(metas: dict[str, dict]) -> list[str]:
     """The datasheet's section: the chosen model's figures per pair (details in expected.md)."""
     if not metas:
         return ["## Expected accuracy", "", "No expected tables yet: run `danas-bench expected pair=all`.", ""]
-    return ["## Expected accuracy", "",
-            "A cross-fitted model's estimate of each architecture's seed mean (`seed=\"expected\"`), validated "
-            "leave-one-seed-out on the architectures with several seeds against the held-out seed: (a) one "
-            "recorded seed, (b) the expected value, (c) the mean of the other recorded seeds. Method and every "
-            "candidate model: [expected.md](expected.md).", "", *validation_lines(metas), ""]
+    return [
+        "## Expected accuracy",
+        "",
+        "A cross-fitted model's estimate of each architecture's seed mean (`seed=\"expected\"`), validated "
+        "leave-one-seed-out on the architectures with several seeds against the held-out seed: (a) one "
+        "recorded seed, (b) the expected value, (c) the mean of the other recorded seeds. Method and every "
+        "candidate model: [expected.md](expected.md).",
+        "",
+        *validation_lines(metas),
+        "",
+    ]
 
 
 def write_docs(root: Path | None = None, out_dir: Path = Path("docs")) -> Path:

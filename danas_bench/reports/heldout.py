@@ -81,11 +81,14 @@ class Space:
         self._costs: np.ndarray | None = None
         seeds = sorted(int(s) for s in rows["seed"].unique())
         self.seeds = seeds
-        self.visible_seeds = [s for s in seeds if rows.filter(pl.col("seed") == s)["arch_index"].n_unique()
-                              == len(keep)]
+        self.visible_seeds = [
+            s for s in seeds if rows.filter(pl.col("seed") == s)["arch_index"].n_unique() == len(keep)
+        ]
         if len(keep) and not self.visible_seeds:
-            raise Unavailable(f"{self.pair}: no seed is recorded for all {len(keep)} architectures with "
-                              f">= {self.min_seeds} seeds, so no visible seed can be drawn")
+            raise Unavailable(
+                f"{self.pair}: no seed is recorded for all {len(keep)} architectures with "
+                f">= {self.min_seeds} seeds, so no visible seed can be drawn"
+            )
 
     def costs(self, bench) -> np.ndarray:
         """:func:`arch_costs` of the architectures on offer (computed once)."""
@@ -100,8 +103,10 @@ class Space:
     def describe(self) -> str:
         if self.whole:
             return f"the whole table ({len(self.archs)} architectures)"
-        return (f"the {len(self.archs)} of {self.table_archs} architectures with >= {self.min_seeds} recorded "
-                f"seeds (the others have fewer; the whole table is searched once every architecture has them)")
+        return (
+            f"the {len(self.archs)} of {self.table_archs} architectures with >= {self.min_seeds} recorded "
+            f"seeds (the others have fewer; the whole table is searched once every architecture has them)"
+        )
 
     def column(self, name: str, seed: int) -> np.ndarray:
         """``name`` of every architecture on offer at ``seed`` (nan where not recorded)."""
@@ -180,8 +185,10 @@ class HeldOutSeeds(Target):
                     warnings.simplefilter("ignore", RuntimeWarning)
                     m = np.nanmean(np.stack([self.space.column(self.metric, s) for s in others]), axis=0)
             if np.isnan(m).any():
-                raise Unavailable(f"{self.pair}: {int(np.isnan(m).sum())} architectures have no seed besides "
-                                  f"the visible seed {visible}")
+                raise Unavailable(
+                    f"{self.pair}: {int(np.isnan(m).sum())} architectures have no seed besides "
+                    f"the visible seed {visible}"
+                )
             self._cache[int(visible)] = m
         return self._cache[int(visible)]
 
@@ -199,13 +206,17 @@ class Expected(Target):
         try:
             vals = np.asarray(bench.test_many(self.space.archs, metric, seed="expected"), dtype=float)
         except (ValueError, KeyError, LookupError, FileNotFoundError, TypeError, NotImplementedError) as e:
-            raise Unavailable(f"{self.pair}: no expected-accuracy view ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200] if str(e) else 'not provided'})") from None
+            raise Unavailable(
+                f"{self.pair}: no expected-accuracy view ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200] if str(e) else 'not provided'})"
+            ) from None
         if vals.shape != (len(self.space.archs),) or not np.isfinite(vals).all():
             raise Unavailable(f"{self.pair}: the expected-accuracy view does not cover every architecture")
         self._vals = vals
-        self.note = (f"the expected-accuracy view's estimate of {metric} (cross-fitted seed mean); "
-                     f"space: {self.space.describe()}")
+        self.note = (
+            f"the expected-accuracy view's estimate of {metric} (cross-fitted seed mean); "
+            f"space: {self.space.describe()}"
+        )
 
     def score(self, visible: int) -> np.ndarray:
         return self._vals
@@ -237,8 +248,12 @@ def arch_costs(bench, archs: np.ndarray) -> np.ndarray:
     if "train_seconds" not in rows.columns or rows.height == 0:
         return np.ones(len(archs))
     canon = space.canonical_table()
-    sec = (rows.with_columns(pl.Series("arch_index", canon[rows["arch_index"].to_numpy().astype(np.int64)]))
-           .group_by("arch_index").agg(pl.col("train_seconds").cast(pl.Float64).mean()).sort("arch_index"))
+    sec = (
+        rows.with_columns(pl.Series("arch_index", canon[rows["arch_index"].to_numpy().astype(np.int64)]))
+        .group_by("arch_index")
+        .agg(pl.col("train_seconds").cast(pl.Float64).mean())
+        .sort("arch_index")
+    )
     a_all = sec["arch_index"].to_numpy()
     x = np.asarray(bench.info_many(a_all, "flops"), dtype=float)
     y = sec["train_seconds"].to_numpy()
@@ -272,11 +287,13 @@ class SearchView:
 
     source = "view"
 
-    def __init__(self, bench, space_: Space, visible: int, target: Target | None = None,
-                 costs: np.ndarray | None = None):
+    def __init__(
+        self, bench, space_: Space, visible: int, target: Target | None = None, costs: np.ndarray | None = None
+    ):
         if visible not in space_.visible_seeds:
-            raise ValueError(f"{bench.pair}: seed {visible} does not cover the searched space; "
-                             f"seeds that do: {space_.visible_seeds}")
+            raise ValueError(
+                f"{bench.pair}: seed {visible} does not cover the searched space; seeds that do: {space_.visible_seeds}"
+            )
         self._bench, self._space, self._target = bench, space_, target
         self.pair, self.dataset, self.teacher = bench.pair, bench.dataset, bench.teacher
         self.archs = space_.archs
@@ -296,20 +313,26 @@ class SearchView:
         return None if self._target is None else self._target.name
 
     def _pos(self, archs) -> np.ndarray:
-        idx = self._canon[np.array([space.to_index(a) for a in np.atleast_1d(archs)]
-                                   if not (isinstance(archs, np.ndarray) and archs.dtype.kind in "iu")
-                                   else archs.astype(np.int64))]
+        idx = self._canon[
+            np.array(
+                [space.to_index(a) for a in np.atleast_1d(archs)]
+                if not (isinstance(archs, np.ndarray) and archs.dtype.kind in "iu")
+                else archs.astype(np.int64)
+            )
+        ]
         pos = np.clip(np.searchsorted(self.archs, idx), 0, max(len(self.archs) - 1, 0))
         bad = self.archs[pos] != idx
         if bad.any():
-            raise KeyError(f"{self.pair}: architecture {int(idx[bad][0])} is outside the searched space "
-                           f"({self._space.describe()})")
+            raise KeyError(
+                f"{self.pair}: architecture {int(idx[bad][0])} is outside the searched space ({self._space.describe()})"
+            )
         return pos
 
     def _check_kd(self, kd_temperature, kd_alpha) -> None:
         if kd_temperature is not None or kd_alpha is not None:
-            raise ValueError(f"{self.pair}: off-table KD settings are trained live; the leaderboard scores "
-                             f"shipped rows only")
+            raise ValueError(
+                f"{self.pair}: off-table KD settings are trained live; the leaderboard scores shipped rows only"
+            )
 
     def _values(self, pos: np.ndarray, metric: str, epoch) -> np.ndarray:
         if metric != "valid_acc":
@@ -321,13 +344,21 @@ class SearchView:
             self._curves[e] = self._space.curve(self.visible, e)
         cur = self._curves[e]
         if cur is None:  # no curves in the rows (synthetic bench): its own epoch answer at the visible seed
-            return np.array([self._bench.query(int(self.archs[p]), metric, epoch=e, seed=self.visible)
-                             for p in pos])
+            return np.array([self._bench.query(int(self.archs[p]), metric, epoch=e, seed=self.visible) for p in pos])
         return cur[pos]
 
-    def query(self, arch, metric: str = "valid_acc", *, epoch: int | None = None, seed=None,
-              rng: np.random.Generator | None = None, budget: Budget | None = None,
-              kd_temperature: float | None = None, kd_alpha: float | None = None) -> float:
+    def query(
+        self,
+        arch,
+        metric: str = "valid_acc",
+        *,
+        epoch: int | None = None,
+        seed=None,
+        rng: np.random.Generator | None = None,
+        budget: Budget | None = None,
+        kd_temperature: float | None = None,
+        kd_alpha: float | None = None,
+    ) -> float:
         """``metric`` (valid_acc only) of ``arch`` at the visible seed, whatever ``seed`` and ``rng`` say."""
         self._check_kd(kd_temperature, kd_alpha)
         pos = self._pos(arch)
@@ -336,9 +367,18 @@ class SearchView:
             budget.charge(self.cost(int(self.archs[pos[0]]), epoch), queries=1, share=share)
         return float(self._values(pos, metric, epoch)[0])
 
-    def query_many(self, archs, metric: str = "valid_acc", *, epoch: int | None = None, seed=None,
-                   rng: np.random.Generator | None = None, budget: Budget | None = None,
-                   kd_temperature: float | None = None, kd_alpha: float | None = None) -> np.ndarray:
+    def query_many(
+        self,
+        archs,
+        metric: str = "valid_acc",
+        *,
+        epoch: int | None = None,
+        seed=None,
+        rng: np.random.Generator | None = None,
+        budget: Budget | None = None,
+        kd_temperature: float | None = None,
+        kd_alpha: float | None = None,
+    ) -> np.ndarray:
         """``query`` for many architectures; the budget is charged the sum."""
         self._check_kd(kd_temperature, kd_alpha)
         pos = self._pos(np.asarray(archs))
@@ -360,21 +400,36 @@ class SearchView:
         """The target's scores, after checking that a test read asks for what the target answers."""
         s = self._need_target()
         if not (isinstance(seed, str) and seed == "mean"):
-            raise ValueError(f"{self.pair}: a view's test reads answer its {self.scoring} target, which never "
-                             f"reads the visible seed; seed={seed!r} is refused (leave the default 'mean')")
+            raise ValueError(
+                f"{self.pair}: a view's test reads answer its {self.scoring} target, which never "
+                f"reads the visible seed; seed={seed!r} is refused (leave the default 'mean')"
+            )
         if metric != self._target.metric:
-            raise ValueError(f"{self.pair}: the {self.scoring} target scores {self._target.metric!r}, "
-                             f"not {metric!r}")
+            raise ValueError(f"{self.pair}: the {self.scoring} target scores {self._target.metric!r}, not {metric!r}")
         self._check_kd(kd_temperature, kd_alpha)
         return s
 
-    def test(self, arch, metric: str = "test_acc", *, seed="mean", kd_temperature: float | None = None,
-             kd_alpha: float | None = None) -> float:
+    def test(
+        self,
+        arch,
+        metric: str = "test_acc",
+        *,
+        seed="mean",
+        kd_temperature: float | None = None,
+        kd_alpha: float | None = None,
+    ) -> float:
         """The target's score of ``arch`` (uncharged)."""
         return float(self._scores(metric, seed, kd_temperature, kd_alpha)[self._pos(arch)[0]])
 
-    def test_many(self, archs, metric: str = "test_acc", *, seed="mean", kd_temperature: float | None = None,
-                  kd_alpha: float | None = None) -> np.ndarray:
+    def test_many(
+        self,
+        archs,
+        metric: str = "test_acc",
+        *,
+        seed="mean",
+        kd_temperature: float | None = None,
+        kd_alpha: float | None = None,
+    ) -> np.ndarray:
         """The target's scores of ``archs`` (uncharged)."""
         return self._scores(metric, seed, kd_temperature, kd_alpha)[self._pos(np.asarray(archs))]
 
@@ -409,8 +464,9 @@ class SearchView:
         return LazyPool(list(base), view, {self.pair: self})
 
     def __repr__(self) -> str:
-        return (f"SearchView({self.pair!r}, visible seed {self.visible}, {len(self.archs)} archs, "
-                f"scoring {self.scoring})")
+        return (
+            f"SearchView({self.pair!r}, visible seed {self.visible}, {len(self.archs)} archs, scoring {self.scoring})"
+        )
 
 
 def noise_ceiling(view: SearchView) -> float:
@@ -420,5 +476,17 @@ def noise_ceiling(view: SearchView) -> float:
     return float(s.max() - s[int(np.nanargmax(view._valid))])
 
 
-__all__ = ["SCORINGS", "Space", "Target", "HeldOutSeeds", "Expected", "SearchView", "Unavailable",
-           "shipped_rows", "visible_seed", "arch_costs", "noise_ceiling", "make_target"]
+__all__ = [
+    "SCORINGS",
+    "Space",
+    "Target",
+    "HeldOutSeeds",
+    "Expected",
+    "SearchView",
+    "Unavailable",
+    "shipped_rows",
+    "visible_seed",
+    "arch_costs",
+    "noise_ceiling",
+    "make_target",
+]

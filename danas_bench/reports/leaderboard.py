@@ -88,8 +88,10 @@ def select_pairs(pool: Mapping, pairs) -> list[str]:
     if missing:
         raise ValueError(f"pairs {missing} are not in the tables; pairs present: {', '.join(sorted(pool)) or 'none'}")
     if not out:
-        raise ValueError("no pairs to run: the tables hold none (make them with `danas-bench generate`, "
-                         "or run `danas-bench leaderboard synthetic=true` on the synthetic benches)")
+        raise ValueError(
+            "no pairs to run: the tables hold none (make them with `danas-bench generate`, "
+            "or run `danas-bench leaderboard synthetic=true` on the synthetic benches)"
+        )
     return out
 
 
@@ -114,9 +116,9 @@ def pair_budget(budget: Mapping, n_archs: int) -> dict:
 # --- the worker ------------------------------------------------------------------------------------
 
 _POOL: dict = {}
-_SPACES: dict = {}    # (pair, scoring) -> Space
-_TARGETS: dict = {}   # (pair, scoring) -> Target
-_VIEWS: dict = {}     # (pair, scoring, visible) -> SearchView
+_SPACES: dict = {}  # (pair, scoring) -> Space
+_TARGETS: dict = {}  # (pair, scoring) -> Target
+_VIEWS: dict = {}  # (pair, scoring, visible) -> SearchView
 
 
 def _set_pool(pool: Mapping) -> None:
@@ -159,8 +161,9 @@ def _view(pair: str, scoring: str, visible: int, scored: bool = True) -> heldout
 
 def _run_pool(pair: str, scoring: str, visible: int) -> LazyPool:
     """Every pair as this run sees it: same scoring's space, same visible seed, shipped rows only."""
-    return LazyPool(list(_POOL), lambda p: _view(p, scoring, visible, scored=False),
-                    {pair: _view(pair, scoring, visible)})
+    return LazyPool(
+        list(_POOL), lambda p: _view(p, scoring, visible, scored=False), {pair: _view(pair, scoring, visible)}
+    )
 
 
 def _make(name: str, options: Mapping, run_index: int):
@@ -176,8 +179,9 @@ def runs_on(pair: str, name: str) -> bool:
     return Pair.parse(pair, check=False).kd or name not in CONTROLS
 
 
-def _task(pairs: Sequence[str], scoring: str, names: Sequence[str], options: Mapping, runs: Sequence[int],
-          budget: Mapping) -> list[tuple[pl.DataFrame, dict]]:
+def _task(
+    pairs: Sequence[str], scoring: str, names: Sequence[str], options: Mapping, runs: Sequence[int], budget: Mapping
+) -> list[tuple[pl.DataFrame, dict]]:
     """All runs of the searchers ``names`` (``options``: name -> its options) on ``pairs`` (one dataset's
     pairs), run by run: DaSS's meta-training on the other datasets, the same for every teacher and for
     ``dass`` / ``dass_paper``, is done once per run and reused from its cache."""
@@ -190,17 +194,30 @@ def _task(pairs: Sequence[str], scoring: str, names: Sequence[str], options: Map
             for name in names:
                 t, c = time.perf_counter(), time.process_time()
                 searcher = _make(name, options.get(name, {}), r)
-                f = run(searcher, _view(pair, scoring, visible), pair_budget(budget, len(sp.archs)), r,
-                        pool=_run_pool(pair, scoring, visible))
+                f = run(
+                    searcher,
+                    _view(pair, scoring, visible),
+                    pair_budget(budget, len(sp.archs)),
+                    r,
+                    pool=_run_pool(pair, scoring, visible),
+                )
                 walls[pair, name].append(time.perf_counter() - t)
                 cpus[pair, name].append(time.process_time() - c)
-                frames[pair, name].append(f.with_columns(pl.lit(scoring).alias("scoring"),
-                                                         pl.lit(visible, pl.Int64).alias("visible_seed"),
-                                                         pl.lit(name).alias("searcher"),
-                                                         pl.lit(int(getattr(searcher, "fallbacks", 0)), pl.Int64)
-                                                         .alias("fallbacks")))
-    return [(pl.concat(frames[k], how="vertical"),
-             {"pair": k[0], "scoring": scoring, "searcher": k[1], "wall": walls[k], "cpu": cpus[k]}) for k in keys]
+                frames[pair, name].append(
+                    f.with_columns(
+                        pl.lit(scoring).alias("scoring"),
+                        pl.lit(visible, pl.Int64).alias("visible_seed"),
+                        pl.lit(name).alias("searcher"),
+                        pl.lit(int(getattr(searcher, "fallbacks", 0)), pl.Int64).alias("fallbacks"),
+                    )
+                )
+    return [
+        (
+            pl.concat(frames[k], how="vertical"),
+            {"pair": k[0], "scoring": scoring, "searcher": k[1], "wall": walls[k], "cpu": cpus[k]},
+        )
+        for k in keys
+    ]
 
 
 # searchers that share one task (and so one process's caches): DaSS's two modes share meta-training
@@ -227,8 +244,11 @@ def scorings_available(pair_list: Sequence[str], scorings: Sequence[str]) -> tup
         if ok:
             avail[sc] = ok
         if why:
-            notes[sc] = (f"`{sc}` skipped on {len(why)} of {len(pair_list)} pairs: " + "; ".join(why[:3])
-                         + (" ..." if len(why) > 3 else ""))
+            notes[sc] = (
+                f"`{sc}` skipped on {len(why)} of {len(pair_list)} pairs: "
+                + "; ".join(why[:3])
+                + (" ..." if len(why) > 3 else "")
+            )
     if not avail:
         raise ValueError("no scoring target is available on the selected pairs: " + " ".join(notes.values()))
     return avail, notes
@@ -250,11 +270,19 @@ def preflight(searchers: Sequence[str], options: Mapping, avail: Mapping[str, Se
         break  # the searched pairs are the same under every scoring; their data is checked once
 
 
-def run_leaderboard(searchers: Sequence[str], pairs="all", runs=20, budget: Mapping | None = None,
-                    options: Mapping | None = None, workers: int = 1, synthetic: bool = False,
-                    synthetic_options: Mapping | None = None, root: str | None = None, progress: bool = True,
-                    scorings: Sequence[str] = ("heldout_seeds", "expected"),
-                    ) -> tuple[pl.DataFrame, list[dict], dict]:
+def run_leaderboard(
+    searchers: Sequence[str],
+    pairs="all",
+    runs=20,
+    budget: Mapping | None = None,
+    options: Mapping | None = None,
+    workers: int = 1,
+    synthetic: bool = False,
+    synthetic_options: Mapping | None = None,
+    root: str | None = None,
+    progress: bool = True,
+    scorings: Sequence[str] = ("heldout_seeds", "expected"),
+) -> tuple[pl.DataFrame, list[dict], dict]:
     """Run every searcher on every pair, scoring and run. Returns (all trajectories, per-task timings, context)."""
     from danas_bench.search.baselines import ALIASES, searcher_class
 
@@ -283,8 +311,10 @@ def run_leaderboard(searchers: Sequence[str], pairs="all", runs=20, budget: Mapp
                     g = groups.setdefault((Pair.parse(p, check=False).dataset, sc, fam), {"names": [], "pairs": []})
                     g["names"] += [] if s in g["names"] else [s]
                     g["pairs"] += [] if p in g["pairs"] else [p]
-    tasks = sorted(((g["pairs"], sc, tuple(g["names"])) for (_, sc, _), g in groups.items()),
-                   key=lambda t: -weight.get(SHARE_TASK.get(t[2][0], t[2][0]), 1) * len(t[0]) * len(t[2]))
+    tasks = sorted(
+        ((g["pairs"], sc, tuple(g["names"])) for (_, sc, _), g in groups.items()),
+        key=lambda t: -weight.get(SHARE_TASK.get(t[2][0], t[2][0]), 1) * len(t[0]) * len(t[2]),
+    )
     results: list[tuple[pl.DataFrame, dict]] = []
     bar = _progress(len(tasks), progress)
     t0 = time.perf_counter()
@@ -296,10 +326,16 @@ def run_leaderboard(searchers: Sequence[str], pairs="all", runs=20, budget: Mapp
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(spec,))
-        futs = {ex.submit(_task, ps, sc, names, {n: options.get(n, {}) for n in names}, runs, budget):
-                (Pair.parse(ps[0], check=False).dataset, *names) for ps, sc, names in tasks}
+        ex = ProcessPoolExecutor(
+            workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(spec,)
+        )
+        futs = {
+            ex.submit(_task, ps, sc, names, {n: options.get(n, {}) for n in names}, runs, budget): (
+                Pair.parse(ps[0], check=False).dataset,
+                *names,
+            )
+            for ps, sc, names in tasks
+        }
         try:
             for f in as_completed(futs):
                 results += f.result()
@@ -313,17 +349,36 @@ def run_leaderboard(searchers: Sequence[str], pairs="all", runs=20, budget: Mapp
     frames = pl.concat([r[0] for r in results], how="vertical")
     timings = [r[1] for r in results]
     context = {
-        "searchers": searchers, "pairs": pair_list, "runs": runs, "budget": budget,
+        "searchers": searchers,
+        "pairs": pair_list,
+        "runs": runs,
+        "budget": budget,
         "budgets": {p: pair_budget(budget, len(_space(p, sc).archs)) for sc, ps in avail.items() for p in ps},
-        "options": options, "scorings": list(avail), "scoring_pairs": avail, "notes": notes,
-        "synthetic": bool(synthetic), "wall_seconds": time.perf_counter() - t0, "workers": workers,
+        "options": options,
+        "scorings": list(avail),
+        "scoring_pairs": avail,
+        "notes": notes,
+        "synthetic": bool(synthetic),
+        "wall_seconds": time.perf_counter() - t0,
+        "workers": workers,
         "tables": {p: table_version(pool[p]) for p in pair_list},
-        "spaces": {sc: {p: {"archs": int(len(_space(p, sc).archs)), "table_archs": _space(p, sc).table_archs,
-                            "whole": _space(p, sc).whole, "visible_seeds": _space(p, sc).visible_seeds,
-                            "description": _space(p, sc).describe(), "target": _target(p, sc).note}
-                        for p in ps} for sc, ps in avail.items()},
+        "spaces": {
+            sc: {
+                p: {
+                    "archs": int(len(_space(p, sc).archs)),
+                    "table_archs": _space(p, sc).table_archs,
+                    "whole": _space(p, sc).whole,
+                    "visible_seeds": _space(p, sc).visible_seeds,
+                    "description": _space(p, sc).describe(),
+                    "target": _target(p, sc).note,
+                }
+                for p in ps
+            }
+            for sc, ps in avail.items()
+        },
         "references": {sc: {p: references(p, sc, runs) for p in ps} for sc, ps in avail.items()},
-        "code": code_version(), "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "code": code_version(),
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "configs": {s: _searcher_config(s, options.get(s, {})) for s in searchers},
     }
     return frames, timings, context
@@ -366,6 +421,7 @@ def _progress(total: int, on: bool):
             bar.update(1)
             if bar.n >= total:
                 bar.close()
+
         return step
     except ImportError:  # pragma: no cover
         done, t0 = [0], time.perf_counter()
@@ -374,6 +430,7 @@ def _progress(total: int, on: bool):
             done[0] += 1
             eta = (time.perf_counter() - t0) / done[0] * (total - done[0])
             print(f"[{done[0]}/{total}, ETA {eta:.0f} s] {msg}", file=sys.stderr)
+
         return step
 
 
@@ -381,15 +438,31 @@ def _searcher_config(name: str, options: Mapping) -> dict:
     from danas_bench.search.baselines import make
 
     s = make(name, **dict(options))
-    return {"config_id": s.config_id(), "config": {k: jsonable(v) for k, v in s.config.items()},
-            "follows_run": sorted(s.run_options(0))}
+    return {
+        "config_id": s.config_id(),
+        "config": {k: jsonable(v) for k, v in s.config.items()},
+        "follows_run": sorted(s.run_options(0)),
+    }
 
 
 def table_version(bench) -> dict:
     """What identifies the table a leaderboard row was computed on."""
     meta = dict(getattr(bench, "meta", {}) or {})
-    out = {k: meta[k] for k in ("version", "table_version", "recipe_id", "schema_version", "code_version",
-                                "sampled", "partial", "coverage", "rows") if k in meta}
+    out = {
+        k: meta[k]
+        for k in (
+            "version",
+            "table_version",
+            "recipe_id",
+            "schema_version",
+            "code_version",
+            "sampled",
+            "partial",
+            "coverage",
+            "rows",
+        )
+        if k in meta
+    }
     path = getattr(bench, "path", None)
     if path is not None and Path(path).exists():
         out["file"] = Path(path).name
@@ -415,22 +488,40 @@ def main(cfg) -> int:
     base, user = c.get("base_options") or {}, c.get("options") or {}
     options = {k: {**dict(base.get(k) or {}), **dict(user.get(k) or {})} for k in {*base, *user}}
     frames, timings, context = run_leaderboard(
-        c["searchers"], c.get("pairs", "all"), c.get("runs", 20), c.get("budget"), options,
-        int(c.get("workers", 1)), bool(c.get("synthetic", False)), c.get("synthetic_options") or {},
-        c.get("root"), bool(c.get("progress", True)), c.get("scorings") or ["heldout_seeds", "expected"])
+        c["searchers"],
+        c.get("pairs", "all"),
+        c.get("runs", 20),
+        c.get("budget"),
+        options,
+        int(c.get("workers", 1)),
+        bool(c.get("synthetic", False)),
+        c.get("synthetic_options") or {},
+        c.get("root"),
+        bool(c.get("progress", True)),
+        c.get("scorings") or ["heldout_seeds", "expected"],
+    )
     out = Path(c.get("out", "results/leaderboard.md"))
     shipped = Path(c["compare"]) if c.get("compare") else None
     if shipped is not None and shipped.resolve() == out.with_suffix(".json").resolve():
         shipped = None  # writing the shipped leaderboard itself
     figures = c.get("figures", "results/figures")  # figures=null: no plots
-    payload = write_report(frames, timings, context, out, None if figures is None else Path(figures),
-                           alpha=float(c.get("alpha", ALPHA)), margin_pp=float(c.get("margin_pp", 0.0)),
-                           shipped=shipped)
+    payload = write_report(
+        frames,
+        timings,
+        context,
+        out,
+        None if figures is None else Path(figures),
+        alpha=float(c.get("alpha", ALPHA)),
+        margin_pp=float(c.get("margin_pp", 0.0)),
+        shipped=shipped,
+    )
     if c.get("trajectories"):
         Path(c["trajectories"]).parent.mkdir(parents=True, exist_ok=True)
         frames.write_parquet(c["trajectories"])
-    print(f"wrote {out} ({len(context['pairs'])} pairs x {len(context['searchers'])} searchers x "
-          f"{len(context['runs'])} runs x {len(context['scorings'])} scorings in {context['wall_seconds']:.0f} s)")
+    print(
+        f"wrote {out} ({len(context['pairs'])} pairs x {len(context['searchers'])} searchers x "
+        f"{len(context['runs'])} runs x {len(context['scorings'])} scorings in {context['wall_seconds']:.0f} s)"
+    )
     by: dict = {}
     for r in payload["claims"]:
         by.setdefault((r["claim"], r["scoring"]), []).append(r["holds"])
@@ -442,5 +533,15 @@ def main(cfg) -> int:
     return 0
 
 
-__all__ = ["run_leaderboard", "main", "preflight", "PreflightError", "open_pool", "select_pairs", "pair_budget",
-           "references", "table_version", "code_version"]
+__all__ = [
+    "run_leaderboard",
+    "main",
+    "preflight",
+    "PreflightError",
+    "open_pool",
+    "select_pairs",
+    "pair_budget",
+    "references",
+    "table_version",
+    "code_version",
+]

@@ -65,17 +65,29 @@ def finals(frames: pl.DataFrame, context: dict) -> pl.DataFrame:
         early = g.filter(pl.col("cum_queries") <= max(q // 4, 1))
         # before a run's first full-epoch answer (AutoKD's low-epoch rungs) it has no incumbent: those
         # queries count as a uniformly random pick (its expected regret on this run's target)
-        blind = dict(zip(context["runs"], context.get("references", {}).get(sc, {}).get(pair, {})
-                         .get("uniform_pick", [])))
+        blind = dict(
+            zip(context["runs"], context.get("references", {}).get(sc, {}).get(pair, {}).get("uniform_pick", []))
+        )
         reg = early["regret"] * 100
         reg = reg.fill_null(blind[int(r)]) if int(r) in blind else reg.fill_null(strategy="backward")
         anytime = float(reg.mean()) if early.height and reg.null_count() < early.height else np.nan
-        rows.append({"pair": pair, "scoring": sc, "searcher": name, "run": int(r),
-                     "visible_seed": int(g["visible_seed"][0]), "regret": 100 * float(f["regret"]),
-                     "anytime": anytime, "regret_time": _regret_at(g, tbud[pair], blind.get(int(r))),
-                     "queries_to_final": f["queries_to_final"],
-                     "seconds_to_final": f["seconds_to_final"], "queries": f["queries"], "seconds": f["seconds"],
-                     "fallbacks": int(g["fallbacks"][0]) if "fallbacks" in g.columns and g.height else 0})
+        rows.append(
+            {
+                "pair": pair,
+                "scoring": sc,
+                "searcher": name,
+                "run": int(r),
+                "visible_seed": int(g["visible_seed"][0]),
+                "regret": 100 * float(f["regret"]),
+                "anytime": anytime,
+                "regret_time": _regret_at(g, tbud[pair], blind.get(int(r))),
+                "queries_to_final": f["queries_to_final"],
+                "seconds_to_final": f["seconds_to_final"],
+                "queries": f["queries"],
+                "seconds": f["seconds"],
+                "fallbacks": int(g["fallbacks"][0]) if "fallbacks" in g.columns and g.height else 0,
+            }
+        )
     return pl.DataFrame(rows).sort(["pair", "scoring", "searcher", "run"])
 
 
@@ -86,26 +98,37 @@ def summarize(fin: pl.DataFrame, timings: list[dict]) -> pl.DataFrame:
     for (pair, sc, name), g in fin.group_by(["pair", "scoring", "searcher"], maintain_order=True):
         reg = g["regret"].to_numpy()
         t = wall.get((pair, sc, name), {})
-        rows.append({
-            "pair": pair, "scoring": sc, "searcher": name, "runs": len(reg),
-            "regret_mean": float(np.mean(reg)), "regret_ci95": list(stats.bootstrap_ci(reg, key=f"{pair}{sc}{name}")),
-            "regret_median": float(np.median(reg)), "found_best": float(np.mean(reg <= 1e-9)),
-            # the same runs under the pair's simulated-time budget (context["time_budgets"])
-            "regret_time_mean": float(np.nanmean(g["regret_time"].to_numpy())),
-            "regret_time_ci95": list(stats.bootstrap_ci(g["regret_time"].drop_nans().to_numpy(),
-                                                        key=f"{pair}{sc}{name}time")),
-            "queries_to_final": float(g["queries_to_final"].mean()),
-            "seconds_to_final": float(g["seconds_to_final"].mean()),
-            "queries": float(g["queries"].mean()), "seconds": float(g["seconds"].mean()),
-            # random fallbacks per run (asks the method replaced by a random architecture) and their share
-            "fallbacks_mean": float(g["fallbacks"].mean()), "fallbacks_max": int(g["fallbacks"].max()),
-            "fallback_share": float(g["fallbacks"].sum() / max(g["queries"].sum(), 1)),
-            "wall_per_run": float(np.mean(t.get("wall", [np.nan]))),
-            "cpu_per_run": float(np.mean(t.get("cpu", [np.nan]))),
-        })
+        rows.append(
+            {
+                "pair": pair,
+                "scoring": sc,
+                "searcher": name,
+                "runs": len(reg),
+                "regret_mean": float(np.mean(reg)),
+                "regret_ci95": list(stats.bootstrap_ci(reg, key=f"{pair}{sc}{name}")),
+                "regret_median": float(np.median(reg)),
+                "found_best": float(np.mean(reg <= 1e-9)),
+                # the same runs under the pair's simulated-time budget (context["time_budgets"])
+                "regret_time_mean": float(np.nanmean(g["regret_time"].to_numpy())),
+                "regret_time_ci95": list(
+                    stats.bootstrap_ci(g["regret_time"].drop_nans().to_numpy(), key=f"{pair}{sc}{name}time")
+                ),
+                "queries_to_final": float(g["queries_to_final"].mean()),
+                "seconds_to_final": float(g["seconds_to_final"].mean()),
+                "queries": float(g["queries"].mean()),
+                "seconds": float(g["seconds"].mean()),
+                # random fallbacks per run (asks the method replaced by a random architecture) and their share
+                "fallbacks_mean": float(g["fallbacks"].mean()),
+                "fallbacks_max": int(g["fallbacks"].max()),
+                "fallback_share": float(g["fallbacks"].sum() / max(g["queries"].sum(), 1)),
+                "wall_per_run": float(np.mean(t.get("wall", [np.nan]))),
+                "cpu_per_run": float(np.mean(t.get("cpu", [np.nan]))),
+            }
+        )
     df = pl.DataFrame(rows)
-    return df.with_columns(pl.col("regret_mean").rank("average").over(["pair", "scoring"]).alias("rank")
-                           ).sort(["scoring", "pair", "rank"])
+    return df.with_columns(pl.col("regret_mean").rank("average").over(["pair", "scoring"]).alias("rank")).sort(
+        ["scoring", "pair", "rank"]
+    )
 
 
 def claim_specs(context: dict) -> list[dict]:
@@ -116,35 +139,74 @@ def claim_specs(context: dict) -> list[dict]:
     specs = [
         ("AKD: KD-guided search beats NAS-then-KD", "akd", "evolution", "regret", kd),
         ("TRADE: beats conventional NAS (NAS-then-KD)", "trade", "evolution", "regret", kd),
-        ("control: the KD signal beats the no-KD signal (evolution on KD vs on none)", "evolution_kd",
-         "evolution", "regret", kd),
-        ("control: the KD signal beats the no-KD signal (random on KD vs on none)", "random", "random_none",
-         "regret", kd),
+        (
+            "control: the KD signal beats the no-KD signal (evolution on KD vs on none)",
+            "evolution_kd",
+            "evolution",
+            "regret",
+            kd,
+        ),
+        (
+            "control: the KD signal beats the no-KD signal (random on KD vs on none)",
+            "random",
+            "random_none",
+            "regret",
+            kd,
+        ),
         ("AKD beats evolution on the same KD table (algorithm only)", "akd", "evolution_kd", "regret", kd),
         ("TRADE beats evolution on the same KD table (algorithm only)", "trade", "evolution_kd", "regret", kd),
-        ("DaSS: a predictor meta-trained on other datasets transfers (beats random)", "dass", "random",
-         "regret", every),
-        ("DaSS: querying students (this adaptation) beats the paper's top-1 pick", "dass", "dass_paper",
-         "regret", every),
+        (
+            "DaSS: a predictor meta-trained on other datasets transfers (beats random)",
+            "dass",
+            "random",
+            "regret",
+            every,
+        ),
+        (
+            "DaSS: querying students (this adaptation) beats the paper's top-1 pick",
+            "dass",
+            "dass_paper",
+            "regret",
+            every,
+        ),
         ("AutoKD: sample efficiency (vs random)", "autokd", "random", "anytime", every),
         ("AutoKD: sample efficiency (vs trade)", "autokd", "trade", "anytime", every),
     ]
-    out = [{"claim": c, "method": a, "baseline": b, "measure": m, "pairs": f} for c, a, b, m, f in specs
-           if a in have and b in have]
+    out = [
+        {"claim": c, "method": a, "baseline": b, "measure": m, "pairs": f}
+        for c, a, b, m, f in specs
+        if a in have and b in have
+    ]
     for name in context["searchers"]:
         if name != "random" and name not in CONTROLS and "random" in have:
-            out.append({"claim": f"{name} beats random search", "method": name, "baseline": "random",
-                        "measure": "regret", "pairs": every})
+            out.append(
+                {
+                    "claim": f"{name} beats random search",
+                    "method": name,
+                    "baseline": "random",
+                    "measure": "regret",
+                    "pairs": every,
+                }
+            )
     if "trade" in have:
         for hp in HANDPICKED:
-            out.append({"claim": f"TRADE: beats a hand-picked student ({hp})", "method": "trade", "baseline": hp,
-                        "measure": "regret", "pairs": every})
+            out.append(
+                {
+                    "claim": f"TRADE: beats a hand-picked student ({hp})",
+                    "method": "trade",
+                    "baseline": hp,
+                    "measure": "regret",
+                    "pairs": every,
+                }
+            )
     return out
 
 
-MEASURES = {"regret": "final regret (pp)",
-            "anytime": "mean regret over the first quarter of the query budget (pp; before the first full-epoch "
-                       "answer: a uniformly random pick's)"}
+MEASURES = {
+    "regret": "final regret (pp)",
+    "anytime": "mean regret over the first quarter of the query budget (pp; before the first full-epoch "
+    "answer: a uniformly random pick's)",
+}
 
 
 def claims(fin: pl.DataFrame, context: dict, alpha: float = ALPHA, margin_pp: float = 0.0) -> list[dict]:
@@ -162,8 +224,9 @@ def claims(fin: pl.DataFrame, context: dict, alpha: float = ALPHA, margin_pp: fl
             for pair in context["scoring_pairs"][sc]:
                 if not spec["pairs"](pair):
                     continue
-                a = fin.filter((pl.col("pair") == pair) & (pl.col("scoring") == sc)
-                               & (pl.col("searcher") == spec["method"]))
+                a = fin.filter(
+                    (pl.col("pair") == pair) & (pl.col("scoring") == sc) & (pl.col("searcher") == spec["method"])
+                )
                 if a.height == 0:
                     continue
                 ref = context["references"][sc][pair]
@@ -172,19 +235,31 @@ def claims(fin: pl.DataFrame, context: dict, alpha: float = ALPHA, margin_pp: fl
                         continue
                     b = pl.DataFrame({"run": context["runs"], "b": ref[spec["baseline"]]})
                 else:
-                    b = fin.filter((pl.col("pair") == pair) & (pl.col("scoring") == sc)
-                                   & (pl.col("searcher") == spec["baseline"])
-                                   ).select("run", pl.col(spec["measure"]).alias("b"))
+                    b = fin.filter(
+                        (pl.col("pair") == pair) & (pl.col("scoring") == sc) & (pl.col("searcher") == spec["baseline"])
+                    ).select("run", pl.col(spec["measure"]).alias("b"))
                     if b.height == 0:
                         continue
                 m = a.select("run", pl.col(spec["measure"]).alias("a")).join(b, on="run", how="inner")
                 d = (m["b"] - m["a"]).to_numpy()
                 key = f"{spec['claim']}|{sc}|{pair}"
-                rows.append({"claim": spec["claim"], "scoring": sc, "pair": pair, "method": spec["method"],
-                             "baseline": spec["baseline"], "measure": MEASURES[spec["measure"]], "runs": len(d),
-                             "method_mean": float(m["a"].mean()), "baseline_mean": float(m["b"].mean()),
-                             "diff_mean": float(np.mean(d)), "diff_ci95": list(stats.bootstrap_ci(d, key=key)),
-                             "p": stats.paired_test(d, margin_pp, key=key), "threshold": threshold})
+                rows.append(
+                    {
+                        "claim": spec["claim"],
+                        "scoring": sc,
+                        "pair": pair,
+                        "method": spec["method"],
+                        "baseline": spec["baseline"],
+                        "measure": MEASURES[spec["measure"]],
+                        "runs": len(d),
+                        "method_mean": float(m["a"].mean()),
+                        "baseline_mean": float(m["b"].mean()),
+                        "diff_mean": float(np.mean(d)),
+                        "diff_ci95": list(stats.bootstrap_ci(d, key=key)),
+                        "p": stats.paired_test(d, margin_pp, key=key),
+                        "threshold": threshold,
+                    }
+                )
             for r, ph in zip(rows, stats.holm([r["p"] for r in rows])):
                 r["p_holm"] = float(ph)
                 r["holds"] = bool(ph < alpha and r["diff_mean"] > margin_pp)
@@ -198,8 +273,12 @@ def reproduces(payload: dict, shipped: Path) -> dict | None:
         old = json.loads(Path(shipped).read_text())
     except (OSError, ValueError):
         return None
-    theirs = {(r.get("pair"), r.get("scoring"), r.get("searcher")): r.get("regret_mean")
-              for rows in (old.get("pairs") or {}).values() if isinstance(rows, list) for r in rows}
+    theirs = {
+        (r.get("pair"), r.get("scoring"), r.get("searcher")): r.get("regret_mean")
+        for rows in (old.get("pairs") or {}).values()
+        if isinstance(rows, list)
+        for r in rows
+    }
     inside, total, off = 0, 0, []
     for rows in payload["pairs"].values():
         for r in rows:
@@ -215,5 +294,15 @@ def reproduces(payload: dict, shipped: Path) -> dict | None:
     return {"shipped": str(shipped), "compared": total, "inside_ci": inside, "outside": off}
 
 
-__all__ = ["ALPHA", "CONTROLS", "HANDPICKED", "MEASURES", "time_budgets", "finals", "summarize", "claim_specs",
-           "claims", "reproduces"]
+__all__ = [
+    "ALPHA",
+    "CONTROLS",
+    "HANDPICKED",
+    "MEASURES",
+    "time_budgets",
+    "finals",
+    "summarize",
+    "claim_specs",
+    "claims",
+    "reproduces",
+]

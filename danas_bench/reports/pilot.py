@@ -27,23 +27,31 @@ import polars as pl
 from scipy import stats
 
 from danas_bench.core import space
-from danas_bench.training import teachers
-from danas_bench.reports.reliability import icc1, late_gain, mean_ci, top_heldout_percentile  # noqa: F401
-from danas_bench.core.recipe import KD, Recipe
-from danas_bench.training.workers import pool, train_chunk
 from danas_bench.core.pairs import TEACHERS
+from danas_bench.core.recipe import KD, Recipe
+from danas_bench.reports.reliability import icc1, late_gain, mean_ci, top_heldout_percentile  # noqa: F401
+from danas_bench.training import teachers
+from danas_bench.training.workers import pool, train_chunk
 
-RUN_COLUMNS = ["arch_index", "seed", "teacher", "valid_acc", "test_acc", "valid_acc_curve", "train_acc",
-               "train_seconds"]
+RUN_COLUMNS = [
+    "arch_index",
+    "seed",
+    "teacher",
+    "valid_acc",
+    "test_acc",
+    "valid_acc_curve",
+    "train_acc",
+    "train_seconds",
+]
 
 
 @dataclass(frozen=True)
 class Criteria:
-    max_late_gain: float = 0.01      # converged: last quarter of epochs adds < 1 pp (median curve)
-    max_collapsed: float = 0.02      # share of KD runs > 5 pp below the same cell's no-KD run
+    max_late_gain: float = 0.01  # converged: last quarter of epochs adds < 1 pp (median curve)
+    max_collapsed: float = 0.02  # share of KD runs > 5 pp below the same cell's no-KD run
     collapse_gap: float = 0.05
     min_teacher_margin: float = 0.02  # teacher test acc - best seed-mean student
-    near_best_icc: float = 0.02      # candidates this close to the best ICC are ranked by top-10% percentile
+    near_best_icc: float = 0.02  # candidates this close to the best ICC are ranked by top-10% percentile
 
 
 def sample_cells(n: int, seed: int) -> np.ndarray:
@@ -68,8 +76,15 @@ def _write_runs(path: Path, df: pl.DataFrame) -> None:
     os.replace(tmp, path)
 
 
-def run_candidates(recipes: list[Recipe], cells: np.ndarray, seeds=(0, 1), chunk: int = 64,
-                   workers: int | None = None, out_dir: Path = Path("docs"), log=print) -> None:
+def run_candidates(
+    recipes: list[Recipe],
+    cells: np.ndarray,
+    seeds=(0, 1),
+    chunk: int = 64,
+    workers: int | None = None,
+    out_dir: Path = Path("docs"),
+    log=print,
+) -> None:
     """Train every (recipe, KD setting, seed, chunk of cells) not yet on disk; the pool runs them in
     the order given, so candidates finish one after the other and each is written as it completes."""
     jobs, have = [], {}
@@ -79,9 +94,10 @@ def run_candidates(recipes: list[Recipe], cells: np.ndarray, seeds=(0, 1), chunk
         for kd in [KD("none")] + [KD(t) for t in TEACHERS[r.dataset]]:
             for seed in seeds:
                 for i in range(0, len(cells), chunk):
-                    idx = [int(a) for a in cells[i:i + chunk]]
-                    if done is not None and done.filter((pl.col("teacher") == kd.teacher) & (pl.col("seed") == seed)
-                                                        & pl.col("arch_index").is_in(idx)).height == len(idx):
+                    idx = [int(a) for a in cells[i : i + chunk]]
+                    if done is not None and done.filter(
+                        (pl.col("teacher") == kd.teacher) & (pl.col("seed") == seed) & pl.col("arch_index").is_in(idx)
+                    ).height == len(idx):
                         continue
                     jobs.append((r, kd, seed, idx))
     if not jobs:
@@ -92,17 +108,28 @@ def run_candidates(recipes: list[Recipe], cells: np.ndarray, seeds=(0, 1), chunk
         futs = [(r, ex.submit(train_chunk, r.to_dict(), kd.__dict__, seed, idx)) for r, kd, seed, idx in jobs]
         for n, (r, fut) in enumerate(futs, 1):
             recs = fut.result()
-            new = pl.DataFrame([{k: rec[k] for k in RUN_COLUMNS[:-2]} | {"train_acc": rec["train_acc"][-1],
-                                "train_seconds": rec["train_seconds"]} for rec in recs])
+            new = pl.DataFrame(
+                [
+                    {k: rec[k] for k in RUN_COLUMNS[:-2]}
+                    | {"train_acc": rec["train_acc"][-1], "train_seconds": rec["train_seconds"]}
+                    for rec in recs
+                ]
+            )
             old = _read_runs(runs_path(out_dir, r))
-            df = new if old is None else pl.concat([old, new], how="vertical_relaxed").unique(
-                ["teacher", "seed", "arch_index"], keep="last")
+            df = (
+                new
+                if old is None
+                else pl.concat([old, new], how="vertical_relaxed").unique(
+                    ["teacher", "seed", "arch_index"], keep="last"
+                )
+            )
             _write_runs(runs_path(out_dir, r), df)
             el = time.perf_counter() - t0
             log(f"  {n}/{len(futs)} tasks ({r.dataset} {r.recipe_id}), {el:.0f}s, ETA {el / n * (len(futs) - n):.0f}s")
 
 
 # --- measures ---------------------------------------------------------------------------------
+
 
 def _wide(df: pl.DataFrame, teacher: str, col: str, cells: np.ndarray, seeds=(0, 1)) -> np.ndarray:
     sub = df.filter(pl.col("teacher") == teacher)
@@ -130,13 +157,16 @@ def measure(df: pl.DataFrame, recipe: Recipe, cells: np.ndarray, crit: Criteria 
         icc, icc_k = icc1(a)
         curves = df.filter(pl.col("teacher") == t)["valid_acc_curve"].to_list()
         per[t] = {
-            "icc1": icc, "icc_mean2": icc_k,
+            "icc1": icc,
+            "icc_mean2": icc_k,
             "seed_abs_diff": float(np.abs(a[:, 0] - a[:, 1]).mean()),
             "kendall_tau": float(stats.kendalltau(a[:, 0], a[:, 1]).statistic),
-            "top10_heldout_pct": 0.5 * (top_heldout_percentile(v[:, 0], a[:, 1])
-                                        + top_heldout_percentile(v[:, 1], a[:, 0])),
-            "mean": float(mean.mean()), "iqr": float(np.subtract(*np.percentile(mean, [75, 25]))),
-            "min": float(mean.min()), "max": float(mean.max()),
+            "top10_heldout_pct": 0.5
+            * (top_heldout_percentile(v[:, 0], a[:, 1]) + top_heldout_percentile(v[:, 1], a[:, 0])),
+            "mean": float(mean.mean()),
+            "iqr": float(np.subtract(*np.percentile(mean, [75, 25]))),
+            "min": float(mean.min()),
+            "max": float(mean.max()),
             "late_gain": late_gain(curves),
             "train_acc": float(df.filter(pl.col("teacher") == t)["train_acc"].median()),
         }
@@ -145,8 +175,15 @@ def measure(df: pl.DataFrame, recipe: Recipe, cells: np.ndarray, crit: Criteria 
             m, lo, hi = mean_ci(gain)
             collapsed = (a < test["none"] - crit.collapse_gap).mean()
             acc_t = teachers.info(recipe.dataset, t)["accuracy"]["test"]
-            per[t].update({"kd_gain": m, "kd_gain_ci": [lo, hi], "helped": float((gain > 0).mean()),
-                           "collapsed": float(collapsed), "teacher_acc": acc_t})
+            per[t].update(
+                {
+                    "kd_gain": m,
+                    "kd_gain_ci": [lo, hi],
+                    "helped": float((gain > 0).mean()),
+                    "collapsed": float(collapsed),
+                    "teacher_acc": acc_t,
+                }
+            )
     best_student = max(per[t]["max"] for t in settings)
     for t in settings[1:]:
         per[t]["teacher_margin"] = per[t]["teacher_acc"] - best_student
@@ -158,11 +195,16 @@ def measure(df: pl.DataFrame, recipe: Recipe, cells: np.ndarray, crit: Criteria 
         "kd_helps": any(per[t]["kd_gain_ci"][0] > 0 for t in kd_ts),
         "teachers_ahead": all(per[t]["teacher_margin"] >= crit.min_teacher_margin for t in kd_ts),
     }
-    return {"recipe": recipe.to_dict(), "recipe_id": recipe.recipe_id, "n_cells": int(len(cells)),
-            "settings": per, "core_seconds": cost,
-            "icc1_min": min(per[t]["icc1"] for t in settings),
-            "top10_min": min(per[t]["top10_heldout_pct"] for t in settings),
-            "checks": checks}
+    return {
+        "recipe": recipe.to_dict(),
+        "recipe_id": recipe.recipe_id,
+        "n_cells": int(len(cells)),
+        "settings": per,
+        "core_seconds": cost,
+        "icc1_min": min(per[t]["icc1"] for t in settings),
+        "top10_min": min(per[t]["top10_heldout_pct"] for t in settings),
+        "checks": checks,
+    }
 
 
 def choose(results: list[dict], budget_core_seconds: float, crit: Criteria = Criteria()) -> dict:
@@ -178,5 +220,8 @@ def choose(results: list[dict], budget_core_seconds: float, crit: Criteria = Cri
     best_icc = max(c["icc1_min"] for c in pool_)
     near = [c for c in pool_ if c["icc1_min"] >= best_icc - crit.near_best_icc]
     pick = max(near, key=lambda c: (c["top10_min"], c["icc1_min"]))
-    return {"chosen": pick["recipe_id"], "recipe": pick["recipe"],
-            "shortfall": [k for k, v in pick["checks"].items() if not v]}
+    return {
+        "chosen": pick["recipe_id"],
+        "recipe": pick["recipe"],
+        "shortfall": [k for k, v in pick["checks"].items() if not v],
+    }

@@ -69,8 +69,9 @@ def multi_seed(frame: pl.DataFrame, col: str, min_seeds: int = 2) -> tuple[np.nd
     return cells[live], sub.select(cols).to_numpy()[live], seeds[:k]
 
 
-def table_figures(frame: pl.DataFrame, none: pl.DataFrame | None = None, teacher_acc: float | None = None,
-                  collapse_gap: float = 0.05) -> dict:
+def table_figures(
+    frame: pl.DataFrame, none: pl.DataFrame | None = None, teacher_acc: float | None = None, collapse_gap: float = 0.05
+) -> dict:
     """The reliability figures of one table (columns arch_index, seed, valid_acc, test_acc,
     valid_acc_curve); ``none`` is the same dataset's no-KD table for KD gain and collapse."""
     cells, test, seeds = multi_seed(frame, "test_acc")
@@ -81,14 +82,23 @@ def table_figures(frame: pl.DataFrame, none: pl.DataFrame | None = None, teacher
     k = test.shape[1]
     top = [top_heldout_percentile(valid[:, s], np.delete(test, s, axis=1).mean(1)) for s in range(k)]
     mean = test.mean(1)
-    out = {"cells": int(len(cells)), "seeds": seeds, "icc1": icc, f"icc_mean{k}": icc_k,
-           "seed_abs_diff": float(np.abs(test[:, 0] - test[:, 1]).mean()),
-           "kendall_tau": float(stats.kendalltau(test[:, 0], test[:, 1]).statistic),
-           "top10_heldout_pct": float(np.mean(top)),
-           "mean": float(mean.mean()), "iqr": float(np.subtract(*np.percentile(mean, [75, 25]))),
-           "best_seed_mean": float(mean.max()),
-           "late_gain": late_gain(frame.filter((pl.col("seed") == seeds[0]) & pl.col("arch_index").is_in(cells.tolist()))
-                                  ["valid_acc_curve"].to_list())}
+    out = {
+        "cells": int(len(cells)),
+        "seeds": seeds,
+        "icc1": icc,
+        f"icc_mean{k}": icc_k,
+        "seed_abs_diff": float(np.abs(test[:, 0] - test[:, 1]).mean()),
+        "kendall_tau": float(stats.kendalltau(test[:, 0], test[:, 1]).statistic),
+        "top10_heldout_pct": float(np.mean(top)),
+        "mean": float(mean.mean()),
+        "iqr": float(np.subtract(*np.percentile(mean, [75, 25]))),
+        "best_seed_mean": float(mean.max()),
+        "late_gain": late_gain(
+            frame.filter((pl.col("seed") == seeds[0]) & pl.col("arch_index").is_in(cells.tolist()))[
+                "valid_acc_curve"
+            ].to_list()
+        ),
+    }
     if teacher_acc is not None:
         out["teacher_margin"] = float(teacher_acc - mean.max())
     if none is not None:
@@ -104,9 +114,15 @@ def table_figures(frame: pl.DataFrame, none: pl.DataFrame | None = None, teacher
             no = n_test[[pos_no[c] for c in common]][:, no_cols]
             gain = kd.mean(1) - no.mean(1)
             m, lo, hi = mean_ci(gain)
-            out.update({"kd_cells": len(common), "kd_gain": m, "kd_gain_ci": [lo, hi],
-                        "helped": float((gain > 0).mean()),
-                        "collapsed": float((kd < no - collapse_gap).mean())})
+            out.update(
+                {
+                    "kd_cells": len(common),
+                    "kd_gain": m,
+                    "kd_gain_ci": [lo, hi],
+                    "helped": float((gain > 0).mean()),
+                    "collapsed": float((kd < no - collapse_gap).mean()),
+                }
+            )
     return out
 
 
@@ -116,9 +132,9 @@ COLUMNS = ["arch_index", "seed", "valid_acc", "test_acc", "valid_acc_curve"]
 def shipped_figures(root=None) -> list[dict]:
     """``table_figures`` of every table in the MANIFEST (each recipe of a pair on its own row, so that
     tables v1 and v2 sit side by side), with the KD figures against the same recipe's ``none`` table."""
-    from danas_bench.training import teachers
-    from danas_bench.tables.manifest import load_manifest
     from danas_bench.core.paths import tables_dir
+    from danas_bench.tables.manifest import load_manifest
+    from danas_bench.training import teachers
 
     root = root or tables_dir()
     entries = {rel: e for rel, e in load_manifest(root)["files"].items() if e.get("kind") == "table"}
@@ -134,21 +150,30 @@ def shipped_figures(root=None) -> list[dict]:
 
 def render(rows: list[dict]) -> list[str]:
     """The datasheet's reliability table (markdown lines)."""
+
     def f(r, k, scale=1.0, nd=2):
         v = r.get(k)
         return "-" if v is None else f"{scale * v:.{nd}f}"
 
-    out = ["| pair | recipe | cells x seeds | ICC(1) | reliability of the seed mean | top-10% held-out pct | "
-           "seed mean abs diff (pp) | last-quarter gain (pp) | mean test acc % | KD gain pp [95% CI] | helped | "
-           "collapsed % | teacher margin (pp) |", "|" + "---|" * 13]
+    out = [
+        "| pair | recipe | cells x seeds | ICC(1) | reliability of the seed mean | top-10% held-out pct | "
+        "seed mean abs diff (pp) | last-quarter gain (pp) | mean test acc % | KD gain pp [95% CI] | helped | "
+        "collapsed % | teacher margin (pp) |",
+        "|" + "---|" * 13,
+    ]
     for r in rows:
         if r.get("cells", 0) < 3:
             continue
         k = len(r["seeds"])
-        ci = (f"{100 * r['kd_gain']:+.1f} [{100 * r['kd_gain_ci'][0]:+.1f}, {100 * r['kd_gain_ci'][1]:+.1f}]"
-              if "kd_gain" in r else "-")
-        out.append(f"| {r['pair']} | `{r['recipe_id']}` | {r['cells']} x {k} | {f(r, 'icc1')} | "
-                   f"{f(r, f'icc_mean{k}')} ({k} seeds) | {f(r, 'top10_heldout_pct', nd=0)} | "
-                   f"{f(r, 'seed_abs_diff', 100, 1)} | {f(r, 'late_gain', 100, 1)} | {f(r, 'mean', 100, 1)} | {ci} | "
-                   f"{f(r, 'helped')} | {f(r, 'collapsed', 100, 1)} | {f(r, 'teacher_margin', 100, 1)} |")
+        ci = (
+            f"{100 * r['kd_gain']:+.1f} [{100 * r['kd_gain_ci'][0]:+.1f}, {100 * r['kd_gain_ci'][1]:+.1f}]"
+            if "kd_gain" in r
+            else "-"
+        )
+        out.append(
+            f"| {r['pair']} | `{r['recipe_id']}` | {r['cells']} x {k} | {f(r, 'icc1')} | "
+            f"{f(r, f'icc_mean{k}')} ({k} seeds) | {f(r, 'top10_heldout_pct', nd=0)} | "
+            f"{f(r, 'seed_abs_diff', 100, 1)} | {f(r, 'late_gain', 100, 1)} | {f(r, 'mean', 100, 1)} | {ci} | "
+            f"{f(r, 'helped')} | {f(r, 'collapsed', 100, 1)} | {f(r, 'teacher_margin', 100, 1)} |"
+        )
     return out

@@ -6,8 +6,28 @@ Write a searcher against the names exported here::
     from danas_bench.search import Ask, Problem, Searcher, run
 """
 
-from danas_bench.search.runner import (TRAJECTORY_SCHEMA, Ask, LazyPool, Problem, Searcher, config_id, final, run,
-                                       sample_policy, unseen_random)
+from danas_bench.search.runner import (
+    TRAJECTORY_SCHEMA,
+    Ask,
+    LazyPool,
+    Problem,
+    Searcher,
+    config_id,
+    final,
+    run,
+    sample_policy,
+    unseen_random,
+)
 
-__all__ = ["TRAJECTORY_SCHEMA", "Ask", "LazyPool", "Problem", "Searcher", "config_id", "final", "run",
-           "sample_policy", "unseen_random"]
+__all__ = [
+    "TRAJECTORY_SCHEMA",
+    "Ask",
+    "LazyPool",
+    "Problem",
+    "Searcher",
+    "config_id",
+    "final",
+    "run",
+    "sample_policy",
+    "unseen_random",
+]

@@ -27,29 +27,61 @@ from danas_bench.core.budget import Budget
 
 @runtime_checkable
 class BenchLike(Protocol):
-    pair: str          # "dataset/teacher"
+    pair: str  # "dataset/teacher"
     dataset: str
     teacher: str
     archs: np.ndarray  # sorted canonical indices the bench holds
     seeds: Sequence[int]
     epochs: int
 
-    def query(self, arch, metric: str = "valid_acc", *, epoch: int | None = None, seed=None,
-              rng: np.random.Generator | None = None, budget: Budget | None = None,
-              kd_temperature: float | None = None, kd_alpha: float | None = None) -> float:
+    def query(
+        self,
+        arch,
+        metric: str = "valid_acc",
+        *,
+        epoch: int | None = None,
+        seed=None,
+        rng: np.random.Generator | None = None,
+        budget: Budget | None = None,
+        kd_temperature: float | None = None,
+        kd_alpha: float | None = None,
+    ) -> float:
         """A validation / training metric of one architecture, charged to ``budget``."""
 
-    def query_many(self, archs, metric: str = "valid_acc", *, epoch: int | None = None, seed=None,
-                   rng: np.random.Generator | None = None, budget: Budget | None = None,
-                   kd_temperature: float | None = None, kd_alpha: float | None = None) -> np.ndarray:
+    def query_many(
+        self,
+        archs,
+        metric: str = "valid_acc",
+        *,
+        epoch: int | None = None,
+        seed=None,
+        rng: np.random.Generator | None = None,
+        budget: Budget | None = None,
+        kd_temperature: float | None = None,
+        kd_alpha: float | None = None,
+    ) -> np.ndarray:
         """``query`` for many architectures; the budget is charged the sum."""
 
-    def test(self, arch, metric: str = "test_acc", *, seed="mean", kd_temperature: float | None = None,
-             kd_alpha: float | None = None) -> float:
+    def test(
+        self,
+        arch,
+        metric: str = "test_acc",
+        *,
+        seed="mean",
+        kd_temperature: float | None = None,
+        kd_alpha: float | None = None,
+    ) -> float:
         """A test metric, for scoring; never charged."""
 
-    def test_many(self, archs, metric: str = "test_acc", *, seed="mean", kd_temperature: float | None = None,
-                  kd_alpha: float | None = None) -> np.ndarray:
+    def test_many(
+        self,
+        archs,
+        metric: str = "test_acc",
+        *,
+        seed="mean",
+        kd_temperature: float | None = None,
+        kd_alpha: float | None = None,
+    ) -> np.ndarray:
         """``test`` for many architectures."""
 
     def best(self, metric: str = "test_acc", *, seed="mean") -> tuple[int, float]:

@@ -60,6 +60,7 @@ class Ask:
     ``fallback``: the method had nothing new to ask and this is a random architecture instead
     (counted in ``Searcher.fallbacks`` once answered, and reported by the leaderboard).
     """
+
     arch: int
     pair: str | None = None
     epoch: int | None = None
@@ -85,8 +86,9 @@ class Searcher:
     def __init__(self, **config):
         unknown = set(config) - set(self.defaults)
         if unknown:
-            raise TypeError(f"{type(self).__name__} got unknown options {sorted(unknown)}; "
-                            f"valid options: {sorted(self.defaults)}")
+            raise TypeError(
+                f"{type(self).__name__} got unknown options {sorted(unknown)}; valid options: {sorted(self.defaults)}"
+            )
         self.config = {**self.defaults, **config}
         for k, v in self.config.items():
             setattr(self, k, v)
@@ -97,7 +99,7 @@ class Searcher:
         self.fallbacks = 0
 
     # protocol -------------------------------------------------------------------------------------
-    def setup(self, problem: "Problem", rng: np.random.Generator) -> None:
+    def setup(self, problem: Problem, rng: np.random.Generator) -> None:
         """Called once before the first ask, with the problem and the run's RNG."""
 
     def ask(self) -> Ask | int | None:
@@ -106,7 +108,7 @@ class Searcher:
     def tell(self, ask: Ask, value: float) -> None:
         """The validation value of ``ask`` (``history`` and ``seen`` are already updated)."""
 
-    def preflight(self, problem: "Problem") -> None:
+    def preflight(self, problem: Problem) -> None:
         """Raise (ImportError, FileNotFoundError, ...) if a package or data file this searcher needs on
         ``problem`` is missing; the leaderboard calls it for every task before any run, so a missing
         dependency fails in a second, not after minutes of other runs."""
@@ -117,7 +119,7 @@ class Searcher:
         return {}
 
     # bookkeeping (called by the runner) -----------------------------------------------------------
-    def _start(self, problem: "Problem", rng: np.random.Generator) -> None:
+    def _start(self, problem: Problem, rng: np.random.Generator) -> None:
         self.history, self.seen, self.fallbacks = [], {}, 0
         self.problem, self.rng = problem, rng
         self.setup(problem, rng)
@@ -232,8 +234,9 @@ class Problem:
     def validation(self, pair: str, metric: str = "valid_acc") -> tuple[np.ndarray, np.ndarray]:
         """(canonical archs, mean-over-seeds validation metric) of *another* pair; not charged."""
         if pair == self.pair:
-            raise PermissionError(f"{pair} is the pair under search: its results are only read through "
-                                  f"charged queries (ask/tell)")
+            raise PermissionError(
+                f"{pair} is the pair under search: its results are only read through charged queries (ask/tell)"
+            )
         bench = self._open(pair)
         archs = np.asarray(bench.archs, dtype=np.int64)
         return archs, np.asarray(bench.query_many(archs, metric, seed="mean"), dtype=float)
@@ -272,8 +275,11 @@ def make_budget(budget):
         frac = bool(b.pop("fractional_queries", False))
         if b:
             raise ValueError(f"unknown budget keys {sorted(b)}; use queries, seconds and fractional_queries")
-        return Budget(max_queries=None if q is None else int(q), max_seconds=None if s is None else float(s),
-                      fractional_queries=frac)
+        return Budget(
+            max_queries=None if q is None else int(q),
+            max_seconds=None if s is None else float(s),
+            fractional_queries=frac,
+        )
     raise TypeError(f"budget must be a Budget, a dict or an int, got {type(budget).__name__}")
 
 
@@ -284,17 +290,40 @@ def _spent(budget) -> tuple[float, int]:
 
 
 TRAJECTORY_SCHEMA = {
-    "searcher": pl.Utf8, "config_id": pl.Utf8, "pair": pl.Utf8, "seed": pl.Int64, "step": pl.Int64,
-    "arch_index": pl.Int64, "arch": pl.Utf8, "queried_pair": pl.Utf8, "epoch": pl.Int64,
-    "kd_temperature": pl.Float64, "kd_alpha": pl.Float64, "value": pl.Float64,
-    "cost_seconds": pl.Float64, "cum_seconds": pl.Float64, "cum_queries": pl.Float64,
-    "incumbent": pl.Int64, "incumbent_valid": pl.Float64, "incumbent_test": pl.Float64,
-    "regret": pl.Float64, "wall_seconds": pl.Float64,
+    "searcher": pl.Utf8,
+    "config_id": pl.Utf8,
+    "pair": pl.Utf8,
+    "seed": pl.Int64,
+    "step": pl.Int64,
+    "arch_index": pl.Int64,
+    "arch": pl.Utf8,
+    "queried_pair": pl.Utf8,
+    "epoch": pl.Int64,
+    "kd_temperature": pl.Float64,
+    "kd_alpha": pl.Float64,
+    "value": pl.Float64,
+    "cost_seconds": pl.Float64,
+    "cum_seconds": pl.Float64,
+    "cum_queries": pl.Float64,
+    "incumbent": pl.Int64,
+    "incumbent_valid": pl.Float64,
+    "incumbent_test": pl.Float64,
+    "regret": pl.Float64,
+    "wall_seconds": pl.Float64,
 }
 
 
-def run(searcher: Searcher, bench: BenchLike, budget, seed: int, *, pool: Pool | None = None,
-        metric: str = "valid_acc", test_metric: str = "test_acc", max_steps: int = 1_000_000) -> pl.DataFrame:
+def run(
+    searcher: Searcher,
+    bench: BenchLike,
+    budget,
+    seed: int,
+    *,
+    pool: Pool | None = None,
+    metric: str = "valid_acc",
+    test_metric: str = "test_acc",
+    max_steps: int = 1_000_000,
+) -> pl.DataFrame:
     """Drive ``searcher`` against ``bench`` until ``budget`` is spent (or the searcher stops asking).
 
     ``budget``: a fresh Budget, or ``{"queries": n, "seconds": s}``, or an int (queries).
@@ -335,8 +364,18 @@ def run(searcher: Searcher, bench: BenchLike, budget, seed: int, *, pool: Pool |
             raise ValueError(f"{searcher.name} asked pair {a.pair!r}: only pairs of {bench.dataset} may be queried")
         before, _ = _spent(budget)
         try:
-            value = float(target.query(arch, metric, epoch=a.epoch, seed=None, rng=query_rng, budget=budget,
-                                       kd_temperature=a.kd_temperature, kd_alpha=a.kd_alpha))
+            value = float(
+                target.query(
+                    arch,
+                    metric,
+                    epoch=a.epoch,
+                    seed=None,
+                    rng=query_rng,
+                    budget=budget,
+                    kd_temperature=a.kd_temperature,
+                    kd_alpha=a.kd_alpha,
+                )
+            )
         except BudgetExhausted:
             break
         after, queries = _spent(budget)
@@ -350,35 +389,60 @@ def run(searcher: Searcher, bench: BenchLike, budget, seed: int, *, pool: Pool |
             if inc not in test_cache:
                 test_cache[inc] = float(bench.test(arch, test_metric, kd_temperature=inc[1], kd_alpha=inc[2]))
             inc_test = test_cache[inc]
-        rows.append({
-            "step": len(rows) + 1, "arch_index": arch, "arch": space.arch_str(arch),
-            "queried_pair": target.pair, "epoch": a.epoch, "kd_temperature": a.kd_temperature,
-            "kd_alpha": a.kd_alpha, "value": value, "cost_seconds": cost, "cum_seconds": cum_s,
-            "cum_queries": queries,
-            "incumbent": None if inc is None else inc[0],
-            "incumbent_valid": None if inc is None else inc_valid,
-            "incumbent_test": None if inc is None else inc_test,
-            "regret": None if inc is None else best_test - inc_test,
-            "wall_seconds": time.perf_counter() - t0,
-        })
+        rows.append(
+            {
+                "step": len(rows) + 1,
+                "arch_index": arch,
+                "arch": space.arch_str(arch),
+                "queried_pair": target.pair,
+                "epoch": a.epoch,
+                "kd_temperature": a.kd_temperature,
+                "kd_alpha": a.kd_alpha,
+                "value": value,
+                "cost_seconds": cost,
+                "cum_seconds": cum_s,
+                "cum_queries": queries,
+                "incumbent": None if inc is None else inc[0],
+                "incumbent_valid": None if inc is None else inc_valid,
+                "incumbent_test": None if inc is None else inc_test,
+                "regret": None if inc is None else best_test - inc_test,
+                "wall_seconds": time.perf_counter() - t0,
+            }
+        )
         searcher.tell(a, value)
-    frame = pl.DataFrame(rows, schema={k: v for k, v in TRAJECTORY_SCHEMA.items()
-                                       if k not in ("searcher", "config_id", "pair", "seed")})
-    return frame.with_columns(pl.lit(searcher.name).alias("searcher"), pl.lit(searcher.config_id()).alias("config_id"),
-                              pl.lit(bench.pair).alias("pair"), pl.lit(int(seed), pl.Int64).alias("seed")
-                              ).select(list(TRAJECTORY_SCHEMA))
+    frame = pl.DataFrame(
+        rows, schema={k: v for k, v in TRAJECTORY_SCHEMA.items() if k not in ("searcher", "config_id", "pair", "seed")}
+    )
+    return frame.with_columns(
+        pl.lit(searcher.name).alias("searcher"),
+        pl.lit(searcher.config_id()).alias("config_id"),
+        pl.lit(bench.pair).alias("pair"),
+        pl.lit(int(seed), pl.Int64).alias("seed"),
+    ).select(list(TRAJECTORY_SCHEMA))
 
 
 def final(frame: pl.DataFrame) -> dict:
     """The last row's incumbent and regret, and the queries / simulated seconds at which it was reached."""
     if frame.height == 0:
-        return {"regret": np.nan, "incumbent_test": np.nan, "queries_to_final": np.nan, "seconds_to_final": np.nan,
-                "queries": 0, "seconds": 0.0}
+        return {
+            "regret": np.nan,
+            "incumbent_test": np.nan,
+            "queries_to_final": np.nan,
+            "seconds_to_final": np.nan,
+            "queries": 0,
+            "seconds": 0.0,
+        }
     last = frame.row(-1, named=True)
     first = frame.filter(pl.col("incumbent") == last["incumbent"]).row(0, named=True)
-    return {"regret": last["regret"], "incumbent_test": last["incumbent_test"], "incumbent": last["incumbent"],
-            "queries_to_final": first["cum_queries"], "seconds_to_final": first["cum_seconds"],
-            "queries": last["cum_queries"], "seconds": last["cum_seconds"]}
+    return {
+        "regret": last["regret"],
+        "incumbent_test": last["incumbent_test"],
+        "incumbent": last["incumbent"],
+        "queries_to_final": first["cum_queries"],
+        "seconds_to_final": first["cum_seconds"],
+        "queries": last["cum_queries"],
+        "seconds": last["cum_seconds"],
+    }
 
 
 # --- helpers shared by the baselines ---------------------------------------------------------------
@@ -408,10 +472,10 @@ def sample_policy(problem: Problem, rng: np.random.Generator, logits: np.ndarray
     if isinstance(exclude, np.ndarray):
         score = np.where(exclude, -np.inf, score)
     elif exclude:
-        score = np.where(np.isin(problem.archs, np.fromiter(exclude, dtype=np.int64, count=len(exclude))),
-                         -np.inf, score)
+        score = np.where(
+            np.isin(problem.archs, np.fromiter(exclude, dtype=np.int64, count=len(exclude))), -np.inf, score
+        )
     if not np.isfinite(score).any():
         return None
     g = score + rng.gumbel(size=score.shape)
     return int(problem.archs[int(np.argmax(g))])
-

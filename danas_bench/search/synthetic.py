@@ -57,15 +57,30 @@ class SyntheticBench:
 
     source = "synthetic"
 
-    def __init__(self, pair: str = "synth-a/resnet", *, ops: Sequence[str | int] | None = None,
-                 archs: Iterable[int] | None = None, seeds: Sequence[int] = (0, 1, 2), epochs: int = 10,
-                 noise: float = 0.004, num_classes: int = 10, seed_share: float = 1.0):
+    def __init__(
+        self,
+        pair: str = "synth-a/resnet",
+        *,
+        ops: Sequence[str | int] | None = None,
+        archs: Iterable[int] | None = None,
+        seeds: Sequence[int] = (0, 1, 2),
+        epochs: int = 10,
+        noise: float = 0.004,
+        num_classes: int = 10,
+        seed_share: float = 1.0,
+    ):
         parsed = Pair.parse(pair, check=False)
         dataset, teacher = parsed.dataset, parsed.teacher
         self.pair, self.dataset, self.teacher = pair, dataset, teacher
-        self._options = {"ops": ops, "archs": None if archs is None else list(archs), "seeds": seeds,
-                         "epochs": epochs, "noise": noise, "num_classes": num_classes,
-                         "seed_share": seed_share}
+        self._options = {
+            "ops": ops,
+            "archs": None if archs is None else list(archs),
+            "seeds": seeds,
+            "epochs": epochs,
+            "noise": noise,
+            "num_classes": num_classes,
+            "seed_share": seed_share,
+        }
         self.seed_share = float(seed_share)
         self.seeds = tuple(int(s) for s in seeds)
         self.epochs = int(epochs)
@@ -186,7 +201,7 @@ class SyntheticBench:
 
     def _values(self, rows: np.ndarray, metric: str, epoch, col, kd: float = 0.0) -> np.ndarray:
         split = metric.split("_")[0]
-        base = (self._test if split == "test" else self._valid)
+        base = self._test if split == "test" else self._valid
         final = (base[rows].mean(1) if col is None else base[rows, col]) + kd
         if split == "train":
             final = np.minimum(final + 0.05, 1.0)
@@ -201,14 +216,26 @@ class SyntheticBench:
 
     def _check_metric(self, metric: str, allowed: tuple[str, ...]) -> None:
         if metric not in allowed:
-            hint = " (test metrics are read with bench.test(), which the budget does not charge)" \
-                if metric.startswith("test") else ""
+            hint = (
+                " (test metrics are read with bench.test(), which the budget does not charge)"
+                if metric.startswith("test")
+                else ""
+            )
             raise ValueError(f"unknown metric {metric!r}{hint}; valid choices: {', '.join(allowed)}")
 
     # --- the bench surface ------------------------------------------------------------------------
-    def query(self, arch, metric: str = "valid_acc", *, epoch: int | None = None, seed=None,
-              rng: np.random.Generator | None = None, budget=None, kd_temperature: float | None = None,
-              kd_alpha: float | None = None) -> float:
+    def query(
+        self,
+        arch,
+        metric: str = "valid_acc",
+        *,
+        epoch: int | None = None,
+        seed=None,
+        rng: np.random.Generator | None = None,
+        budget=None,
+        kd_temperature: float | None = None,
+        kd_alpha: float | None = None,
+    ) -> float:
         self._check_metric(metric, VALID_METRICS)
         row = self._row[self._index(arch)]
         col = self._seed_col(seed, rng)
@@ -220,9 +247,18 @@ class SyntheticBench:
             _budget_charge(budget, secs * share, share)
         return value
 
-    def query_many(self, archs, metric: str = "valid_acc", *, epoch: int | None = None, seed=None,
-                   rng: np.random.Generator | None = None, budget=None, kd_temperature: float | None = None,
-                   kd_alpha: float | None = None) -> np.ndarray:
+    def query_many(
+        self,
+        archs,
+        metric: str = "valid_acc",
+        *,
+        epoch: int | None = None,
+        seed=None,
+        rng: np.random.Generator | None = None,
+        budget=None,
+        kd_temperature: float | None = None,
+        kd_alpha: float | None = None,
+    ) -> np.ndarray:
         self._check_metric(metric, VALID_METRICS)
         rows = self._rows(archs)
         col = self._seed_col(seed, rng, len(rows))
@@ -233,23 +269,39 @@ class SyntheticBench:
             secs = secs * share
             if not budget.affordable(float(secs.sum()), len(secs), share):
                 from danas_bench.core.budget import BudgetExhausted
+
                 raise BudgetExhausted(f"budget exhausted: {len(secs)} queries do not fit in {budget!r}")
             budget.charge(float(secs.sum()), queries=len(secs), share=share)
         return out
 
-    def test(self, arch, metric: str = "test_acc", *, seed="mean", kd_temperature: float | None = None,
-             kd_alpha: float | None = None) -> float:
+    def test(
+        self,
+        arch,
+        metric: str = "test_acc",
+        *,
+        seed="mean",
+        kd_temperature: float | None = None,
+        kd_alpha: float | None = None,
+    ) -> float:
         self._check_metric(metric, TEST_METRICS)
         row = self._row[self._index(arch)]
         kd = self._kd_delta(kd_temperature, kd_alpha)
         return float(self._values(np.array([row]), metric, None, self._seed_col(seed, None), kd)[0])
 
-    def test_many(self, archs, metric: str = "test_acc", *, seed="mean", kd_temperature: float | None = None,
-                  kd_alpha: float | None = None) -> np.ndarray:
+    def test_many(
+        self,
+        archs,
+        metric: str = "test_acc",
+        *,
+        seed="mean",
+        kd_temperature: float | None = None,
+        kd_alpha: float | None = None,
+    ) -> np.ndarray:
         self._check_metric(metric, TEST_METRICS)
         rows = self._rows(archs)
-        return self._values(rows, metric, None, self._seed_col(seed, None, len(rows)),
-                            self._kd_delta(kd_temperature, kd_alpha))
+        return self._values(
+            rows, metric, None, self._seed_col(seed, None, len(rows)), self._kd_delta(kd_temperature, kd_alpha)
+        )
 
     def cost(self, arch, epoch: int | None = None) -> float:
         secs = float(self._seconds[self._row[self._index(arch)]].mean())
@@ -265,8 +317,11 @@ class SyntheticBench:
 
     def info(self, arch) -> dict:
         row = self._row[self._index(arch)]
-        return {"params": int(self._params[row]), "flops": int(self._flops[row]),
-                "latency_ms": float(self._latency[row])}
+        return {
+            "params": int(self._params[row]),
+            "flops": int(self._flops[row]),
+            "latency_ms": float(self._latency[row]),
+        }
 
     def info_many(self, archs, key: str = "params") -> np.ndarray:
         facts = {"params": self._params, "flops": self._flops, "latency_ms": self._latency}
@@ -287,31 +342,44 @@ class SyntheticBench:
         r = _rng("descriptor", self.dataset, self.teacher)
         d = _rng("descriptor", self.dataset)
         none = self.teacher == "none"
-        return np.array([0.0 if none else 0.85 + 0.1 * r.random(), 0.0 if none else r.random(),
-                         float(none), d.random(), np.log(self.num_classes)], dtype=np.float32)
+        return np.array(
+            [
+                0.0 if none else 0.85 + 0.1 * r.random(),
+                0.0 if none else r.random(),
+                float(none),
+                d.random(),
+                np.log(self.num_classes),
+            ],
+            dtype=np.float32,
+        )
 
     def frame(self) -> pl.DataFrame:
         """The made-up table rows (seeds after the first only on ``seed_share`` of the architectures)."""
         rows = self._row[self.archs]
         s = len(self.seeds)
-        df = pl.DataFrame({
-            "arch_index": np.repeat(self.archs, s).astype(np.int32),
-            "arch": [space.arch_str(int(a)) for a in self.archs for _ in range(s)],
-            "seed": np.tile(np.array(self.seeds, dtype=np.int16), len(rows)),
-            "teacher": [self.teacher] * (len(rows) * s),
-            "kd_temperature": np.full(len(rows) * s, self.kd_temperature, dtype=np.float32),
-            "kd_alpha": np.full(len(rows) * s, self.kd_alpha, dtype=np.float32),
-            "epochs": np.full(len(rows) * s, self.epochs, dtype=np.int16),
-            "valid_acc": self._valid[rows].reshape(-1).astype(np.float32),
-            "test_acc": self._test[rows].reshape(-1).astype(np.float32),
-            "train_seconds": self._seconds[rows].reshape(-1).astype(np.float32),
-            "source": ["synthetic"] * (len(rows) * s),
-        })
+        df = pl.DataFrame(
+            {
+                "arch_index": np.repeat(self.archs, s).astype(np.int32),
+                "arch": [space.arch_str(int(a)) for a in self.archs for _ in range(s)],
+                "seed": np.tile(np.array(self.seeds, dtype=np.int16), len(rows)),
+                "teacher": [self.teacher] * (len(rows) * s),
+                "kd_temperature": np.full(len(rows) * s, self.kd_temperature, dtype=np.float32),
+                "kd_alpha": np.full(len(rows) * s, self.kd_alpha, dtype=np.float32),
+                "epochs": np.full(len(rows) * s, self.epochs, dtype=np.int16),
+                "valid_acc": self._valid[rows].reshape(-1).astype(np.float32),
+                "test_acc": self._test[rows].reshape(-1).astype(np.float32),
+                "train_seconds": self._seconds[rows].reshape(-1).astype(np.float32),
+                "source": ["synthetic"] * (len(rows) * s),
+            }
+        )
         if self.seed_share >= 1.0:
             return df
         multi = _rng("multi-seed", self.dataset).random(space.N_ARCHS)[self.archs] < self.seed_share
-        return (df.with_columns(pl.Series("_multi", np.repeat(multi, s)))
-                .filter(pl.col("_multi") | (pl.col("seed") == self.seeds[0])).drop("_multi"))
+        return (
+            df.with_columns(pl.Series("_multi", np.repeat(multi, s)))
+            .filter(pl.col("_multi") | (pl.col("seed") == self.seeds[0]))
+            .drop("_multi")
+        )
 
     def __repr__(self) -> str:
         return f"SyntheticBench({self.pair!r}, {len(self.archs)} archs, seeds={list(self.seeds)})"
@@ -321,7 +389,8 @@ def open(pair: str, **kw) -> SyntheticBench:  # noqa: A001 - mirrors danas_bench
     return SyntheticBench(pair, **kw)
 
 
-def open_all(datasets: Sequence[str] = DATASETS[:2], teachers: Sequence[str] = TEACHERS,
-             **kw) -> dict[str, SyntheticBench]:
+def open_all(
+    datasets: Sequence[str] = DATASETS[:2], teachers: Sequence[str] = TEACHERS, **kw
+) -> dict[str, SyntheticBench]:
     """Every synthetic pair (dataset x teacher, ``none`` included), like ``danas_bench.open_all()``."""
     return {f"{d}/{t}": SyntheticBench(f"{d}/{t}", **kw) for d in datasets for t in teachers}

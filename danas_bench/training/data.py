@@ -52,16 +52,20 @@ def _hash(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _split(name: str, x: np.ndarray, y: np.ndarray, sizes: tuple[int, int, int], num_classes: int,
-           channels: bool = False) -> Dataset:
+def _split(
+    name: str, x: np.ndarray, y: np.ndarray, sizes: tuple[int, int, int], num_classes: int, channels: bool = False
+) -> Dataset:
     """Seeded permutation of pooled data into train/valid/test; standardise on train. ``channels``: x is
     already (N, C, ...) and each channel is standardised on its own (colour images)."""
     n_train, n_valid, n_test = sizes
     if n_train + n_valid + n_test > len(x):
         raise ValueError(f"{name}: asked for {sizes} samples but the source has only {len(x)}")
     perm = np.random.default_rng(SPLIT_SEED).permutation(len(x))
-    idx = {"train": perm[:n_train], "valid": perm[n_train:n_train + n_valid],
-           "test": perm[n_train + n_valid:n_train + n_valid + n_test]}
+    idx = {
+        "train": perm[:n_train],
+        "valid": perm[n_train : n_train + n_valid],
+        "test": perm[n_train + n_valid : n_train + n_valid + n_test],
+    }
     x = x.astype(np.float32)
     if channels:
         axes = (0, *range(2, x.ndim))
@@ -119,7 +123,7 @@ def _read_idx(path: Path) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         raw = f.read()
     ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
@@ -133,7 +137,8 @@ def fashion_dir() -> Path:
         + ", ".join(str(d) for d in ([Path(env)] if env else []) + list(FASHION_DIRS))
         + "). Install them with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or "
         "download the four *-idx?-ubyte.gz files (e.g. with torchvision.datasets.FashionMNIST) and "
-        "point DANAS_FASHION_MNIST_DIR at their folder.")
+        "point DANAS_FASHION_MNIST_DIR at their folder."
+    )
 
 
 def _fashion_mnist() -> Dataset:
@@ -153,10 +158,22 @@ def _mnist_5k() -> Dataset:
 # --- CIFAR-10 / CIFAR-100 (tier L): the official *binary* archives, never the pickled "python version" ---
 
 CIFAR = {  # name -> (folder in the archive, train files, test files, label bytes per record, archive, md5)
-    "cifar10": ("cifar-10-batches-bin", tuple(f"data_batch_{i}.bin" for i in range(1, 6)), ("test_batch.bin",), 1,
-                "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530"),
-    "cifar100": ("cifar-100-binary", ("train.bin",), ("test.bin",), 2,
-                 "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz", "03b5dce01913d631647c71ecec9e9cb8"),
+    "cifar10": (
+        "cifar-10-batches-bin",
+        tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
+        ("test_batch.bin",),
+        1,
+        "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+        "c32a1d4ab5d03f1284b67883e8d87530",
+    ),
+    "cifar100": (
+        "cifar-100-binary",
+        ("train.bin",),
+        ("test.bin",),
+        2,
+        "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
+        "03b5dce01913d631647c71ecec9e9cb8",
+    ),
 }
 CIFAR_PIXELS = 3 * 32 * 32
 CIFAR_RECORDS = 60000  # 50,000 train + 10,000 test in both official archives
@@ -196,8 +213,10 @@ def cifar_dir(name: str) -> Path:
         f"{', '.join(str(r) for r in roots[1:])}). Expected {', '.join(cifar_files(name))}; missing there: "
         f"{', '.join(missing)}. Download the *binary* version {archive} (md5 {md5}) and unpack it into that "
         f"folder (`tar -xzf {archive.rsplit('/', 1)[-1]} -C $DANAS_DATA`), or, where the internet is "
-        f"reachable, run `python -c \"from danas_bench.training.data import download_cifar; download_cifar('{name}')\"`. "
-        f"The pickled 'python version' is not read.")
+        f'reachable, run `python -c "from danas_bench.training.data import download_cifar; '
+        f"download_cifar('{name}')\"`. "
+        f"The pickled 'python version' is not read."
+    )
 
 
 def _read_cifar_bin(path: Path, label_bytes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -206,9 +225,11 @@ def _read_cifar_bin(path: Path, label_bytes: int) -> tuple[np.ndarray, np.ndarra
     rec = label_bytes + CIFAR_PIXELS
     raw = np.fromfile(path, dtype=np.uint8)
     if raw.size == 0 or raw.size % rec:
-        raise ValueError(f"{path}: {raw.size} bytes is not a whole number of {rec}-byte records "
-                         f"({label_bytes} label byte(s) + {CIFAR_PIXELS} pixels); the file is truncated or "
-                         f"not from the binary archive: download it again")
+        raise ValueError(
+            f"{path}: {raw.size} bytes is not a whole number of {rec}-byte records "
+            f"({label_bytes} label byte(s) + {CIFAR_PIXELS} pixels); the file is truncated or "
+            f"not from the binary archive: download it again"
+        )
     raw = raw.reshape(-1, rec)
     return raw[:, label_bytes:].reshape(-1, 3, 32, 32), raw[:, :label_bytes]
 
@@ -219,8 +240,9 @@ def _cifar(name: str, labels: str = "fine") -> Dataset:
     Train and test files are pooled and split like every other dataset: 3/4 train, 1/12 valid, 1/6 test
     (45,000 / 5,000 / 10,000 of the official 60,000 records)."""
     if labels not in ("fine", "coarse") or (name == "cifar10" and labels != "fine"):
-        raise ValueError(f"{name}: labels must be 'fine'" + (" or 'coarse'" if name == "cifar100" else "")
-                         + f", got {labels!r}")
+        raise ValueError(
+            f"{name}: labels must be 'fine'" + (" or 'coarse'" if name == "cifar100" else "") + f", got {labels!r}"
+        )
     d = cifar_dir(name)
     _, train, test, label_bytes = CIFAR[name][:4]
     parts = [_read_cifar_bin(d / f, label_bytes) for f in train + test]
@@ -229,14 +251,19 @@ def _cifar(name: str, labels: str = "fine") -> Dataset:
     num_classes = 10 if name == "cifar10" else (100 if labels == "fine" else 20)
     y = lab[:, -1] if labels == "fine" else lab[:, 0]  # CIFAR-100 records: coarse byte, then fine byte
     if int(y.max()) >= num_classes:
-        raise ValueError(f"{d}: label {int(y.max())} out of range for {num_classes} classes; these files are not "
-                         f"the {name} binary archive")
+        raise ValueError(
+            f"{d}: label {int(y.max())} out of range for {num_classes} classes; these files are not "
+            f"the {name} binary archive"
+        )
     n = len(x)
     if n != CIFAR_RECORDS:
         import warnings
 
-        warnings.warn(f"{name}: {n} records in {d}, the official archive has {CIFAR_RECORDS}; its splits and "
-                      f"hashes differ from every table made on the real data", stacklevel=2)
+        warnings.warn(
+            f"{name}: {n} records in {d}, the official archive has {CIFAR_RECORDS}; its splits and "
+            f"hashes differ from every table made on the real data",
+            stacklevel=2,
+        )
     sizes = (n - n // 12 - n // 6, n // 12, n // 6)
     ds_name = name if labels == "fine" or name == "cifar10" else f"{name}-coarse"
     return _split(ds_name, x.astype(np.float32) / 255.0, y, sizes, num_classes, channels=True)
@@ -285,8 +312,14 @@ def write_cifar_binary(root: Path, name: str, images: np.ndarray, labels: np.nda
     return d
 
 
-LOADERS = {"mnist1d": _mnist1d, "digits": _digits, "fashion-mnist": _fashion_mnist, "mnist-5k": _mnist_5k,
-           "cifar10": functools.partial(_cifar, "cifar10"), "cifar100": functools.partial(_cifar, "cifar100")}
+LOADERS = {
+    "mnist1d": _mnist1d,
+    "digits": _digits,
+    "fashion-mnist": _fashion_mnist,
+    "mnist-5k": _mnist_5k,
+    "cifar10": functools.partial(_cifar, "cifar10"),
+    "cifar100": functools.partial(_cifar, "cifar100"),
+}
 TIERS = {"mnist1d": "S", "digits": "S", "fashion-mnist": "M", "mnist-5k": "M", "cifar10": "L", "cifar100": "L"}
 
 

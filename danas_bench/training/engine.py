@@ -31,11 +31,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from danas_bench.training import data as data_mod
 from danas_bench.core import space
+from danas_bench.core.recipe import KD, Recipe
+from danas_bench.training import data as data_mod
 from danas_bench.training import teachers
 from danas_bench.training.fused import FusedStudents, Single
-from danas_bench.core.recipe import KD, Recipe
 from danas_bench.training.student import build
 
 ECE_BINS = 15
@@ -44,6 +44,7 @@ ECE_BINS = 15
 @dataclass
 class Task:
     """Everything a run needs besides the architectures: data, teacher logits, recipe, KD setting."""
+
     dataset: data_mod.Dataset
     recipe: Recipe
     kd: KD
@@ -51,7 +52,7 @@ class Task:
     device: str = "cpu"  # where the students train ("cpu", "cuda", "cuda:1", ...); the data stays on the CPU
 
     @classmethod
-    def make(cls, recipe: Recipe, kd: KD, device: str = "cpu") -> "Task":
+    def make(cls, recipe: Recipe, kd: KD, device: str = "cpu") -> Task:
         dev = check_device(device)
         ds = data_mod.load(recipe.dataset)
         tl = None if kd.teacher == "none" else teachers.logits(recipe.dataset, kd.teacher)
@@ -75,8 +76,10 @@ def check_device(device) -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             build = torch.version.cuda or "a CPU-only build"
-            raise ValueError(f"device {device!r}: no CUDA GPU is visible to this process (torch {torch.__version__}, "
-                             f"{build}); install the CUDA build of torch (docs/cluster.md) and run on a GPU node")
+            raise ValueError(
+                f"device {device!r}: no CUDA GPU is visible to this process (torch {torch.__version__}, "
+                f"{build}); install the CUDA build of torch (docs/cluster.md) and run on a GPU node"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s) visible")
     elif dev.type != "cpu":
@@ -130,7 +133,7 @@ def _predict(model: nn.Module, x: torch.Tensor, bs: int = 128, amp=contextlib.nu
     outs = []
     for i in range(0, len(x), bs):
         with amp():
-            outs.append(model(x[i:i + bs].to(dev)).float())
+            outs.append(model(x[i : i + bs].to(dev)).float())
     model.train()
     return torch.cat(outs)  # (N, K, C)
 
@@ -155,7 +158,8 @@ def _split_metrics(logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None
     out = {
         "acc": (logits.argmax(-1) == y[:, None]).float().mean(0),
         "loss": F.cross_entropy(logits.reshape(b * k, c), y.repeat_interleave(k), reduction="none")
-        .reshape(b, k).mean(0),
+        .reshape(b, k)
+        .mean(0),
         "ece": ece(F.softmax(logits, -1), y),
     }
     if t is not None:
@@ -166,7 +170,7 @@ def _split_metrics(logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None
     return {key: v.cpu().numpy().astype(np.float64) for key, v in out.items()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def keep_freed_memory() -> bool:
     """Make glibc keep freed blocks in the heap instead of returning them to the OS.
 
@@ -199,8 +203,14 @@ def optimizer(model: nn.Module, r: Recipe, fused: bool = False) -> torch.optim.O
     (docs/performance.md); the same updates up to the last bit of the elements past a multiple of 8 in
     each tensor (its scalar tail). The engine uses it; the plain loop keeps PyTorch's default, as a
     researcher's own script would."""
-    return torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, nesterov=True,
-                           weight_decay=r.weight_decay, fused=fused or None)
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=r.lr,
+        momentum=r.momentum,
+        nesterov=True,
+        weight_decay=r.weight_decay,
+        fused=fused or None,
+    )
 
 
 def lr_schedule(opt: torch.optim.Optimizer, r: Recipe, n: int):
@@ -238,7 +248,7 @@ def fit(model: nn.Module, k: int, task: Task, seed: int, progress=None, fused_op
     hist = {"train_loss": [], "train_acc": [], "valid_acc": [], "epoch_seconds": []}
     # the per-epoch curve may use a prefix of the valid split (tier M: evaluating 5,000 examples every
     # epoch would cost more than training); the final valid and test metrics always use whole splits
-    vx, vy = task.dataset.x["valid"][:r.valid_curve_n], task.dataset.y["valid"][:r.valid_curve_n]
+    vx, vy = task.dataset.x["valid"][: r.valid_curve_n], task.dataset.y["valid"][: r.valid_curve_n]
     curve_is_whole_valid = len(vx) == len(task.dataset.x["valid"])
     eval_bs = 128 if dev.type == "cpu" else 1024  # a GPU wants large batches; eval-mode logits do not depend on it
     model.train()
@@ -250,7 +260,7 @@ def fit(model: nn.Module, k: int, task: Task, seed: int, progress=None, fused_op
         loss_sum = torch.zeros(k, device=dev)
         correct = torch.zeros(k, device=dev)
         for i in range(0, n, r.batch_size):
-            idx = perm[i:i + r.batch_size]
+            idx = perm[i : i + r.batch_size]
             with amp():
                 logits = model(x[idx])
             logits = logits.float()  # the loss in float32 (a no-op without autocast)
@@ -273,14 +283,17 @@ def fit(model: nn.Module, k: int, task: Task, seed: int, progress=None, fused_op
     final = {}
     for split in ("valid", "test"):
         # the last epoch's curve point already evaluated this model on the whole valid split
-        logits = (valid_logits if split == "valid" and curve_is_whole_valid
-                  else _predict(model, task.dataset.x[split], eval_bs, amp).cpu())
+        logits = (
+            valid_logits
+            if split == "valid" and curve_is_whole_valid
+            else _predict(model, task.dataset.x[split], eval_bs, amp).cpu()
+        )
         m = _split_metrics(logits, task.dataset.y[split], None if tl is None else tl[split])
         final.update({f"{split}_{key}": v for key, v in m.items()})
     return {"hist": hist, "final": final}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _stored_flops(recipe: Recipe) -> dict[int, int]:
     """FLOPs of every canonical architecture from the dataset's archs file (``danas-bench archs``), or {}."""
     import polars as pl
@@ -295,8 +308,10 @@ def _stored_flops(recipe: Recipe) -> dict[int, int]:
     try:
         df = pl.read_parquet(path, columns=["arch_index", "flops"])
     except Exception as e:  # a broken file must not silently change the time split of rows
-        raise ValueError(f"cannot read FLOPs from {path} ({e}); rebuild it with "
-                         f"`danas-bench archs dataset={recipe.dataset}` or delete it") from e
+        raise ValueError(
+            f"cannot read FLOPs from {path} ({e}); rebuild it with "
+            f"`danas-bench archs dataset={recipe.dataset}` or delete it"
+        ) from e
     return dict(zip(df["arch_index"].to_list(), df["flops"].to_list()))
 
 
@@ -324,7 +339,7 @@ def forward_flops(index: int, recipe: Recipe) -> int:
     return int(stored) if stored is not None else count_flops(int(index), recipe)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def count_flops(index: int, recipe: Recipe) -> int:
     """FLOPs of one forward pass of one sample (torch.utils.flop_counter; conv and linear)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -378,8 +393,7 @@ def _records(indices: list[int], seed: int, task: Task, out: dict, total_seconds
 def _students(indices, seed, task):
     """Built on the CPU (the same initial weights on every device); the caller moves them."""
     ds = task.dataset
-    return [build(int(i), int(seed), ds.shape[0], ds.num_classes, ds.ndim, **task.recipe.widths())
-            for i in indices]
+    return [build(int(i), int(seed), ds.shape[0], ds.num_classes, ds.ndim, **task.recipe.widths()) for i in indices]
 
 
 def train_many(indices, seed: int, task: Task, progress=None) -> list[dict]:

@@ -32,9 +32,21 @@ from torch import nn
 from torch.nn import functional as F
 
 from danas_bench.core import space
-from danas_bench.training.fused_ops import (CONV_OPS, POOL, SKIP, _bmm_conv_backward, _cat_bn, _conv, _Conv,
-                                            _same_dtype, _tall, avg_pool_same, avg_pool_same_backward, conv_pack,
-                                            grouped_conv)
+from danas_bench.training.fused_ops import (
+    CONV_OPS,
+    POOL,
+    SKIP,
+    _bmm_conv_backward,
+    _cat_bn,
+    _Conv,
+    _conv,
+    _same_dtype,
+    _tall,
+    avg_pool_same,
+    avg_pool_same_backward,
+    conv_pack,
+    grouped_conv,
+)
 from danas_bench.training.student import Cell, Reduction, Student
 
 
@@ -125,7 +137,7 @@ class FusedCell(nn.Module):
 
     def forward(self, x):
         if not (self.training and torch.is_grad_enabled()):
-            return _cell_forward(self, x, lambda key, g: self.convs[key](g))[:, 2 * self.kc:]
+            return _cell_forward(self, x, lambda key, g: self.convs[key](g))[:, 2 * self.kc :]
         params = [t for m in self.convs.values() for t in (m.effective_weight(), m.bn.weight, m.bn.bias)]
         return _CellFn.apply(self, x, *params)
 
@@ -135,7 +147,7 @@ def _cell_forward(cell: FusedCell, x: torch.Tensor, conv) -> torch.Tensor:
     kc = cell.kc
     nodes = x.new_zeros((1, 3 * kc) + x.shape[2:])
     for src in range(3):
-        h = x if src == 0 else nodes[:, (src - 1) * kc:src * kc]
+        h = x if src == 0 else nodes[:, (src - 1) * kc : src * kc]
         inputs = {}  # key -> the gathered input of its op
         for relu in (False, True):
             parts = cell.gathers.get((src, relu))
@@ -150,7 +162,7 @@ def _cell_forward(cell: FusedCell, x: torch.Tensor, conv) -> torch.Tensor:
                 continue
             if key in cell.identity:  # h may be a view of ``nodes``: add each piece into its node's view
                 for dst, chans, idx in cell.identity_pieces(key):
-                    out = nodes[:, (dst - 1) * kc:dst * kc]
+                    out = nodes[:, (dst - 1) * kc : dst * kc]
                     out.add_(h) if idx is None else out.index_add_(1, idx, h[:, chans])
                 continue
             if op == SKIP:
@@ -160,7 +172,7 @@ def _cell_forward(cell: FusedCell, x: torch.Tensor, conv) -> torch.Tensor:
             else:
                 y = conv(key, inputs[key])
             dst_idx = getattr(cell, f"dst_{key}")
-            nodes.index_add_(1, dst_idx, y[:, :len(dst_idx)])  # a padding group's output is never read
+            nodes.index_add_(1, dst_idx, y[:, : len(dst_idx)])  # a padding group's output is never read
     return nodes
 
 
@@ -183,7 +195,7 @@ class _CellFn(torch.autograd.Function):
         nodes = _cell_forward(cell, x, conv)
         ctx.save_for_backward(*params)
         ctx.cell, ctx.saved, ctx.x_shape = cell, saved, x.shape  # intermediates: on ctx, as documented
-        return nodes[:, 2 * cell.kc:]
+        return nodes[:, 2 * cell.kc :]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -193,34 +205,35 @@ class _CellFn(torch.autograd.Function):
         weights = dict(zip(cell.convs.keys(), zip(params[0::3], params[1::3])))  # (conv, BN) weights
         kc = cell.kc
         grads = g3.new_empty((1, 3 * kc) + g3.shape[2:])  # gradients of nodes 1-3
-        grads[:, :2 * kc].zero_()
-        grads[:, 2 * kc:].copy_(g3)
+        grads[:, : 2 * kc].zero_()
+        grads[:, 2 * kc :].copy_(g3)
         gx = g3.new_zeros(ctx.x_shape)
         pgrads = {}
         for src in (2, 1, 0):  # a node's gradient is complete once the nodes it feeds are done
-            gh = gx if src == 0 else grads[:, (src - 1) * kc:src * kc]
+            gh = gx if src == 0 else grads[:, (src - 1) * kc : src * kc]
             for key, (s, op, _) in cell.plan.items():
                 if s != src:
                     continue
                 if key in cell.identity:
                     for dst, chans, idx in cell.identity_pieces(key):
-                        gd = grads[:, (dst - 1) * kc:dst * kc]
+                        gd = grads[:, (dst - 1) * kc : dst * kc]
                         gh.add_(gd) if idx is None else gh[:, chans].add_(gd.index_select(1, idx))
                     continue
                 dst_idx = getattr(cell, f"dst_{key}")
                 if op in CONV_OPS:
                     z = saved[key][1]  # saved is kept: a retained graph may run backward again
                     gy = torch.empty_like(z)
-                    torch.index_select(grads, 1, dst_idx, out=gy[:, :len(dst_idx)])
-                    gy[:, len(dst_idx):].zero_()  # a padding group: its output is never read
+                    torch.index_select(grads, 1, dst_idx, out=gy[:, : len(dst_idx)])
+                    gy[:, len(dst_idx) :].zero_()  # a padding group: its output is never read
                     gin, *pgrads[key] = cell.convs[key].train_backward(gy, saved[key], *weights[key])
                 else:
                     gy = grads.index_select(1, dst_idx)
                     gin = gy if op == SKIP else avg_pool_same_backward(gy, cell.ndim)
                 src_idx = getattr(cell, f"src_{key}")
-                gh.index_add_(1, src_idx, gin[:, :len(src_idx)])
+                gh.index_add_(1, src_idx, gin[:, : len(src_idx)])
         flat = [t for key in cell.convs for t in pgrads[key]]
         return (None, gx, *flat)
+
 
 class FusedReduction(nn.Module):
     """K students' NAS-Bench-201 residual blocks (stride 2). In training one autograd node
@@ -238,8 +251,17 @@ class FusedReduction(nn.Module):
     def forward(self, x):
         if self.training and torch.is_grad_enabled():
             a, b = self.conv_a, self.conv_b
-            return _ReductionFn.apply(self, x, a.effective_weight(), a.bn.weight, a.bn.bias,
-                                      b.effective_weight(), b.bn.weight, b.bn.bias, self.down_w)
+            return _ReductionFn.apply(
+                self,
+                x,
+                a.effective_weight(),
+                a.bn.weight,
+                a.bn.bias,
+                b.effective_weight(),
+                b.bn.weight,
+                b.bn.bias,
+                self.down_w,
+            )
         y = self.conv_b(F.relu(self.conv_a(F.relu(x))))
         return y + grouped_conv(self._halve(x), self.down_w, None, 1, 0, self.groups, True)
 

@@ -94,7 +94,8 @@ class _TallBNTrain(torch.autograd.Function):
     def backward(ctx, grad, _mean, _var):
         x, weight, mean, invstd = ctx.saved_tensors
         gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
-            grad.contiguous(), x, weight, None, None, mean, invstd, True, ctx.eps, list(ctx.needs_input_grad[:3]))
+            grad.contiguous(), x, weight, None, None, mean, invstd, True, ctx.eps, list(ctx.needs_input_grad[:3])
+        )
         return gx, gw, gb, None
 
 
@@ -121,10 +122,14 @@ def _cat_bn(bns: list[nn.modules.batchnorm._BatchNorm]) -> nn.Module:
     """One BatchNorm over the channels of several; they must agree on eps and momentum and be affine
     with running statistics (the students' defaults), which is what TallBatchNorm implements."""
     b0 = bns[0]
-    if any((b.eps, b.momentum, b.affine, b.track_running_stats) != (b0.eps, b0.momentum, True, True) for b in bns) \
-            or b0.momentum is None:
-        raise ValueError("fused BatchNorms must share eps and a float momentum, be affine and track running "
-                         "statistics (nn.BatchNorm's defaults)")
+    if (
+        any((b.eps, b.momentum, b.affine, b.track_running_stats) != (b0.eps, b0.momentum, True, True) for b in bns)
+        or b0.momentum is None
+    ):
+        raise ValueError(
+            "fused BatchNorms must share eps and a float momentum, be affine and track running "
+            "statistics (nn.BatchNorm's defaults)"
+        )
     out = TallBatchNorm(sum(b.num_features for b in bns), eps=b0.eps, momentum=b0.momentum)
     with torch.no_grad():
         for name in ("weight", "bias", "running_mean", "running_var"):
@@ -144,7 +149,7 @@ def _lowp(device: torch.device) -> torch.dtype | None:
     return torch.get_autocast_dtype(t) if torch.amp.is_autocast_available(t) and torch.is_autocast_enabled(t) else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _inv_count(w: int, k: int, device: torch.device = CPU) -> torch.Tensor:
     """1 / (number of non-padding cells) of a stride-1 'same' 1-D average pool: count_include_pad=False.
     Cached per device, so made outside inference mode (evaluation) even when first asked for there: an
@@ -154,11 +159,12 @@ def _inv_count(w: int, k: int, device: torch.device = CPU) -> torch.Tensor:
         return (1.0 / cnt).reshape(w).to(device)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pool_matrix(shape: tuple[int, ...], k: int, device: torch.device = CPU) -> torch.Tensor:
     """(n, n) matrix M, n = prod(shape), with ``x.flatten() @ M`` = the 'same' k-wide average pool
     over a plane (or row) of ``shape``, padding excluded from the counts (folded in). Made on the CPU
     outside inference mode, like :func:`_inv_count`, and cached per device."""
+
     def band(n: int) -> torch.Tensor:
         i = torch.arange(n)
         return ((i[:, None] - i[None, :]).abs() <= k // 2).float()
@@ -282,8 +288,8 @@ class _Conv(nn.Module):
             mask = torch.zeros_like(blocks)
             for j in range(g):
                 q, r = divmod(j, pack)
-                blocks[q, r * co:(r + 1) * co, r * ci:(r + 1) * ci] = w[j * co:(j + 1) * co]
-                mask[q, r * co:(r + 1) * co, r * ci:(r + 1) * ci] = 1.0
+                blocks[q, r * co : (r + 1) * co, r * ci : (r + 1) * ci] = w[j * co : (j + 1) * co]
+                mask[q, r * co : (r + 1) * co, r * ci : (r + 1) * ci] = 1.0
             w = blocks.reshape(g * co, pack * ci, *w.shape[2:])
             self.register_buffer("mask", mask.reshape(w.shape))
         else:
@@ -321,8 +327,19 @@ class _Conv(nn.Module):
         if self.bmm:
             return _bmm_conv_backward(grad, x, w, self.groups)
         n = w.dim() - 2
-        gx, gw, _ = torch.ops.aten.convolution_backward(grad, x, w, None, list(self.stride), list(self.padding),
-                                                        [1] * n, False, [0] * n, self.groups, [True, True, False])
+        gx, gw, _ = torch.ops.aten.convolution_backward(
+            grad,
+            x,
+            w,
+            None,
+            list(self.stride),
+            list(self.padding),
+            [1] * n,
+            False,
+            [0] * n,
+            self.groups,
+            [True, True, False],
+        )
         return gx, gw
 
     def train_forward(self, x, w, bn_w, bn_b):
@@ -336,7 +353,8 @@ class _Conv(nn.Module):
         """(input gradient through the ReLU that made ``x``, weight, BN weight and BN bias gradients)."""
         x, z, mean, invstd, lowp = saved
         gz, g_bw, g_bb = torch.ops.aten.native_batch_norm_backward(
-            grad, z, bn_w, None, None, mean, invstd, True, self.bn.eps, [True, True, True])
+            grad, z, bn_w, None, None, mean, invstd, True, self.bn.eps, [True, True, True]
+        )
         gx, g_w = self.conv_backward(gz, x, w, lowp)
         torch.ops.aten.threshold_backward.grad_input(gx, x, 0.0, grad_input=gx)  # ReLU, in place
         return gx, g_w, g_bw, g_bb

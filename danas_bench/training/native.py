@@ -63,8 +63,10 @@ def _private_dir(d: Path) -> None:
     if st.st_uid != os.getuid():
         raise UnsafeCache(f"{d} belongs to another user (uid {st.st_uid})")
     if st.st_mode & 0o022:
-        raise UnsafeCache(f"{d} is writable by {'others' if st.st_mode & 0o002 else 'its group'} "
-                          f"(mode {stat.S_IMODE(st.st_mode):o}); `chmod 700 {d}` and remove what you did not build")
+        raise UnsafeCache(
+            f"{d} is writable by {'others' if st.st_mode & 0o002 else 'its group'} "
+            f"(mode {stat.S_IMODE(st.st_mode):o}); `chmod 700 {d}` and remove what you did not build"
+        )
 
 
 def _sha256(path: Path) -> str:
@@ -87,13 +89,18 @@ def _verified(so: Path) -> bool:
     rec = so.with_name("conv3.so.sha256")
     try:
         st = os.lstat(so)
-        return (st.st_uid == os.getuid() and not st.st_mode & 0o022 and os.path.isfile(so)
-                and not os.path.islink(so) and rec.read_text().strip() == _sha256(so))
+        return (
+            st.st_uid == os.getuid()
+            and not st.st_mode & 0o022
+            and os.path.isfile(so)
+            and not os.path.islink(so)
+            and rec.read_text().strip() == _sha256(so)
+        )
     except OSError:
         return False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lib():
     if os.environ.get("DANAS_NATIVE", "1") == "0":
         return None
@@ -102,7 +109,9 @@ def _lib():
         if cc is None:
             raise RuntimeError("no C compiler (cc) on PATH")
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
-        key = hashlib.sha256("\0".join([SRC.read_text(), version, " ".join(_FLAGS), _cpu_id()]).encode()).hexdigest()[:16]
+        key = hashlib.sha256("\0".join([SRC.read_text(), version, " ".join(_FLAGS), _cpu_id()]).encode()).hexdigest()[
+            :16
+        ]
         root = Path(os.environ.get("DANAS_NATIVE_CACHE", Path.home() / ".cache" / "danas-bench" / "native"))
         so = root / key / "conv3.so"
         _private_dir(root)
@@ -117,14 +126,19 @@ def _lib():
                     raise UnsafeCache(f"{so} does not match its recorded sha256 right after the build")
         lib = ctypes.CDLL(str(so))
     except UnsafeCache as e:
-        warnings.warn(f"danas-bench: C kernel cache refused: {e}; the engine uses torch's conv2d (same results up "
-                      f"to rounding, slower); set DANAS_NATIVE_CACHE to a private folder to use the kernels",
-                      stacklevel=2)
+        warnings.warn(
+            f"danas-bench: C kernel cache refused: {e}; the engine uses torch's conv2d (same results up "
+            f"to rounding, slower); set DANAS_NATIVE_CACHE to a private folder to use the kernels",
+            stacklevel=2,
+        )
         return None
     except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
         detail = getattr(e, "stderr", "") or str(e)
-        warnings.warn(f"danas-bench: C kernels unavailable ({detail.strip()[:300]}); the engine uses "
-                      f"torch's conv2d for 1-D 3-tap convolutions (same results up to rounding, slower)", stacklevel=2)
+        warnings.warn(
+            f"danas-bench: C kernels unavailable ({detail.strip()[:300]}); the engine uses "
+            f"torch's conv2d for 1-D 3-tap convolutions (same results up to rounding, slower)",
+            stacklevel=2,
+        )
         return None
     ptr, long = ctypes.c_void_p, ctypes.c_long
     lib.conv3_forward.argtypes = [ptr, ptr, ptr, ptr, long, long, long, long, long]
@@ -145,15 +159,27 @@ def _dims(x: torch.Tensor, w: torch.Tensor, groups: int, *others) -> tuple[int, 
     if any(t.device.type != "cpu" for t in tensors):
         raise ValueError(f"conv3 runs on CPU tensors, got {[str(t.device) for t in tensors]}")
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        raise ValueError("conv3 is not differentiable: call it under torch.no_grad() (the engine does, in its own "
-                         "backward), or use torch's convolution")
-    ok = (x.dim() == 4 and x.shape[0] == 1 and groups > 0 and x.shape[1] % groups == 0
-          and w.dim() in (3, 4) and w.shape[-1] == 3 and (w.dim() == 3 or w.shape[2] == 1)
-          and w.shape[0] % groups == 0 and w.shape[1] == x.shape[1] // groups)
+        raise ValueError(
+            "conv3 is not differentiable: call it under torch.no_grad() (the engine does, in its own "
+            "backward), or use torch's convolution"
+        )
+    ok = (
+        x.dim() == 4
+        and x.shape[0] == 1
+        and groups > 0
+        and x.shape[1] % groups == 0
+        and w.dim() in (3, 4)
+        and w.shape[-1] == 3
+        and (w.dim() == 3 or w.shape[2] == 1)
+        and w.shape[0] % groups == 0
+        and w.shape[1] == x.shape[1] // groups
+    )
     if not ok or any(t.dtype != torch.float32 for t in tensors):
-        raise ValueError(f"conv3 expects a float32 tall 1-D activation (1, G*C, B, L) and a 3-tap weight "
-                         f"(G*C_out, C, 1, 3) for G={groups} groups, got {tuple(x.shape)} {x.dtype} and "
-                         f"{tuple(w.shape)} {w.dtype}")
+        raise ValueError(
+            f"conv3 expects a float32 tall 1-D activation (1, G*C, B, L) and a 3-tap weight "
+            f"(G*C_out, C, 1, 3) for G={groups} groups, got {tuple(x.shape)} {x.dtype} and "
+            f"{tuple(w.shape)} {w.dtype}"
+        )
     return groups, x.shape[1] // groups, w.shape[0] // groups, x.shape[2], x.shape[3]
 
 
@@ -170,8 +196,18 @@ def conv3(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, groups: i
     x, w = x.contiguous(), w.contiguous()
     bias = None if bias is None else bias.contiguous()
     y = x.new_empty((1, g * co, b, n))
-    _call("conv3_forward", x.data_ptr(), w.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(),
-          g, ci, co, b, n)
+    _call(
+        "conv3_forward",
+        x.data_ptr(),
+        w.data_ptr(),
+        None if bias is None else bias.data_ptr(),
+        y.data_ptr(),
+        g,
+        ci,
+        co,
+        b,
+        n,
+    )
     return y
 
 

@@ -92,8 +92,9 @@ def stage_widths(width: int, stages: int) -> list[int]:
 
 
 class Student(nn.Module):
-    def __init__(self, arch, in_channels: int, num_classes: int, ndim: int,
-                 width: int = 16, cells: int = 1, stages: int = 3):
+    def __init__(
+        self, arch, in_channels: int, num_classes: int, ndim: int, width: int = 16, cells: int = 1, stages: int = 3
+    ):
         super().__init__()
         self.ops = space.to_ops(arch)
         widths = stage_widths(width, stages)

@@ -13,20 +13,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file, safe_open
+from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 from torch.nn import functional as F
 
-from danas_bench.training import data as data_mod
 from danas_bench.core.pairs import RETIRED, TEACHERS, check_pair
 from danas_bench.core.paths import tables_dir
+from danas_bench.training import data as data_mod
 from danas_bench.training.student import bn_cls, conv_cls
 
 # teachers of tables v1 that v2 replaced: their tables stay queryable, new recipes do not use them
-FAMILIES = {"resnet": "wide residual CNN (3 stages x 2 blocks, widths 32/64/128)",
-            "mlp": "MLP (2 hidden layers of 512, dropout 0.2)",
-            "tcn": "dilated 1-D CNN (5 residual blocks, dilations 1-16, width 64)",
-            "vit": "vision transformer (4 x 4 patches, 6 pre-norm blocks of width 192, 3 heads)"}
+FAMILIES = {
+    "resnet": "wide residual CNN (3 stages x 2 blocks, widths 32/64/128)",
+    "mlp": "MLP (2 hidden layers of 512, dropout 0.2)",
+    "tcn": "dilated 1-D CNN (5 residual blocks, dilations 1-16, width 64)",
+    "vit": "vision transformer (4 x 4 patches, 6 pre-norm blocks of width 192, 3 heads)",
+}
 
 
 class Block(nn.Module):
@@ -35,8 +37,11 @@ class Block(nn.Module):
         Conv, BN = conv_cls(ndim), bn_cls(ndim)
         self.c1, self.b1 = Conv(c_in, c_out, 3, stride, 1, bias=False), BN(c_out)
         self.c2, self.b2 = Conv(c_out, c_out, 3, 1, 1, bias=False), BN(c_out)
-        self.short = None if (stride == 1 and c_in == c_out) else nn.Sequential(
-            Conv(c_in, c_out, 1, stride, bias=False), BN(c_out))
+        self.short = (
+            None
+            if (stride == 1 and c_in == c_out)
+            else nn.Sequential(Conv(c_in, c_out, 1, stride, bias=False), BN(c_out))
+        )
 
     def forward(self, x):
         y = self.b2(self.c2(F.relu(self.b1(self.c1(x)))))
@@ -66,9 +71,16 @@ class MLP(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int, hidden: int = 512, dropout: float = 0.2):
         super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, num_classes))
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_features, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
 
     def forward(self, x):
         return self.net(x)
@@ -81,13 +93,19 @@ class TCN(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, width: int = 64, dilations=(1, 2, 4, 8, 16)):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv1d(in_channels, width, 5, padding=2, bias=False),
-                                  nn.BatchNorm1d(width), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv1d(in_channels, width, 5, padding=2, bias=False), nn.BatchNorm1d(width), nn.ReLU()
+        )
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Conv1d(width, width, 3, padding=d, dilation=d, bias=False), nn.BatchNorm1d(width),
-                          nn.ReLU(), nn.Conv1d(width, width, 3, padding=d, dilation=d, bias=False),
-                          nn.BatchNorm1d(width))
-            for d in dilations)
+            nn.Sequential(
+                nn.Conv1d(width, width, 3, padding=d, dilation=d, bias=False),
+                nn.BatchNorm1d(width),
+                nn.ReLU(),
+                nn.Conv1d(width, width, 3, padding=d, dilation=d, bias=False),
+                nn.BatchNorm1d(width),
+            )
+            for d in dilations
+        )
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x):
@@ -101,14 +119,23 @@ class ViT(nn.Module):
     """A small vision transformer (attention family) for 2-D images: tier L's second teacher, a different
     inductive bias from the residual CNN (an MLP is below the students on CIFAR)."""
 
-    def __init__(self, in_channels: int, num_classes: int, image: int, patch: int = 4, dim: int = 192,
-                 depth: int = 6, heads: int = 3):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        image: int,
+        patch: int = 4,
+        dim: int = 192,
+        depth: int = 6,
+        heads: int = 3,
+    ):
         super().__init__()
         self.patch = nn.Conv2d(in_channels, dim, patch, patch)
         self.pos = nn.Parameter(torch.zeros(1, (image // patch) ** 2, dim))
         nn.init.trunc_normal_(self.pos, std=0.02)
-        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, activation="gelu", batch_first=True,
-                                           norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, 4 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
@@ -147,26 +174,31 @@ def teacher_dir(dataset: str) -> Path:
     return tables_dir() / "teachers" / dataset
 
 
-
-
 @torch.no_grad()
 def _logits(model: nn.Module, x: torch.Tensor, bs: int = 1024) -> torch.Tensor:
     """Eval-mode logits on the CPU; ``x`` may live on the CPU while the model is on a GPU."""
     model.eval()
     dev = next(model.parameters()).device
-    return torch.cat([model(x[i:i + bs].to(dev)).cpu() for i in range(0, len(x), bs)])
+    return torch.cat([model(x[i : i + bs].to(dev)).cpu() for i in range(0, len(x), bs)])
 
 
-def train(dataset: str, family: str, recipe: TeacherRecipe = TeacherRecipe(), out: Path | None = None,
-          log=print, device: str = "cpu") -> dict:
+def train(
+    dataset: str,
+    family: str,
+    recipe: TeacherRecipe = TeacherRecipe(),
+    out: Path | None = None,
+    log=print,
+    device: str = "cpu",
+) -> dict:
     """Train one teacher on the train split, pick nothing on test, save weights and logits. ``device``:
     where it trains (tier L: a GPU); the model is made on the CPU, so its initial weights do not depend on it."""
     check_pair(dataset, family)
     ds = data_mod.load(dataset)
     torch.manual_seed(recipe.seed)
     model = make(family, ds).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, nesterov=True,
-                          weight_decay=recipe.weight_decay)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay
+    )
     x, y = ds.x["train"].to(device), ds.y["train"].to(device)
     steps = recipe.epochs * ((len(x) + recipe.batch_size - 1) // recipe.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -176,7 +208,7 @@ def train(dataset: str, family: str, recipe: TeacherRecipe = TeacherRecipe(), ou
         model.train()
         perm = torch.randperm(len(x), generator=gen).to(device)
         for i in range(0, len(x), recipe.batch_size):
-            idx = perm[i:i + recipe.batch_size]
+            idx = perm[i : i + recipe.batch_size]
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -188,15 +220,22 @@ def train(dataset: str, family: str, recipe: TeacherRecipe = TeacherRecipe(), ou
     seconds = time.perf_counter() - t0
     logits = {s: _logits(model, ds.x[s]).contiguous() for s in ("train", "valid", "test")}
     acc = {s: float((logits[s].argmax(1) == ds.y[s]).float().mean()) for s in logits}
-    info = {"dataset": dataset, "teacher": family, "family": family,
-            "params": sum(p.numel() for p in model.parameters()),
-            "accuracy": acc, "train_seconds": round(seconds, 2),
-            "recipe": recipe.__dict__, "split_hashes": ds.split_hashes}
+    info = {
+        "dataset": dataset,
+        "teacher": family,
+        "family": family,
+        "params": sum(p.numel() for p in model.parameters()),
+        "accuracy": acc,
+        "train_seconds": round(seconds, 2),
+        "recipe": recipe.__dict__,
+        "split_hashes": ds.split_hashes,
+    }
     out = out or teacher_dir(dataset)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"info": json.dumps(info, sort_keys=True)}
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, out / f"{family}.safetensors",
-              meta)
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, out / f"{family}.safetensors", meta
+    )
     save_file(logits, out / f"{family}.logits.safetensors", meta)
     return info
 
@@ -212,13 +251,17 @@ def logits(dataset: str, teacher: str) -> dict[str, torch.Tensor]:
     check_pair(dataset, teacher)
     path = teacher_dir(dataset) / f"{teacher}.logits.safetensors"
     if not path.exists():
-        raise FileNotFoundError(f"no cached logits for teacher {dataset}/{teacher} at {path}; "
-                                f"train it with `danas-bench teachers dataset={dataset}`")
+        raise FileNotFoundError(
+            f"no cached logits for teacher {dataset}/{teacher} at {path}; "
+            f"train it with `danas-bench teachers dataset={dataset}`"
+        )
     meta = info(dataset, teacher)
     ds = data_mod.load(dataset)
     if meta["split_hashes"] != ds.split_hashes:
-        raise ValueError(f"teacher {dataset}/{teacher} was trained on other splits than this loader makes "
-                         f"(split hashes differ); retrain it with `danas-bench teachers dataset={dataset}`")
+        raise ValueError(
+            f"teacher {dataset}/{teacher} was trained on other splits than this loader makes "
+            f"(split hashes differ); retrain it with `danas-bench teachers dataset={dataset}`"
+        )
     return load_file(str(path))
 
 
@@ -231,12 +274,17 @@ def load_model(dataset: str, teacher: str) -> nn.Module:
 
 def report(path: Path) -> None:
     """docs/teachers.md: every trained teacher's accuracy per split, parameters and training cost."""
-    lines = ["# Teachers", "", "Generated by `danas-bench teachers` from the metadata of "
-             "`tables/teachers/<dataset>/<teacher>.safetensors`. Each teacher is trained once on the train "
-             "split (SGD, Nesterov momentum 0.9, cosine schedule, seed 0); its logits on every split are cached "
-             "beside it, so students never run it.", "",
-             "| dataset | teacher | family | params | train acc | valid acc | test acc | epochs | train seconds |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Teachers",
+        "",
+        "Generated by `danas-bench teachers` from the metadata of "
+        "`tables/teachers/<dataset>/<teacher>.safetensors`. Each teacher is trained once on the train "
+        "split (SGD, Nesterov momentum 0.9, cosine schedule, seed 0); its logits on every split are cached "
+        "beside it, so students never run it.",
+        "",
+        "| dataset | teacher | family | params | train acc | valid acc | test acc | epochs | train seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for dataset, fams in TEACHERS.items():
         for fam in fams + RETIRED.get(dataset, ()):
             p = teacher_dir(dataset) / f"{fam}.logits.safetensors"
@@ -245,6 +293,8 @@ def report(path: Path) -> None:
             i = info(dataset, fam)
             a = i["accuracy"]
             desc = FAMILIES[fam] + (" (retired in tables v2)" if fam in RETIRED.get(dataset, ()) else "")
-            lines.append(f"| {dataset} | {fam} | {desc} | {i['params']:,} | {a['train']:.4f} | {a['valid']:.4f} | "
-                         f"{a['test']:.4f} | {i['recipe']['epochs']} | {i['train_seconds']:.0f} |")
+            lines.append(
+                f"| {dataset} | {fam} | {desc} | {i['params']:,} | {a['train']:.4f} | {a['valid']:.4f} | "
+                f"{a['test']:.4f} | {i['recipe']['epochs']} | {i['train_seconds']:.0f} |"
+            )
     path.write_text("\n".join(lines) + "\n")

@@ -6,9 +6,9 @@ Small students do not scale across threads; they scale across processes. Each wo
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor
-import multiprocessing as mp
 
 
 def _init_worker():
@@ -38,8 +38,8 @@ _TASKS: dict = {}
 
 
 def _task(recipe_items, kd_items):
-    from danas_bench.training.engine import Task
     from danas_bench.core.recipe import KD, Recipe
+    from danas_bench.training.engine import Task
 
     key = (recipe_items, kd_items)
     if key not in _TASKS:

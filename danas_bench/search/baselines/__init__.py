@@ -11,9 +11,9 @@ import importlib
 # registry name -> (module, class, fixed options)
 REGISTRY: dict[str, tuple[str, str, dict]] = {
     "random": ("random_search", "RandomSearch", {}),
-    "evolution": ("evolution", "RegularizedEvolution", {}),      # NAS-without-KD
+    "evolution": ("evolution", "RegularizedEvolution", {}),  # NAS-without-KD
     "evolution_kd": ("evolution", "RegularizedEvolution", {"search_teacher": None}),  # control: KD signal
-    "random_none": ("random_search", "RandomSearch", {"search_teacher": "none"}),     # control: no-KD signal
+    "random_none": ("random_search", "RandomSearch", {"search_teacher": "none"}),  # control: no-KD signal
     "akd": ("akd", "AKD", {}),
     "autokd": ("autokd", "AutoKD", {}),
     "trade": ("trade", "TRADE", {}),

@@ -55,14 +55,19 @@ class GP:
         self.mu, self.sd = float(y.mean()), float(y.std()) or 1.0
         Yt = torch.as_tensor((y - self.mu) / self.sd, dtype=DTYPE).unsqueeze(-1)
         n = len(y)
-        refit = (self.model is None or n >= self.fitted_at * (1 + self.refit_growth)
-                 or n - self.fitted_at >= self.refit_every)
+        refit = (
+            self.model is None
+            or n >= self.fitted_at * (1 + self.refit_growth)
+            or n - self.fitted_at >= self.refit_every
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if self.model is None:
                 d = Xt.shape[-1]
-                covar = ScaleKernel(MaternKernel(nu=2.5, ard_num_dims=d, lengthscale_prior=GammaPrior(3.0, 6.0)),
-                                    outputscale_prior=GammaPrior(2.0, 0.15))
+                covar = ScaleKernel(
+                    MaternKernel(nu=2.5, ard_num_dims=d, lengthscale_prior=GammaPrior(3.0, 6.0)),
+                    outputscale_prior=GammaPrior(2.0, 0.15),
+                )
                 self.model = SingleTaskGP(Xt, Yt, covar_module=covar, outcome_transform=None)
             else:  # keep the hyperparameters, swap the data (no module rebuild)
                 self.model.set_train_data(Xt, Yt.squeeze(-1), strict=False)

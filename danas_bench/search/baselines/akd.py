@@ -25,8 +25,13 @@ from danas_bench.search import Ask, Searcher, sample_policy
 
 class AKD(Searcher):
     name = "akd"
-    defaults = {"latency_weight": -0.07, "target_latency_ms": None, "lr": 0.3, "baseline_decay": 0.9,
-                "entropy_weight": 0.0}
+    defaults = {
+        "latency_weight": -0.07,
+        "target_latency_ms": None,
+        "lr": 0.3,
+        "baseline_decay": 0.9,
+        "entropy_weight": 0.0,
+    }
 
     def setup(self, problem, rng: np.random.Generator) -> None:
         self.logits = np.zeros((space.N_EDGES, space.N_OPS))

@@ -29,23 +29,34 @@ cycle until the budget ends. Only full-epoch queries can become the runner's inc
 
 from __future__ import annotations
 
-import numpy as np
-
 import math
 from collections import deque
 
+import numpy as np
+
 from danas_bench.core import space
 from danas_bench.search import Ask, Searcher, sample_policy
-
 from danas_bench.search.baselines._gp import GP
 
 
 class AutoKD(Searcher):
     name = "autokd"
-    defaults = {"family": "per_edge", "sharpness": 8.0, "kd_search": False, "t_range": (1.0, 20.0),
-                "alpha_range": (0.1, 1.0), "n_init": 10, "n_candidates": 1024, "local_sigma": 0.1,
-                "refit_every": 50, "maxiter": 30, "fidelity": "hyperband", "eta": 3, "min_epoch": 1,
-                "random_fraction": 1 / 3}
+    defaults = {
+        "family": "per_edge",
+        "sharpness": 8.0,
+        "kd_search": False,
+        "t_range": (1.0, 20.0),
+        "alpha_range": (0.1, 1.0),
+        "n_init": 10,
+        "n_candidates": 1024,
+        "local_sigma": 0.1,
+        "refit_every": 50,
+        "maxiter": 30,
+        "fidelity": "hyperband",
+        "eta": 3,
+        "min_epoch": 1,
+        "random_fraction": 1 / 3,
+    }
 
     def setup(self, problem, rng: np.random.Generator) -> None:
         if self.family not in ("per_edge", "per_op"):
@@ -64,11 +75,11 @@ class AutoKD(Searcher):
         # Hyperband needs epochs to vary: a bench without curves (or of one epoch) runs plain GP-BO
         self.hb = self.fidelity == "hyperband" and self.E > int(self.min_epoch)
         self.brackets = brackets(self.E, float(self.eta), int(self.min_epoch)) if self.hb else []
-        self.obs: dict[int, tuple[list, list]] = {}   # epoch -> (points x, validation values)
+        self.obs: dict[int, tuple[list, list]] = {}  # epoch -> (points x, validation values)
         self.gps: dict[int, GP] = {}
         self.drawn = np.zeros(len(problem.archs), dtype=bool)  # students drawn as a configuration
-        self.queue: deque = deque()   # (x, arch, epoch) of the current rung, still to ask
-        self.results: list = []       # (value, x, arch) of the current rung
+        self.queue: deque = deque()  # (x, arch, epoch) of the current rung, still to ask
+        self.results: list = []  # (value, x, arch) of the current rung
         self.bracket, self.rung, self.n_brackets = None, 0, 0
         self.known: dict[tuple[int, int], float] = {}  # (arch, epoch) answered: reused, never paid twice
 
@@ -177,10 +188,10 @@ def brackets(epochs: int, eta: float = 3.0, min_epoch: int = 1) -> list[list[tup
     s_max = max(0, int(math.floor(math.log(epochs / min_epoch) / math.log(eta) + 1e-9)))
     out = []
     for s in range(s_max, -1, -1):
-        n = int(math.ceil((s_max + 1) / (s + 1) * eta ** s))
+        n = int(math.ceil((s_max + 1) / (s + 1) * eta**s))
         rungs = []
         for i in range(s + 1):
             e = max(min_epoch, min(epochs, int(round(epochs * eta ** (i - s)))))
-            rungs.append((max(1, int(math.floor(n * eta ** -i))), e))
+            rungs.append((max(1, int(math.floor(n * eta**-i))), e))
         out.append(rungs)
     return out

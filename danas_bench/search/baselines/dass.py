@@ -75,9 +75,19 @@ def _rows(archs: np.ndarray) -> np.ndarray:
 class DaSS(Searcher):
     name = "dass"
     MODES = ("query", "paper")
-    defaults = {"mode": "query", "n_adapt": 10, "hidden": 64, "meta_steps": 600, "meta_batch": 4, "query_size": 128,
-                "inner_lr": 0.1, "meta_lr": 3e-3, "meta_seed": 0, "exclude_same_dataset": True,
-                "include_none": True}
+    defaults = {
+        "mode": "query",
+        "n_adapt": 10,
+        "hidden": 64,
+        "meta_steps": 600,
+        "meta_batch": 4,
+        "query_size": 128,
+        "inner_lr": 0.1,
+        "meta_lr": 3e-3,
+        "meta_seed": 0,
+        "exclude_same_dataset": True,
+        "include_none": True,
+    }
 
     # --- the leaderboard's hooks ---------------------------------------------------------------------
     def run_options(self, run: int) -> dict:
@@ -144,8 +154,9 @@ class DaSS(Searcher):
                         s, q = pick[:k], pick[k:]
                         dz = torch.from_numpy((d - mu) / sd)
                         ys, yq = _zscore(vals[s], vals[q])
-                        fast = _adapt(params, _inputs(ft[rows[s]], dz), torch.from_numpy(ys), self.inner_lr,
-                                      create_graph=True)
+                        fast = _adapt(
+                            params, _inputs(ft[rows[s]], dz), torch.from_numpy(ys), self.inner_lr, create_graph=True
+                        )
                         pred = _forward(fast, _inputs(ft[rows[q]], dz))
                         loss = loss + torch.mean((pred - torch.from_numpy(yq)) ** 2)
                     loss.backward()
@@ -200,8 +211,9 @@ class DaSS(Searcher):
         ys, _ = _zscore(np.array([v for _, v in self.support], dtype=np.float32), None)
         params = [p.clone().requires_grad_(True) for p in self.state["params"]]
         with one_thread():
-            fast = _adapt(params, _inputs(self.x[pos], self.dz), torch.from_numpy(ys), self.inner_lr,
-                          create_graph=False)
+            fast = _adapt(
+                params, _inputs(self.x[pos], self.dz), torch.from_numpy(ys), self.inner_lr, create_graph=False
+            )
         return self._predict([p.detach() for p in fast])
 
     def ask(self):

@@ -24,7 +24,6 @@ import numpy as np
 
 from danas_bench.core import space
 from danas_bench.search import Ask, Searcher
-
 from danas_bench.search.baselines.random_search import searched_pair
 
 

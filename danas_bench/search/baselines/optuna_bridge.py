@@ -28,13 +28,20 @@ def _sampler(name, seed: int, options: dict):
 
     if callable(name):
         return name(seed)
-    samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
-                "nsga2": optuna.samplers.NSGAIISampler, "cmaes": optuna.samplers.CmaEsSampler,
-                "qmc": optuna.samplers.QMCSampler, "gp": getattr(optuna.samplers, "GPSampler", None)}
+    samplers = {
+        "tpe": optuna.samplers.TPESampler,
+        "random": optuna.samplers.RandomSampler,
+        "nsga2": optuna.samplers.NSGAIISampler,
+        "cmaes": optuna.samplers.CmaEsSampler,
+        "qmc": optuna.samplers.QMCSampler,
+        "gp": getattr(optuna.samplers, "GPSampler", None),
+    }
     cls = samplers.get(name)
     if cls is None:
-        raise ValueError(f"unknown Optuna sampler {name!r}; choices: {', '.join(k for k, v in samplers.items() if v)}"
-                         f", or a callable seed -> sampler")
+        raise ValueError(
+            f"unknown Optuna sampler {name!r}; choices: {', '.join(k for k, v in samplers.items() if v)}"
+            f", or a callable seed -> sampler"
+        )
     if name == "cmaes":
         try:
             import cmaes  # noqa: F401
@@ -65,16 +72,19 @@ class OptunaSearcher(Searcher):
         else:
             raise ValueError(f"encoding must be 'categorical' or 'int', got {encoding!r}")
         self.dists = {f"edge{e}": dist for e in range(space.N_EDGES)}
-        self.study = optuna.create_study(direction="maximize",
-                                         sampler=_sampler(self.sampler, seed, dict(self.sampler_options)))
+        self.study = optuna.create_study(
+            direction="maximize", sampler=_sampler(self.sampler, seed, dict(self.sampler_options))
+        )
         self.known: dict[int, float] = {}
         self.pending: dict[int, object] = {}
         self.on_offer = set(int(a) for a in problem.archs)
         self.canon = space.canonical_table()
 
     def _ops(self, params: dict) -> list[int]:
-        return [space.OP_INDEX[v] if isinstance(v, str) else int(v) for v in
-                (params[f"edge{e}"] for e in range(space.N_EDGES))]
+        return [
+            space.OP_INDEX[v] if isinstance(v, str) else int(v)
+            for v in (params[f"edge{e}"] for e in range(space.N_EDGES))
+        ]
 
     def ask(self):
         import optuna
@@ -102,7 +112,10 @@ class OptunaSearcher(Searcher):
             self.study.tell(trial, value)
             return
         ops = space.index_to_ops(ask.arch)
-        params = {f"edge{e}": (space.OPS[o] if isinstance(self.dists["edge0"],
-                                                          optuna.distributions.CategoricalDistribution) else o)
-                  for e, o in enumerate(ops)}
+        params = {
+            f"edge{e}": (
+                space.OPS[o] if isinstance(self.dists["edge0"], optuna.distributions.CategoricalDistribution) else o
+            )
+            for e, o in enumerate(ops)
+        }
         self.study.add_trial(optuna.trial.create_trial(params=params, distributions=self.dists, value=value))

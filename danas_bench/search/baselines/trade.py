@@ -23,18 +23,27 @@ from __future__ import annotations
 import numpy as np
 
 from danas_bench.search import Ask, Searcher
-
 from danas_bench.search.baselines._gp import GP
 
 
 class TRADE(Searcher):
     name = "trade"
-    defaults = {"n_init": 10, "length_init": 3.0, "length_min": 0.5, "length_max": 6.0, "success_tol": 3,
-                "failure_tol": 6, "acquisition": "ts", "max_candidates": 256, "refit_every": 50, "maxiter": 30}
+    defaults = {
+        "n_init": 10,
+        "length_init": 3.0,
+        "length_min": 0.5,
+        "length_max": 6.0,
+        "success_tol": 3,
+        "failure_tol": 6,
+        "acquisition": "ts",
+        "max_candidates": 256,
+        "refit_every": 50,
+        "maxiter": 30,
+    }
 
     def setup(self, problem, rng: np.random.Generator) -> None:
         self.paid = np.zeros(len(problem.archs), dtype=bool)
-        self.X: list[int] = []   # positions in problem.archs
+        self.X: list[int] = []  # positions in problem.archs
         self.y: list[float] = []
         self.gp = GP(self.refit_every, self.maxiter)
         self.restarts = 0
