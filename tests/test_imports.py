@@ -114,3 +114,11 @@ def test_the_climb_finder_finds_a_planted_climb():
 @pytest.mark.parametrize("name", sorted(modules()))
 def test_every_module_imports(name):
     importlib.import_module(name)
+
+
+MAX_LINES = 600  # a module a newcomer can read in one sitting; split along what it holds beyond that
+
+
+def test_no_module_over_600_lines():
+    long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert long == {}, f"modules over {MAX_LINES} lines: {long}"

@@ -310,7 +310,7 @@ def test_info_from_file_and_live(bench, cache):
     from danas_bench.tables import archinfo
     from danas_bench.training import data
 
-    with_file = [a for a in (int(x) for x in bench.archs) if not np.isnan(bench._arch_facts()["params"][a])]
+    with_file = [a for a in (int(x) for x in bench.archs) if not np.isnan(bench._facts._known()["params"][a])]
     assert len(with_file) == 2
     info = bench.info(with_file[0])
     assert info["source"] == "table" and info["params"] > 0 and info["flops"] > 0 and info["latency_ms"] > 0

@@ -19,20 +19,19 @@ later; ``fallback="error"`` raises :class:`MissingRecord` instead.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from danas_bench.core import schema as tb
 from danas_bench.core.budget import Budget, BudgetExhausted  # noqa: F401  (re-exported)
 from danas_bench.core.pairs import Pair
-from danas_bench.core.recipe import KD, Recipe, check_kd
-from danas_bench.query import facts
-from danas_bench.query.catalog import LazyPool, check_planned_seeds, choose, discover
+from danas_bench.core.paths import tables_dir
+from danas_bench.core.recipe import KD, check_kd
+from danas_bench.query import estimates, facts
+from danas_bench.query.catalog import LazyPool, check_planned_seeds, discover, read_table_meta, table_for
 from danas_bench.query.live import LiveTrainer
-from danas_bench.query.metrics import INFO, LOWER_IS_BETTER, check_seed, colkey
+from danas_bench.query.metrics import LOWER_IS_BETTER, MissingRecord, check_seed, colkey, missing_message
 from danas_bench.query.overlay import Overlay
 from danas_bench.query.store import (
     CURVES,
@@ -44,18 +43,12 @@ from danas_bench.query.store import (
     arch_indices,
     canon,
     kd_key,
-    pyarr,
     seed_mean,
 )
 from danas_bench.tables.manifest import check_listed
 
 FALLBACKS = ("live", "error")
 _KD_TYPES = (int, float, type(None))
-
-
-class MissingRecord(LookupError):
-    """The table (and overlay) hold no row for this architecture / seed / KD setting, and
-    ``fallback="error"``."""
 
 
 class Bench:
@@ -91,19 +84,10 @@ class Bench:
         self.path, self.root, self.fallback = Path(path), Path(root), fallback
         self.allow_unlisted = bool(allow_unlisted)
         check_listed(self.path, self.root, self.allow_unlisted)  # a damaged table is an error
-        self.meta = tb.read_meta(self.path)
-        if self.meta.get("pair") != pair:
-            raise tb.TableError(f"{path}: holds pair {self.meta.get('pair')!r}, expected {pair!r}")
-        self.pair = pair
+        self.meta, self.recipe = read_table_meta(self.path, pair)
+        self.pair, self.recipe_id = pair, self.meta["recipe_id"]
         parsed = Pair.parse(pair)
         self.dataset, self.teacher = parsed.dataset, parsed.teacher
-        self.recipe = Recipe.from_dict(self.meta["recipe"])
-        self.recipe_id = self.meta["recipe_id"]
-        if self.recipe.recipe_id != self.recipe_id:
-            raise tb.TableError(
-                f"{path}: recipe in the metadata hashes to {self.recipe.recipe_id}, "
-                f"not the recorded recipe_id {self.recipe_id}"
-            )
         self.kd = KD(**self.meta["kd"])
         self.epochs = int(self.recipe.epochs)
         self._where = f"{pair} recipe {self.recipe_id}"  # the table, in messages (formatted once)
@@ -120,9 +104,8 @@ class Bench:
         self._trainer = LiveTrainer(pair, self.dataset, self.recipe, self.meta, self.overlay)
         self._kd_of: dict = {}  # (kd_temperature, kd_alpha) as asked -> store key
         self._kd_asked: dict = {}  # store key -> KD
-        self._facts: tuple | None = None  # (facts, path): read_arch_facts on first use
-        self._live_facts: dict = {}
-        self._exp: dict | None = None  # metric -> (array, stdlib array) of the expected view
+        self._facts = facts.ArchFacts(self.pair, self.recipe, self.root, self.allow_unlisted, fallback)
+        self._exp = estimates.ExpectedView(self.path, pair, self.root, self.allow_unlisted)
         # torch threads while training live (restored after): tiny students train fastest on one
         # thread, as the generation workers do (10x faster than 2 contended threads on a busy box);
         # None keeps torch's own setting
@@ -152,12 +135,12 @@ class Bench:
 
     def _pick(self, seed, kd_temperature=None, kd_alpha=None) -> Store:
         """The store that answers this KD setting and seed (:meth:`Stores.pick`)."""
-        key = (
-            self._kd_main if kd_temperature is None and kd_alpha is None else self._kd_key_of(kd_temperature, kd_alpha)
-        )
-        return self._st.pick(seed, key, self.include_overlay)
+        return self._st.pick(seed, self._kd_key_of(kd_temperature, kd_alpha), self.include_overlay)
 
     def _kd_key_of(self, kd_temperature, kd_alpha) -> tuple:
+        """The store key of a KD setting as asked (None, None: the table's own)."""
+        if kd_temperature is None and kd_alpha is None:
+            return self._kd_main
         ask = (kd_temperature, kd_alpha)
         # only plain numbers are cached (True == 1 as a key); anything else is validated every time
         key = self._kd_of.get(ask) if type(kd_temperature) in _KD_TYPES and type(kd_alpha) in _KD_TYPES else None
@@ -187,34 +170,10 @@ class Bench:
         check_seed(seed, self.pair, self.seeds)
 
     def _expected(self, metric, epoch, test: bool, kd_temperature=None, kd_alpha=None) -> tuple:
-        """(array, stdlib array) of ``metric``'s estimates over all indices from the pair's expected file
-        (``danas-bench expected``): read once, never trained or fitted live."""
-        if epoch is not None:
-            raise ValueError("seed='expected' estimates final metrics only; pass epoch=None")
-        if (kd_temperature is not None or kd_alpha is not None) and self._kd_key_of(
-            kd_temperature, kd_alpha
-        ) != self._kd_main:
-            raise ValueError(f"{self.pair}: seed='expected' covers the table's own KD setting only")
-        if self._exp is None:
-            from danas_bench.query import estimates
-
-            arrs = estimates.load(self.path, self.pair, self.root, self.allow_unlisted)
-            self._exp = {m: (a, pyarr("d", a)) for m, a in arrs.items()}
-        got = self._exp.get(metric)
-        if got is None or (not test and metric.startswith("test_")):
-            shown = [m for m in self._exp if test or not m.startswith("test_")]
-            hint = " (test metrics through bench.test / test_many)" if metric in self._exp else ""
-            raise ValueError(
-                f"{self.pair}: no expected {metric!r} for this call{hint}; expected metrics: {', '.join(shown)}"
-            )
-        return got
+        return self._exp.arrays(metric, epoch, test, self._kd_key_of(kd_temperature, kd_alpha) == self._kd_main)
 
     def _expected_cost(self, idx):
-        """Simulated seconds of expected queries: the canonical architecture's recorded cost (seed mean),
-        or the table's mean cost where the table lacks the architecture (deterministic either way)."""
-        cost = self._st.table.cost
-        c = cost[canon()[idx]]
-        return np.where(np.isfinite(c), c, np.nanmean(cost))
+        return estimates.expected_cost(self._st.table.cost, idx)
 
     # --- the query path -------------------------------------------------------------------------
 
@@ -308,25 +267,7 @@ class Bench:
         train_seed = seed if isinstance(seed, int) else self.seeds[0]
         key = self._st.key_of(st)
         if self.fallback == "error":
-            have = [s for s in st.seeds if st.rows_l[st.seed_pos[s]][i] >= 0]
-            m = self._st.main
-            live = [s for s in m.seeds if m.rows_l[m.seed_pos[s]][i] >= 0] if st is not m else []
-            what = (
-                f"architecture {i}"
-                + (f" (canonical {c})" if c != i else "")
-                + (f" seed {seed}" if isinstance(seed, int) else "")
-                + ("" if key == self._kd_main else f" with KD temperature {key[0]:g} alpha {key[1]:g}")
-            )
-            raise MissingRecord(
-                f"{self.pair}: {what} is not in the table "
-                + (
-                    f"(its recorded seeds: {have}; missing seeds are never filled from another seed)"
-                    if have
-                    else f"(recorded seeds of the table: {self.seeds}; {len(self.archs)} architectures)"
-                )
-                + (f"; the overlay holds seeds {live} of it (read them with include_overlay=True)" if live else "")
-                + "; open with fallback='live' to train it with the table's recipe"
-            )
+            raise MissingRecord(missing_message(self, i, c, st, seed, key))
         if budget is not None and not budget.affordable(0.0):
             budget.charge(0.0)  # raises BudgetExhausted before any training
         self._live({train_seed: [c]}, key)
@@ -579,45 +520,15 @@ class Bench:
             )
         return st.src.full().slice(r, 1).to_pylist()[0]
 
-    def _arch_facts(self) -> dict:
-        if self._facts is None:
-            self._facts = facts.read_arch_facts(self.dataset, self.recipe_id, self.root, self.allow_unlisted)
-        return self._facts[0]
-
     def info(self, arch) -> dict:
         """Params, FLOPs (one forward pass of one sample) and latency (ms per sample) of the
         architecture's canonical form, from ``archs-<recipe_id>.parquet``; computed live (and kept in
         memory) when that file is missing or lacks the architecture."""
-        i = arch_index(arch)
-        c = int(canon()[i])
-        known = self._arch_facts()
-        if not math.isnan(known["params"][c]):
-            return {
-                "arch_index": c,
-                "params": int(known["params"][c]),
-                "flops": int(known["flops"][c]),
-                "latency_ms": float(known["latency_ms"][c]),
-                "source": "table",
-            }
-        if c not in self._live_facts:
-            if self.fallback == "error":
-                raise MissingRecord(
-                    f"{self.pair}: no params/FLOPs/latency for architecture {c}: "
-                    f"{self._facts[1]} is missing or lacks it; run `danas-bench archs "
-                    f"dataset={self.dataset}` or open with fallback='live'"
-                )
-            self._live_facts[c] = facts.live_arch_facts(c, self.recipe, self.dataset)
-        return dict(self._live_facts[c])
+        return self._facts.info(arch_index(arch))
 
     def info_many(self, archs, key: str = "params") -> np.ndarray:
         """One architecture fact for many architectures (float64; live-computed where missing)."""
-        if key not in INFO:
-            raise ValueError(f"unknown architecture fact {key!r}; valid: {', '.join(INFO)}")
-        idx = canon()[arch_indices(archs)]
-        vals = self._arch_facts()[key][idx]
-        for j in np.nonzero(np.isnan(vals))[0]:
-            vals[j] = self.info(int(idx[j]))[key]
-        return vals
+        return self._facts.info_many(arch_indices(archs), key)
 
     def descriptor(self) -> np.ndarray:
         """The task's description vector (DaSS's task embedding), from the teacher's cached logits."""
@@ -670,22 +581,9 @@ def open(
     they read the shipped rows only, so scores do not depend on a user's cache).
     Every file loaded is checked against ``root``'s MANIFEST (sha256) first; ``allow_unlisted=True``
     also opens files it does not list (tables of your own), which are then only range-checked."""
-    from danas_bench.core.paths import tables_dir
-
-    if fallback not in FALLBACKS:
-        raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
     root = Path(root) if root is not None else tables_dir()
-    tables = discover(root)
-    if pair not in tables:
-        present = ", ".join(sorted(tables)) or "none"
-        raise ValueError(
-            f"no table for pair {pair!r} under {root}; pairs present: {present}. Pairs are "
-            f"'dataset/teacher' (teacher 'none' = no KD); make a table with "
-            f"`danas-bench generate pair=...`"
-        )
-    return Bench(
-        pair, choose(pair, tables[pair], recipe_id), root, fallback, overlay_dir, rng, allow_unlisted, include_overlay
-    )
+    path = table_for(pair, root, recipe_id)
+    return Bench(pair, path, root, fallback, overlay_dir, rng, allow_unlisted, include_overlay)
 
 
 def open_all(

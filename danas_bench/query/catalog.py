@@ -8,7 +8,9 @@ import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from danas_bench.core import schema as tb
 from danas_bench.core.pairs import Pair
+from danas_bench.core.recipe import Recipe
 
 _RID = re.compile(r"^[0-9a-f]{16}$")
 
@@ -104,3 +106,30 @@ def check_planned_seeds(path: Path, meta: dict, seeds: list, root: Path, pair: s
             f"{path}: holds seeds {seeds} but its plan has seeds {planned}; the file "
             f"is damaged: restore it from git or regenerate it"
         )
+
+
+def read_table_meta(path: Path, pair: str) -> tuple[dict, Recipe]:
+    """A table's metadata and recipe, checked: it holds ``pair`` and its recipe hashes to its recipe id."""
+    meta = tb.read_meta(path)
+    if meta.get("pair") != pair:
+        raise tb.TableError(f"{path}: holds pair {meta.get('pair')!r}, expected {pair!r}")
+    recipe = Recipe.from_dict(meta["recipe"])
+    if recipe.recipe_id != meta["recipe_id"]:
+        raise tb.TableError(
+            f"{path}: recipe in the metadata hashes to {recipe.recipe_id}, "
+            f"not the recorded recipe_id {meta['recipe_id']}"
+        )
+    return meta, recipe
+
+
+def table_for(pair: str, root: Path, recipe_id: str | None = None) -> Path:
+    """The table ``open(pair)`` reads under ``root`` (``choose``'s rule); ValueError naming the pairs present."""
+    tables = discover(root)
+    if pair not in tables:
+        present = ", ".join(sorted(tables)) or "none"
+        raise ValueError(
+            f"no table for pair {pair!r} under {root}; pairs present: {present}. Pairs are "
+            f"'dataset/teacher' (teacher 'none' = no KD); make a table with "
+            f"`danas-bench generate pair=...`"
+        )
+    return choose(pair, tables[pair], recipe_id)

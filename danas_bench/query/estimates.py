@@ -56,3 +56,38 @@ def load(table_path: Path, pair: str, root: Path | None = None, allow_unlisted: 
     if len(idx) != space.N_ARCHS or not (idx == np.arange(space.N_ARCHS)).all():
         raise tb.TableError(f"{path}: does not hold every index 0..{space.N_ARCHS - 1} in order")
     return {m: t.column(m).to_numpy().astype(np.float64) for m in meta["metrics"]}
+
+
+class ExpectedView:
+    """``seed="expected"`` reads of one table: its expected file, loaded on first use (never trained or
+    fitted live), as (numpy array, stdlib array) per metric for the vector and scalar paths."""
+
+    def __init__(self, table_path: Path, pair: str, root: Path, allow_unlisted: bool):
+        self.table_path, self.pair, self.root, self.allow_unlisted = table_path, pair, root, allow_unlisted
+        self._arrays: dict | None = None
+
+    def arrays(self, metric: str, epoch, test: bool, own_kd: bool) -> tuple:
+        if epoch is not None:
+            raise ValueError("seed='expected' estimates final metrics only; pass epoch=None")
+        if not own_kd:
+            raise ValueError(f"{self.pair}: seed='expected' covers the table's own KD setting only")
+        if self._arrays is None:
+            from danas_bench.query.store import pyarr
+
+            loaded = load(self.table_path, self.pair, self.root, self.allow_unlisted)
+            self._arrays = {m: (a, pyarr("d", a)) for m, a in loaded.items()}
+        got = self._arrays.get(metric)
+        if got is None or (not test and metric.startswith("test_")):
+            shown = [m for m in self._arrays if test or not m.startswith("test_")]
+            hint = " (test metrics through bench.test / test_many)" if metric in self._arrays else ""
+            raise ValueError(
+                f"{self.pair}: no expected {metric!r} for this call{hint}; expected metrics: {', '.join(shown)}"
+            )
+        return got
+
+
+def expected_cost(cost: np.ndarray, idx) -> np.ndarray:
+    """Simulated seconds of expected queries: the canonical architecture's recorded cost (seed mean),
+    or the table's mean cost where the table lacks the architecture (deterministic either way)."""
+    c = cost[space.canonical_table()[idx]]
+    return np.where(np.isfinite(c), c, np.nanmean(cost))

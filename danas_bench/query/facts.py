@@ -4,6 +4,7 @@ logits summarised, which DaSS embeds a task with)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from danas_bench.core import schema as tb
 from danas_bench.core import space
 from danas_bench.core.pairs import TEACHERS
 from danas_bench.query.columns import _np
-from danas_bench.query.metrics import INFO
+from danas_bench.query.metrics import INFO, MissingRecord
 from danas_bench.tables.manifest import check_listed
 
 
@@ -89,3 +90,50 @@ def logit_descriptor(dataset: str, teacher: str) -> np.ndarray:
         )
     _DESCRIPTORS[key] = out
     return out
+
+
+class ArchFacts:
+    """One table's architecture facts: read from its archs file on first use, measured live (and kept
+    in memory) where the file lacks an architecture, or MissingRecord under ``fallback="error"``."""
+
+    def __init__(self, pair: str, recipe, root: Path, allow_unlisted: bool, fallback: str):
+        self.pair, self.recipe, self.root = pair, recipe, root
+        self.dataset = recipe.dataset
+        self.allow_unlisted, self.fallback = allow_unlisted, fallback
+        self._facts: tuple | None = None  # (facts, path)
+        self._live: dict = {}
+
+    def _known(self) -> dict:
+        if self._facts is None:
+            self._facts = read_arch_facts(self.dataset, self.recipe.recipe_id, self.root, self.allow_unlisted)
+        return self._facts[0]
+
+    def info(self, i: int) -> dict:
+        c = int(space.canonical_table()[i])
+        known = self._known()
+        if not math.isnan(known["params"][c]):
+            return {
+                "arch_index": c,
+                "params": int(known["params"][c]),
+                "flops": int(known["flops"][c]),
+                "latency_ms": float(known["latency_ms"][c]),
+                "source": "table",
+            }
+        if c not in self._live:
+            if self.fallback == "error":
+                raise MissingRecord(
+                    f"{self.pair}: no params/FLOPs/latency for architecture {c}: "
+                    f"{self._facts[1]} is missing or lacks it; run `danas-bench archs "
+                    f"dataset={self.dataset}` or open with fallback='live'"
+                )
+            self._live[c] = live_arch_facts(c, self.recipe, self.dataset)
+        return dict(self._live[c])
+
+    def info_many(self, idx: np.ndarray, key: str) -> np.ndarray:
+        if key not in INFO:
+            raise ValueError(f"unknown architecture fact {key!r}; valid: {', '.join(INFO)}")
+        idx = space.canonical_table()[idx]
+        vals = self._known()[key][idx]
+        for j in np.nonzero(np.isnan(vals))[0]:
+            vals[j] = self.info(int(idx[j]))[key]
+        return vals

@@ -7,6 +7,12 @@ import numpy as np
 
 from danas_bench.core import schema as tb
 
+
+class MissingRecord(LookupError):
+    """The table (and overlay) hold no row for this architecture / seed / KD setting, and
+    ``fallback="error"``."""
+
+
 # metrics a searcher may query; the value is the curve that answers ``epoch=`` (None: final only)
 VISIBLE = {
     "valid_acc": "valid_acc_curve",
@@ -80,3 +86,27 @@ def check_seed(seed, pair: str, seeds) -> None:
             f"seed must be None (sample a recorded seed), 'mean' or an int in [0, {tb.SEED_MAX}]; "
             f"got {seed!r}; {pair} records seeds {seeds}"
         )
+
+
+def missing_message(bench, i: int, c: int, st, seed, key: tuple) -> str:
+    """Why ``bench`` (``fallback="error"``) has no row for architecture ``i`` (canonical ``c``) in store
+    ``st`` (KD setting ``key``): the seeds it does record, and those only the overlay holds."""
+    have = [s for s in st.seeds if st.rows_l[st.seed_pos[s]][i] >= 0]
+    main = bench._st.main
+    live = [s for s in main.seeds if main.rows_l[main.seed_pos[s]][i] >= 0] if st is not main else []
+    what = (
+        f"architecture {i}"
+        + (f" (canonical {c})" if c != i else "")
+        + (f" seed {seed}" if isinstance(seed, int) else "")
+        + ("" if key == bench._kd_main else f" with KD temperature {key[0]:g} alpha {key[1]:g}")
+    )
+    recorded = (
+        f"(its recorded seeds: {have}; missing seeds are never filled from another seed)"
+        if have
+        else f"(recorded seeds of the table: {bench.seeds}; {len(bench.archs)} architectures)"
+    )
+    overlay = f"; the overlay holds seeds {live} of it (read them with include_overlay=True)" if live else ""
+    return (
+        f"{bench.pair}: {what} is not in the table {recorded}{overlay}; "
+        "open with fallback='live' to train it with the table's recipe"
+    )
