@@ -5,7 +5,8 @@
 #   scripts/generate_tier_s.sh [shards-per-round]     (env: PAIRS, EXECUTOR, DANAS_TABLES, PLAN, MERGE_ARGS, ARGS)
 # PLAN is the plan's generate overrides (default: the v1 tier-S plan, seed 0 + seeds 1, 2 on 10%);
 # MERGE_ARGS what merge needs to find it (scripts/generate_v2.sh: recipe_version=v2). ARGS adds
-# generate overrides, e.g. scripts/generate_tier_m.sh passes a 500-architecture sample.
+# generate overrides, e.g. scripts/generate_tier_m.sh passes a 500-architecture sample; ARGS_<dataset>
+# (dashes as underscores) adds overrides for one dataset's pairs, e.g. ARGS_mnist1d="chunk=128".
 set -euo pipefail
 set -f  # the overrides below expand unquoted: no globbing of their [..] lists
 cd "$(dirname "$0")/.."
@@ -19,7 +20,8 @@ MERGE_ARGS=${MERGE_ARGS:-}
 while :; do
   left=0
   for pair in $PAIRS; do
-    out=$($BIN generate pair="$pair" executor="$EXECUTOR" $PLAN max_shards="$PER_ROUND" merge=false $ARGS 2>&1 | tee /dev/stderr)
+    ds_args="ARGS_$(tr - _ <<<"${pair%%/*}")"
+    out=$($BIN generate pair="$pair" executor="$EXECUTOR" $PLAN max_shards="$PER_ROUND" merge=false $ARGS ${!ds_args:-} 2>&1 | tee /dev/stderr)
     # "N to run" counts what was pending before this call
     pending=$(sed -n 's/.* \([0-9]*\) to run.*/\1/p' <<<"$out" | head -1)
     left=$((left + ${pending:-0}))
