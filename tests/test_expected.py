@@ -190,3 +190,25 @@ def test_kd_gain_estimates_follow_the_none_table(digits_root):
     none_path.write_bytes(bytes(data))
     with pytest.raises(tb.TableError, match="MANIFEST"):
         ex.fit_pair("digits/resnet", digits_root, candidates=RIDGE, log=lambda *_: None)
+
+
+def test_expected_files_of_two_recipes_of_one_pair_are_both_reported(digits_root, tmp_path):
+    """v1 and v2 tables of one pair each get their own expected file and their own rows in the docs."""
+    recipes = sorted({m["recipe_id"] for m in _table_metas(digits_root, "digits/none")})
+    if len(recipes) < 2:
+        pytest.skip("the shipped tables hold one recipe of digits/none")
+    for r in recipes:
+        ex.fit_pair("digits/none", digits_root, candidates=RIDGE, recipe_id=r, log=lambda *_: None)
+    metas = ex.collect(digits_root)
+    assert [(m["pair"], m["recipe_id"]) for m in metas] == [("digits/none", r) for r in recipes]
+    md = ex.write_docs(digits_root, tmp_path / "docs").read_text()
+    for r in recipes:
+        assert f"| digits/none | `{r}` | test_acc | ridge_paths |" in md
+    for r in recipes:  # each recipe's table reads its own estimates
+        b = bm.open("digits/none", digits_root, fallback="error", recipe_id=r)
+        assert tb.read_meta(ex.expected_path(b.path))["source_sha256"] == tb.sha256(b.path)
+
+
+def _table_metas(root, pair):
+    man = load_manifest(root)["files"]
+    return [tb.read_meta(root / rel) for rel, e in man.items() if e.get("kind") == "table" and e.get("pair") == pair]

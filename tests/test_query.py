@@ -504,3 +504,22 @@ def test_cli_query(bench, capsys):
     assert out["value"] == bench.query(a, epoch=1, seed=0)
     assert cli.main(["query", str(a), f"pair={PAIR}", "metric=test_acc", "seed=mean"]) == 0
     assert json.loads(capsys.readouterr().out)["value"] == bench.test(a)
+
+
+def test_open_by_recipe_version_name():
+    """``recipe_id="v2"`` opens the table of ``conf/recipe/<dataset>-v2.yaml``; a bad name says what is known."""
+    from danas_bench.core.recipe import recipe_for
+    from danas_bench.query.catalog import discover
+
+    from conftest import REPO
+
+    root = REPO / "tables"
+    v2 = recipe_for("digits", "v2").recipe_id
+    if v2 not in discover(root).get("digits/none", {}):
+        pytest.skip("no shipped digits v2 table")
+    b = db.open("digits/none", root, fallback="error", recipe_id="v2")
+    assert b.recipe_id == v2 and b.path.name == f"none-{v2}.parquet"
+    with pytest.raises(ValueError, match="neither a 16-hex recipe id nor a known version.*digits-v9"):
+        db.open("digits/none", root, recipe_id="v9")
+    with pytest.raises(ValueError, match=r"no table of recipe 'v2' \(v2 is recipe [0-9a-f]{16}\)"):
+        db.open("mnist1d/mlp", root, recipe_id="v2")  # mnist1d's v2 replaced the mlp teacher

@@ -575,8 +575,8 @@ def open(
     allow_unlisted: bool = False,
     include_overlay: bool = False,
 ) -> Bench:
-    """Open one pair's table. ``overlay_dir`` is the base folder of the live overlay (default
-    ``$DANAS_CACHE/overlay``); ``rng`` seeds the bench's own generator for ``seed=None`` queries.
+    """Open one pair's table (``recipe_id``: an id, or a version name such as ``"v2"``). ``overlay_dir``:
+    the live overlay's base folder (default ``$DANAS_CACHE/overlay``); ``rng`` seeds ``seed=None`` queries.
     ``include_overlay=True`` lets seed means and sampled seeds read seeds trained live too (by default
     they read the shipped rows only, so scores do not depend on a user's cache).
     Every file loaded is checked against ``root``'s MANIFEST (sha256) first; ``allow_unlisted=True``

@@ -61,12 +61,15 @@ class LazyPool(Mapping):
 
 
 def choose(pair: str, found: dict[str, Path], recipe_id: str | None) -> Path:
-    """The table of ``recipe_id``; else the only one; else the dataset's configured recipe's; else the
-    newest (with a warning)."""
+    """The table of ``recipe_id`` (a 16-hex id, or a version name such as ``"v2"`` for the recipe of
+    ``conf/recipe/<dataset>-v2.yaml``); else the only one; else the dataset's configured recipe's; else
+    the newest (with a warning)."""
     if recipe_id is not None:
-        if recipe_id not in found:
-            raise ValueError(f"{pair} has no table of recipe {recipe_id!r}; recipes present: {sorted(found)}")
-        return found[recipe_id]
+        rid = recipe_id if _RID.match(recipe_id) else _version_id(pair, recipe_id)
+        if rid not in found:
+            named = "" if rid == recipe_id else f" ({recipe_id} is recipe {rid})"
+            raise ValueError(f"{pair} has no table of recipe {recipe_id!r}{named}; recipes present: {sorted(found)}")
+        return found[rid]
     if len(found) == 1:
         return next(iter(found.values()))
     try:  # the dataset's configured recipe (conf/recipe/<dataset>.yaml), when it is among them
@@ -84,6 +87,16 @@ def choose(pair: str, found: dict[str, Path], recipe_id: str | None) -> Path:
         stacklevel=3,
     )
     return newest
+
+
+def _version_id(pair: str, version: str) -> str:
+    """The recipe id of a version name (``v2`` -> ``conf/recipe/<dataset>-v2.yaml``); ValueError if unknown."""
+    from danas_bench.core.recipe import recipe_for
+
+    try:
+        return recipe_for(Pair.parse(pair).dataset, version).recipe_id
+    except ValueError as e:
+        raise ValueError(f"recipe_id={version!r} is neither a 16-hex recipe id nor a known version: {e}") from None
 
 
 def check_planned_seeds(path: Path, meta: dict, seeds: list, root: Path, pair: str, recipe_id: str) -> None:

@@ -398,7 +398,7 @@ def render(res: dict, figures: list[str]) -> str:
     L += [""] + [f"![{f}](figures/{f})" for f in figures]
     from danas_bench.reports.expected import datasheet_lines
 
-    L += [""] + datasheet_lines(res.get("expected") or {})
+    L += [""] + datasheet_lines(res.get("expected") or [])
     from danas_bench.reports import reliability
 
     L += [

@@ -302,33 +302,36 @@ def default_candidates() -> dict:
 # --- docs -----------------------------------------------------------------------------------
 
 
-def collect(root: Path | None = None) -> dict[str, dict]:
-    """pair -> metadata of its expected file, for every expected file in the MANIFEST."""
+def collect(root: Path | None = None) -> list[dict]:
+    """The metadata of every expected file in the MANIFEST, sorted by (pair, recipe id).
+
+    A pair can hold expected files of several recipes (v1 beside v2): each is its own entry."""
     from danas_bench.core.paths import tables_dir
     from danas_bench.tables.manifest import load_manifest
 
     root = root or tables_dir()
-    out = {}
+    out = []
     for rel, entry in sorted(load_manifest(root)["files"].items()):
         if entry.get("kind") == "expected" and (root / rel).exists():
-            meta = tb.read_meta(root / rel)
-            out[meta["pair"]] = meta
-    return out
+            out.append(tb.read_meta(root / rel))
+    return sorted(out, key=lambda m: (m["pair"], m["recipe_id"]))
 
 
 def _f(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
 
 
-def validation_lines(metas: dict[str, dict], all_candidates: bool = False) -> list[str]:
+def validation_lines(metas: list[dict], all_candidates: bool = False) -> list[str]:
     """Markdown table rows of the validation figures (the chosen model, or every candidate)."""
     L = [
-        "| pair | metric | model | archs (held-out seeds) | Kendall tau: one seed / expected / mean of others | "
-        "Spearman: one / exp / others | MAE: one / exp / others | top-1% recovered: one / exp / others | "
+        "| pair | recipe | metric | model | archs (held-out seeds) | "
+        "Kendall tau: one seed / expected / mean of others | Spearman: one / exp / others | "
+        "MAE: one / exp / others | top-1% recovered: one / exp / others | "
         "top-5% recovered: one / exp / others |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for pair, meta in sorted(metas.items()):
+    for meta in metas:
+        pair = f"{meta['pair']} | `{meta['recipe_id']}`"
         for m in meta["metrics"]:
             names = list(meta["candidates"]) if all_candidates else [meta["model"]]
             for n in names:
@@ -345,7 +348,7 @@ def validation_lines(metas: dict[str, dict], all_candidates: bool = False) -> li
     return L
 
 
-def render(metas: dict[str, dict]) -> str:
+def render(metas: list[dict]) -> str:
     L = [
         "# Expected accuracy (denoised view of each table)",
         "",
@@ -380,21 +383,21 @@ def render(metas: dict[str, dict]) -> str:
         "",
     ]
     specs = {}
-    for meta in metas.values():
+    for meta in metas:
         specs.update(meta["candidates"])
     for n, s in sorted(specs.items()):
         L.append(f"- `{n}`: {s['model']} on `{s['features']}` features, {s.get('params')}")
     L += [
         "",
         "Models: scikit-learn "
-        + ", ".join(sorted({m.get("sklearn_version", "?") for m in metas.values()}))
-        + f"; folds {sorted({m['folds'] for m in metas.values()})}.",
+        + ", ".join(sorted({m.get("sklearn_version", "?") for m in metas}))
+        + f"; folds {sorted({m['folds'] for m in metas})}.",
         "",
     ]
     return "\n".join(L)
 
 
-def datasheet_lines(metas: dict[str, dict]) -> list[str]:
+def datasheet_lines(metas: list[dict]) -> list[str]:
     """The datasheet's section: the chosen model's figures per pair (details in expected.md)."""
     if not metas:
         return ["## Expected accuracy", "", "No expected tables yet: run `danas-bench expected pair=all`.", ""]
