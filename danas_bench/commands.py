@@ -116,11 +116,12 @@ def generate(cfg) -> int:
         cfg.get("paired_seeds", 1),
     )
     d = shard_dir(cfg.pair, recipe.recipe_id, _root(cfg))
+    chunk = g.auto_chunk(recipe) if cfg.chunk == "auto" else int(cfg.chunk)
     if cfg.get("dry_run"):  # the plan, the sbatch script, where data and teachers go: no SLURM, data or teachers needed
         from danas_bench.tables.cluster import dry_run
 
         done = sum(g.shard_done(shard_path(d, s["id"]), plan, s) for s in plan.shards) if d.is_dir() else 0
-        return dry_run(plan, d, recipe, OmegaConf.to_container(cfg.executor), cfg.chunk, _recipe_choice(cfg), done=done)
+        return dry_run(plan, d, recipe, OmegaConf.to_container(cfg.executor), chunk, _recipe_choice(cfg), done=done)
     plan = save_plan(plan, d)
     ex = cfg.executor
     g.run_pending(
@@ -128,7 +129,7 @@ def generate(cfg) -> int:
         d,
         ex.name,
         ex.get("workers"),
-        cfg.chunk,
+        chunk,
         OmegaConf.to_container(ex) if ex.name == "slurm" else None,
         max_shards=cfg.get("max_shards"),
         device=ex.get("device", "cpu"),

@@ -6,7 +6,7 @@
 # PLAN is the plan's generate overrides (default: the v1 tier-S plan, seed 0 + seeds 1, 2 on 10%);
 # MERGE_ARGS what merge needs to find it (scripts/generate_v2.sh: recipe_version=v2). ARGS adds
 # generate overrides, e.g. scripts/generate_tier_m.sh passes a 500-architecture sample; ARGS_<dataset>
-# (dashes as underscores) adds overrides for one dataset's pairs, e.g. ARGS_mnist1d="chunk=128".
+# (dashes as underscores) adds overrides for one dataset's pairs, e.g. ARGS_mnist1d="executor.workers=1".
 set -euo pipefail
 set -f  # the overrides below expand unquoted: no globbing of their [..] lists
 cd "$(dirname "$0")/.."

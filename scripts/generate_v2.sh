@@ -8,7 +8,5 @@
 # ARGS adds generate overrides, e.g. ARGS="executor.workers=1" to leave a core to other work.
 set -euo pipefail
 export PAIRS=${PAIRS:-"digits/none digits/resnet digits/mlp mnist1d/none mnist1d/resnet mnist1d/tcn"}
-# mnist1d's width-8 students train 1.10x faster fused 128 at a time than 64 (docs/performance.md)
-export ARGS_mnist1d=${ARGS_mnist1d:-"chunk=128"}
 export PLAN="recipe_version=v2 seeds=[0,1,2] paired_seeds=2" MERGE_ARGS="recipe_version=v2"
 exec "$(dirname "$0")/generate_tier_s.sh" "${1:-1}"

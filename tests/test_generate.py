@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -566,3 +567,16 @@ def test_archs_command_covers_the_sample_generate_trains(tables_root):
     assert all(r["flops"] > 0 and r["params"] > 0 and r["latency_ms"] > 0 for r in facts)
     with pytest.raises(ValueError, match="archs must be 'all' or an int"):
         cli.main(["archs", "dataset=digits", "archs=many", TINY_RECIPE_CLI])
+
+
+@pytest.mark.parametrize(("dataset", "version", "chunk"), [("mnist1d", "v2", 128), ("digits", "v2", 64)])
+def test_chunk_auto_fuses_128_at_width_8_else_64(tmp_path, dataset, version, chunk):
+    """``chunk: auto`` (the default) follows the recipe's width; the dry run prints what a run would use."""
+    from danas_bench.core.recipe import recipe_for
+
+    assert g.auto_chunk(recipe_for(dataset, version)) == chunk
+    env = {**os.environ, "DANAS_TABLES": str(tmp_path / "tables"), "DANAS_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "danas_bench.cli", "generate", f"pair={dataset}/none", f"recipe_version={version}"]
+    r = subprocess.run([*cmd, "executor=slurm", "dry_run=true"], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert f"chunk={chunk} architectures fused" in r.stdout

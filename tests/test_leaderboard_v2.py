@@ -345,3 +345,37 @@ def test_time_view_reads_the_same_runs_at_random_search_median_spend():
         assert lb_claims._regret_at(g, 0.0, 7.5) == 7.5  # nothing answered yet: the uniform-pick regret
     summary = lb_claims.summarize(fin, timings)
     assert {"regret_time_mean", "regret_time_ci95"} <= set(summary.columns)
+
+
+def test_leaderboard_on_a_recipe_version_runs_on_its_tables_and_is_not_compared_with_v1(tmp_path):
+    """``recipe=v2``: only the pairs with a v2 table, each on it; the shipped (v1) leaderboard is not a
+    reference for it, so no row is compared."""
+    from danas_bench.core.recipe import RECIPE_DIR, recipe_for
+    from danas_bench.query.catalog import discover
+
+    v2 = {p.stem[: -len("-v2")] for p in RECIPE_DIR.glob("*-v2.yaml")}  # the datasets with a v2 recipe
+    have = {
+        p
+        for p, found in discover().items()
+        if p.split("/")[0] in v2 and recipe_for(p.split("/")[0], "v2").recipe_id in found
+    }
+    if not have:
+        pytest.skip("no shipped v2 table")
+    frames, timings, ctx = leaderboard.run_leaderboard(
+        ["random"],
+        pairs="all",
+        runs=[0],
+        budget={"queries": 5},
+        progress=False,
+        scorings=["heldout_seeds"],
+        recipe="v2",
+    )
+    assert set(ctx["tables"]) == have
+    for p, tv in ctx["tables"].items():
+        assert tv["recipe_id"] == recipe_for(p.split("/")[0], "v2").recipe_id
+    assert set(frames["pair"].unique().to_list()) == have
+    shipped = tables_dir().parent / "docs" / "leaderboard.json"
+    payload = lb_report.write_report(frames, timings, ctx, tmp_path / "leaderboard.md", None, shipped=shipped)
+    assert payload["reproduces"] is None or payload["reproduces"]["compared"] == 0
+    with pytest.raises(ValueError, match="no table of recipe 'v9'"):
+        leaderboard.open_pool({"recipe": "v9"})

@@ -65,7 +65,7 @@ def choose(pair: str, found: dict[str, Path], recipe_id: str | None) -> Path:
     ``conf/recipe/<dataset>-v2.yaml``); else the only one; else the dataset's configured recipe's; else
     the newest (with a warning)."""
     if recipe_id is not None:
-        rid = recipe_id if _RID.match(recipe_id) else _version_id(pair, recipe_id)
+        rid = resolve_recipe(pair, recipe_id)
         if rid not in found:
             named = "" if rid == recipe_id else f" ({recipe_id} is recipe {rid})"
             raise ValueError(f"{pair} has no table of recipe {recipe_id!r}{named}; recipes present: {sorted(found)}")
@@ -89,10 +89,13 @@ def choose(pair: str, found: dict[str, Path], recipe_id: str | None) -> Path:
     return newest
 
 
-def _version_id(pair: str, version: str) -> str:
-    """The recipe id of a version name (``v2`` -> ``conf/recipe/<dataset>-v2.yaml``); ValueError if unknown."""
+def resolve_recipe(pair: str, version: str) -> str:
+    """The recipe id that ``version`` names for ``pair``: a 16-hex id as it is, a version name such as ``v2``
+    as the id of ``conf/recipe/<dataset>-v2.yaml``; ValueError if it is neither."""
     from danas_bench.core.recipe import recipe_for
 
+    if _RID.match(version):
+        return version
     try:
         return recipe_for(Pair.parse(pair).dataset, version).recipe_id
     except ValueError as e:

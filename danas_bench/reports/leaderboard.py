@@ -60,7 +60,8 @@ class PreflightError(ValueError):
 
 
 def open_pool(spec: Mapping) -> dict:
-    """``{pair: bench}`` from a pool spec: ``{"synthetic": bool, "root": str|None, "synthetic_options": {...}}``.
+    """``{pair: bench}`` from a pool spec: ``{"synthetic": bool, "root": str|None, "synthetic_options": {...},
+    "recipe": None|str}`` (``recipe``: a recipe id or version name; only the pairs with a table of it).
 
     Real tables open with ``fallback="error"``: the leaderboard never trains live."""
     if spec.get("synthetic"):
@@ -70,9 +71,24 @@ def open_pool(spec: Mapping) -> dict:
         datasets = opts.pop("datasets", synthetic.DATASETS[:2])
         teachers = opts.pop("teachers", synthetic.TEACHERS)
         return synthetic.open_all(datasets, teachers, **opts)
-    from danas_bench.query.bench import open_all
+    from danas_bench.query.bench import open, open_all
 
-    return open_all(spec.get("root"), fallback="error")
+    recipe = spec.get("recipe")
+    if recipe is None:  # each pair's default table (open(pair)'s rule)
+        return open_all(spec.get("root"), fallback="error")
+    from danas_bench.query.catalog import discover, resolve_recipe
+
+    pool = {}
+    for pair, found in discover(spec.get("root")).items():
+        try:
+            rid = resolve_recipe(pair, recipe)
+        except ValueError:  # the dataset has no such recipe version
+            continue
+        if rid in found:
+            pool[pair] = open(pair, spec.get("root"), fallback="error", recipe_id=rid)
+    if not pool:
+        raise ValueError(f"no table of recipe {recipe!r} under the tables folder; pass recipe=null for the defaults")
+    return pool
 
 
 def select_pairs(pool: Mapping, pairs) -> list[str]:
@@ -282,6 +298,7 @@ def run_leaderboard(
     root: str | None = None,
     progress: bool = True,
     scorings: Sequence[str] = ("heldout_seeds", "expected"),
+    recipe: str | None = None,
 ) -> tuple[pl.DataFrame, list[dict], dict]:
     """Run every searcher on every pair, scoring and run. Returns (all trajectories, per-task timings, context)."""
     from danas_bench.search.baselines import ALIASES, searcher_class
@@ -294,6 +311,7 @@ def run_leaderboard(
     for s in searchers:
         searcher_class(s)  # unknown names fail before any work
     spec = {"synthetic": bool(synthetic), "synthetic_options": dict(synthetic_options or {}), "root": root}
+    spec["recipe"] = recipe
     pool = open_pool(spec)
     _set_pool(pool)
     pair_list = select_pairs(pool, pairs)
@@ -499,6 +517,7 @@ def main(cfg) -> int:
         c.get("root"),
         bool(c.get("progress", True)),
         c.get("scorings") or ["heldout_seeds", "expected"],
+        c.get("recipe"),
     )
     out = Path(c.get("out", "results/leaderboard.md"))
     shipped = Path(c["compare"]) if c.get("compare") else None

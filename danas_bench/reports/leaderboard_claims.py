@@ -279,11 +279,13 @@ def reproduces(payload: dict, shipped: Path) -> dict | None:
         if isinstance(rows, list)
         for r in rows
     }
+    # a pair compares only where both ran on the same recipe (a v2 run is not a reproduction of v1)
+    recipe = lambda d, p: ((d.get("context") or {}).get("tables") or {}).get(p, {}).get("recipe_id")  # noqa: E731
     inside, total, off = 0, 0, []
     for rows in payload["pairs"].values():
         for r in rows:
             v = theirs.get((r["pair"], r["scoring"], r["searcher"]))
-            if v is None:
+            if v is None or recipe(old, r["pair"]) != recipe(payload, r["pair"]):
                 continue
             total += 1
             lo, hi = r["regret_ci95"]
