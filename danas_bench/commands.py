@@ -209,6 +209,7 @@ def _query(cfg) -> int:
         cfg.fallback,
         cfg.get("overlay_dir") or None,
         allow_unlisted=bool(cfg.get("allow_unlisted", False)),
+        recipe_id=None if cfg.get("recipe_id") is None else str(cfg.recipe_id),
     )
     kd = {"kd_temperature": cfg.kd.temperature, "kd_alpha": cfg.kd.alpha}
     index = space.to_index(arch)

@@ -506,7 +506,7 @@ def test_cli_query(bench, capsys):
     assert json.loads(capsys.readouterr().out)["value"] == bench.test(a)
 
 
-def test_open_by_recipe_version_name():
+def test_open_by_recipe_version_name(capsys):
     """``recipe_id="v2"`` opens the table of ``conf/recipe/<dataset>-v2.yaml``; a bad name says what is known."""
     from danas_bench.core.recipe import recipe_for
     from danas_bench.query.catalog import discover
@@ -519,6 +519,10 @@ def test_open_by_recipe_version_name():
         pytest.skip("no shipped digits v2 table")
     b = db.open("digits/none", root, fallback="error", recipe_id="v2")
     assert b.recipe_id == v2 and b.path.name == f"none-{v2}.parquet"
+    a = int(b.archs[0])
+    args = ["query", str(a), "pair=digits/none", "recipe_id=v2", f"root={root}", "fallback=error", "metric=valid_acc"]
+    assert cli.main(args) == 0
+    assert json.loads(capsys.readouterr().out)["value"] == b.query(a, seed=0)
     with pytest.raises(ValueError, match="neither a 16-hex recipe id nor a known version.*digits-v9"):
         db.open("digits/none", root, recipe_id="v9")
     with pytest.raises(ValueError, match=r"no table of recipe 'v2' \(v2 is recipe [0-9a-f]{16}\)"):
