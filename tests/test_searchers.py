@@ -303,6 +303,15 @@ def test_dass_meta_trains_on_the_other_pairs_only(pool):
     assert kendalltau(s.scores, truth).statistic > 0.2
 
 
+def test_dass_without_another_dataset_fails_before_any_run(pool):
+    """A pool of one dataset gives DaSS nothing to meta-train on: preflight says so (the leaderboard's
+    recipe=v2 pool held digits alone when this was found)."""
+    one = {p: b for p, b in pool.items() if p.startswith("synth-a/")}
+    with pytest.raises(ValueError, match="meta-trains on the KD tables of other datasets.*synth-a/mlp"):
+        _make("dass").preflight(Problem(one["synth-a/resnet"], one))
+    _make("dass", exclude_same_dataset=False).preflight(Problem(one["synth-a/resnet"], one))  # its own teachers
+
+
 def test_dass_paper_mode_is_the_meta_models_top1_without_a_student_queried_first(pool):
     bench = pool["synth-a/resnet"]
     paper = _make("dass_paper", meta_steps=100)

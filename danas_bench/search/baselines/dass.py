@@ -96,6 +96,11 @@ class DaSS(Searcher):
     def preflight(self, problem) -> None:
         import torch  # noqa: F401
 
+        if not self._tasks(problem):
+            raise ValueError(
+                f"DaSS meta-trains on the KD tables of other datasets, and the pool beside {problem.pair} holds "
+                f"none (pairs: {', '.join(sorted(problem.pairs))}); add another dataset's tables or leave DaSS out"
+            )
         for pair in [problem.pair, *self._tasks(problem)]:
             problem.descriptor(pair)  # raw data / teacher logits: missing files fail here, before any run
 
