@@ -347,7 +347,7 @@ def test_time_view_reads_the_same_runs_at_random_search_median_spend():
     assert {"regret_time_mean", "regret_time_ci95"} <= set(summary.columns)
 
 
-def test_leaderboard_on_a_recipe_version_runs_on_its_tables_and_is_not_compared_with_v1(tmp_path):
+def test_leaderboard_on_a_recipe_version_runs_on_its_tables_and_is_not_compared_with_v1(tmp_path, capsys):
     """``recipe=v2``: only the pairs with a v2 table, each on it; the shipped (v1) leaderboard is not a
     reference for it, so no row is compared."""
     from danas_bench.core.recipe import RECIPE_DIR, recipe_for
@@ -379,3 +379,8 @@ def test_leaderboard_on_a_recipe_version_runs_on_its_tables_and_is_not_compared_
     assert payload["reproduces"] is None or payload["reproduces"]["compared"] == 0
     with pytest.raises(ValueError, match="no table of recipe 'v9'"):
         leaderboard.open_pool({"recipe": "v9"})
+    from danas_bench import cli  # the command line key is recipe_id (`recipe` is Hydra's recipe group)
+
+    args = ["leaderboard", "recipe_id=v9", "searchers=[random]", "runs=1", f"out={tmp_path}/lb.md", "figures=null"]
+    assert cli.main([*args, "compare=null", "progress=false"], one_line_errors=True) != 0
+    assert "no table of recipe 'v9'" in capsys.readouterr().err

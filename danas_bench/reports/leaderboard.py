@@ -87,7 +87,7 @@ def open_pool(spec: Mapping) -> dict:
         if rid in found:
             pool[pair] = open(pair, spec.get("root"), fallback="error", recipe_id=rid)
     if not pool:
-        raise ValueError(f"no table of recipe {recipe!r} under the tables folder; pass recipe=null for the defaults")
+        raise ValueError(f"no table of recipe {recipe!r} under the tables folder; pass recipe_id=null for the defaults")
     return pool
 
 
@@ -517,7 +517,7 @@ def main(cfg) -> int:
         c.get("root"),
         bool(c.get("progress", True)),
         c.get("scorings") or ["heldout_seeds", "expected"],
-        c.get("recipe"),
+        c.get("recipe_id"),
     )
     out = Path(c.get("out", "results/leaderboard.md"))
     shipped = Path(c["compare"]) if c.get("compare") else None
