@@ -527,3 +527,17 @@ def test_open_by_recipe_version_name(capsys):
         db.open("digits/none", root, recipe_id="v9")
     with pytest.raises(ValueError, match=r"no table of recipe 'v2' \(v2 is recipe [0-9a-f]{16}\)"):
         db.open("mnist1d/mlp", root, recipe_id="v2")  # mnist1d's v2 replaced the mlp teacher
+
+
+def test_open_all_serves_the_configured_recipe_per_dataset(tmp_path):
+    """A pair that exists only in another recipe version (mnist1d/tcn in v2) is not among open_all's pairs
+    when its dataset has tables of the configured recipe; datasets without any (your own) keep every pair."""
+    from danas_bench.core.recipe import recipe_for
+    from danas_bench.query.catalog import default_pairs
+
+    v1, v2 = recipe_for("mnist1d").recipe_id, recipe_for("mnist1d", "v2").recipe_id
+    names = [f"mnist1d/none-{v1}", f"mnist1d/none-{v2}", f"mnist1d/tcn-{v2}", "digits/resnet-0123456789abcdef"]
+    for name in names:  # discovery reads names only
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / f"{name}.parquet").touch()
+    assert default_pairs(tmp_path) == ["digits/resnet", "mnist1d/none"]

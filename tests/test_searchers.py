@@ -307,7 +307,7 @@ def test_dass_without_another_dataset_fails_before_any_run(pool):
     """A pool of one dataset gives DaSS nothing to meta-train on: preflight says so (the leaderboard's
     recipe=v2 pool held digits alone when this was found)."""
     one = {p: b for p, b in pool.items() if p.startswith("synth-a/")}
-    with pytest.raises(ValueError, match="meta-trains on the KD tables of other datasets.*synth-a/mlp"):
+    with pytest.raises(ValueError, match="meta-trains on other pairs' tables.*synth-a/mlp"):
         _make("dass").preflight(Problem(one["synth-a/resnet"], one))
     _make("dass", exclude_same_dataset=False).preflight(Problem(one["synth-a/resnet"], one))  # its own teachers
 

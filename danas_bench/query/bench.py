@@ -29,7 +29,7 @@ from danas_bench.core.pairs import Pair
 from danas_bench.core.paths import tables_dir
 from danas_bench.core.recipe import KD, check_kd
 from danas_bench.query import estimates, facts
-from danas_bench.query.catalog import LazyPool, check_planned_seeds, discover, read_table_meta, table_for
+from danas_bench.query.catalog import LazyPool, check_planned_seeds, default_pairs, discover, read_table_meta, table_for
 from danas_bench.query.live import LiveTrainer
 from danas_bench.query.metrics import LOWER_IS_BETTER, MissingRecord, check_seed, colkey, missing_message
 from danas_bench.query.overlay import Overlay
@@ -593,8 +593,8 @@ def open_all(
     allow_unlisted: bool = False,
     include_overlay: bool = False,
 ) -> dict[str, Bench]:
-    """Every pair's table under ``root``: ``{pair: Bench}``."""
+    """Every served pair's table under ``root`` (``catalog.default_pairs``): ``{pair: Bench}``."""
     return {
         pair: open(pair, root, fallback, overlay_dir, allow_unlisted=allow_unlisted, include_overlay=include_overlay)
-        for pair in discover(root)
+        for pair in default_pairs(root)
     }

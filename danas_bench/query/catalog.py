@@ -35,6 +35,23 @@ def discover(root: Path | str | None = None) -> dict[str, dict[str, Path]]:
     return out
 
 
+def default_pairs(root: Path | str | None = None) -> list[str]:
+    """The pairs ``open_all()`` serves: where a dataset has tables of its configured recipe
+    (``conf/recipe/<dataset>.yaml``), only its pairs that have one (a pair that exists only in another
+    version, e.g. mnist1d/tcn in v2, waits for ``recipe_id=``); elsewhere every pair (your own tables)."""
+    from danas_bench.core.recipe import recipe_for
+
+    found = discover(root)
+    configured: dict[str, str | None] = {}
+    for ds in {p.split("/")[0] for p in found}:
+        try:
+            configured[ds] = recipe_for(ds).recipe_id
+        except ValueError:  # no conf/recipe/<dataset>.yaml
+            configured[ds] = None
+    served = {p.split("/")[0] for p, f in found.items() if configured[p.split("/")[0]] in f}
+    return sorted(p for p, f in found.items() if p.split("/")[0] not in served or configured[p.split("/")[0]] in f)
+
+
 class LazyPool(Mapping):
     """A pool of benches that opens each pair on first access: ``LazyPool(pairs, opener, opened)``.
 
@@ -89,17 +106,25 @@ def choose(pair: str, found: dict[str, Path], recipe_id: str | None) -> Path:
     return newest
 
 
+class UnknownRecipe(ValueError):
+    """A ``recipe_id`` that is neither a recipe id nor a version the dataset has a recipe file for."""
+
+
 def resolve_recipe(pair: str, version: str) -> str:
     """The recipe id that ``version`` names for ``pair``: a 16-hex id as it is, a version name such as ``v2``
     as the id of ``conf/recipe/<dataset>-v2.yaml``; ValueError if it is neither."""
-    from danas_bench.core.recipe import recipe_for
+    from danas_bench.core.recipe import RECIPE_DIR, recipe_for
 
     if _RID.match(version):
         return version
-    try:
-        return recipe_for(Pair.parse(pair).dataset, version).recipe_id
-    except ValueError as e:
-        raise ValueError(f"recipe_id={version!r} is neither a 16-hex recipe id nor a known version: {e}") from None
+    dataset = Pair.parse(pair).dataset
+    if not (RECIPE_DIR / f"{dataset}-{version}.yaml").is_file():
+        have = sorted(p.stem for p in RECIPE_DIR.glob(f"{dataset}-*.yaml"))
+        raise UnknownRecipe(
+            f"recipe_id={version!r} is neither a 16-hex recipe id nor a known version of {dataset} "
+            f"(no conf/recipe/{dataset}-{version}.yaml; versions: {have or 'none'})"
+        )
+    return recipe_for(dataset, version).recipe_id
 
 
 def check_planned_seeds(path: Path, meta: dict, seeds: list, root: Path, pair: str, recipe_id: str) -> None:

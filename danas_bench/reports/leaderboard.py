@@ -76,13 +76,13 @@ def open_pool(spec: Mapping) -> dict:
     recipe = spec.get("recipe")
     if recipe is None:  # each pair's default table (open(pair)'s rule)
         return open_all(spec.get("root"), fallback="error")
-    from danas_bench.query.catalog import discover, resolve_recipe
+    from danas_bench.query.catalog import UnknownRecipe, discover, resolve_recipe
 
     pool = {}
     for pair, found in discover(spec.get("root")).items():
         try:
             rid = resolve_recipe(pair, recipe)
-        except ValueError:  # the dataset has no such recipe version
+        except UnknownRecipe:  # the dataset has no such recipe version
             continue
         if rid in found:
             pool[pair] = open(pair, spec.get("root"), fallback="error", recipe_id=rid)
@@ -517,12 +517,14 @@ def main(cfg) -> int:
         c.get("root"),
         bool(c.get("progress", True)),
         c.get("scorings") or ["heldout_seeds", "expected"],
-        c.get("recipe_id"),
+        None if c.get("recipe_id") is None else str(c["recipe_id"]),
     )
     out = Path(c.get("out", "results/leaderboard.md"))
     shipped = Path(c["compare"]) if c.get("compare") else None
     if shipped is not None and shipped.resolve() == out.with_suffix(".json").resolve():
         shipped = None  # writing the shipped leaderboard itself
+    if c.get("recipe_id") is not None:
+        shipped = None  # the shipped leaderboard ran on the default tables: not a reference for another recipe
     figures = c.get("figures", "results/figures")  # figures=null: no plots
     payload = write_report(
         frames,

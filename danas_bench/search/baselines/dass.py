@@ -98,8 +98,9 @@ class DaSS(Searcher):
 
         if not self._tasks(problem):
             raise ValueError(
-                f"DaSS meta-trains on the KD tables of other datasets, and the pool beside {problem.pair} holds "
-                f"none (pairs: {', '.join(sorted(problem.pairs))}); add another dataset's tables or leave DaSS out"
+                f"DaSS meta-trains on other pairs' tables (other datasets' unless exclude_same_dataset=false), and "
+                f"the pool beside {problem.pair} holds none (pairs: {', '.join(sorted(problem.pairs))}); add "
+                f"another dataset's tables or leave DaSS out (searchers=[...])"
             )
         for pair in [problem.pair, *self._tasks(problem)]:
             problem.descriptor(pair)  # raw data / teacher logits: missing files fail here, before any run
