@@ -278,8 +278,9 @@ def expected(cfg) -> int:
 
     root = _root(cfg)
     cands = OmegaConf.to_container(cfg.candidates)
-    for pair in ex.pairs_of(cfg.pair, root):
-        ex.fit_pair(pair, root, cfg.get("recipe_id"), cands, cfg.model, int(cfg.folds), int(cfg.fold_seed))
+    rid = None if cfg.get("recipe_id") is None else str(cfg.recipe_id)
+    for pair in ex.pairs_of(cfg.pair, root, rid):
+        ex.fit_pair(pair, root, rid, cands, cfg.model, int(cfg.folds), int(cfg.fold_seed))
     if cfg.docs:
         print(f"wrote {ex.write_docs(root, Path(cfg.out_dir))}")
     return 0

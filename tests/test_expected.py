@@ -197,6 +197,8 @@ def test_expected_files_of_two_recipes_of_one_pair_are_both_reported(digits_root
     recipes = sorted({m["recipe_id"] for m in _table_metas(digits_root, "digits/none")})
     if len(recipes) < 2:
         pytest.skip("the shipped tables hold one recipe of digits/none")
+    assert ex.pairs_of("all", digits_root, "v2") == ["digits/none", "digits/resnet"]  # `expected pair=all recipe_id=v2`
+    assert ex.pairs_of("all", digits_root, "v9") == []
     for r in recipes:
         ex.fit_pair("digits/none", digits_root, candidates=RIDGE, recipe_id=r, log=lambda *_: None)
     metas = ex.collect(digits_root)
