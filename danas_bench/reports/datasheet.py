@@ -28,18 +28,21 @@ TOP_K = 50
 
 def load_pairs(root: Path | None = None) -> dict[str, dict]:
     """pair -> {"frame": polars frame of the table, "meta": its metadata, "file": path}; from the MANIFEST.
-    Where a pair has tables of several recipes (v1 beside a v2 in progress), the one ``open(pair)`` serves:
-    the dataset's default recipe; the reliability section lists every version."""
+    The pairs ``open_all()`` serves (``catalog.default_pairs``: a pair that exists only in a v2 in progress
+    waits), each at the recipe ``open(pair)`` reads, so that KD is compared with the same recipe's ``none``;
+    the reliability section lists every version."""
     from danas_bench.core.recipe import recipe_for
+    from danas_bench.query.catalog import default_pairs
 
     root = root or tables_dir()
+    served = set(default_pairs(root))
     tables = {rel: e for rel, e in load_manifest(root)["files"].items() if e.get("kind") == "table"}
     recipes: dict[str, set] = {}
     for e in tables.values():
         recipes.setdefault(e["pair"], set()).add(e.get("recipe_id"))
     out = {}
     for rel, entry in sorted(tables.items()):
-        if (
+        if entry["pair"] not in served or (
             len(recipes[entry["pair"]]) > 1
             and entry.get("recipe_id") != recipe_for(split_pair(entry["pair"])[0]).recipe_id
         ):
