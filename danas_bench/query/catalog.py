@@ -127,6 +127,20 @@ def resolve_recipe(pair: str, version: str) -> str:
     return recipe_for(dataset, version).recipe_id
 
 
+def pairs_with_recipe(root: Path | str | None, recipe: str) -> dict[str, str]:
+    """``{pair: recipe_id}`` of the pairs under ``root`` with a table of ``recipe`` (an id or version name);
+    datasets without such a version are left out."""
+    out = {}
+    for pair, found in sorted(discover(root).items()):
+        try:
+            rid = resolve_recipe(pair, recipe)
+        except UnknownRecipe:
+            continue
+        if rid in found:
+            out[pair] = rid
+    return out
+
+
 def check_planned_seeds(path: Path, meta: dict, seeds: list, root: Path, pair: str, recipe_id: str) -> None:
     """TableError unless a table's seeds are among the planned ones (recorded in the metadata since merges
     write it, else in the shards' plan.json when it is there): a table with other seeds is damaged."""

@@ -424,15 +424,8 @@ def write_docs(root: Path | None = None, out_dir: Path = Path("docs")) -> Path:
 def pairs_of(pair: str, root: Path | None = None, recipe_id: str | None = None) -> list[str]:
     """``all`` -> every pair with a table under ``root`` (of ``recipe_id``, an id or version name, when
     given); otherwise ``[pair]``."""
-    from danas_bench.query.catalog import UnknownRecipe, discover, resolve_recipe
+    from danas_bench.query.catalog import discover, pairs_with_recipe
 
     if pair != "all":
         return [pair]
-    out = []
-    for p, found in sorted(discover(root).items()):
-        try:
-            if recipe_id is None or resolve_recipe(p, recipe_id) in found:
-                out.append(p)
-        except UnknownRecipe:  # the dataset has no such version
-            pass
-    return out
+    return sorted(discover(root) if recipe_id is None else pairs_with_recipe(root, recipe_id))

@@ -76,16 +76,10 @@ def open_pool(spec: Mapping) -> dict:
     recipe = spec.get("recipe")
     if recipe is None:  # each pair's default table (open(pair)'s rule)
         return open_all(spec.get("root"), fallback="error")
-    from danas_bench.query.catalog import UnknownRecipe, discover, resolve_recipe
+    from danas_bench.query.catalog import pairs_with_recipe
 
-    pool = {}
-    for pair, found in discover(spec.get("root")).items():
-        try:
-            rid = resolve_recipe(pair, recipe)
-        except UnknownRecipe:  # the dataset has no such recipe version
-            continue
-        if rid in found:
-            pool[pair] = open(pair, spec.get("root"), fallback="error", recipe_id=rid)
+    found = pairs_with_recipe(spec.get("root"), recipe)
+    pool = {pair: open(pair, spec.get("root"), fallback="error", recipe_id=rid) for pair, rid in found.items()}
     if not pool:
         raise ValueError(f"no table of recipe {recipe!r} under the tables folder; pass recipe_id=null for the defaults")
     return pool
@@ -311,7 +305,7 @@ def run_leaderboard(
     for s in searchers:
         searcher_class(s)  # unknown names fail before any work
     spec = {"synthetic": bool(synthetic), "synthetic_options": dict(synthetic_options or {}), "root": root}
-    spec["recipe"] = recipe
+    spec |= {"recipe": recipe}
     pool = open_pool(spec)
     _set_pool(pool)
     pair_list = select_pairs(pool, pairs)
