@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from danas_bench.core.pairs import TEACHERS
 from danas_bench.core.paths import shard_dir, shard_path
-from danas_bench.core.recipe import RECIPE_DIR, recipe_for  # noqa: F401  (re-exported)
+from danas_bench.core.recipe import RECIPE_DIR, recipe_for, recipe_key  # noqa: F401  (re-exported)
 from danas_bench.tables import manifest
 from danas_bench.tables.plan import Plan, make_plan, save_plan
 
@@ -209,7 +209,7 @@ def _query(cfg) -> int:
         cfg.fallback,
         cfg.get("overlay_dir") or None,
         allow_unlisted=bool(cfg.get("allow_unlisted", False)),
-        recipe_id=None if cfg.get("recipe_id") is None else str(cfg.recipe_id),
+        recipe_id=recipe_key(cfg.get("recipe_id")),
     )
     kd = {"kd_temperature": cfg.kd.temperature, "kd_alpha": cfg.kd.alpha}
     index = space.to_index(arch)
@@ -278,7 +278,7 @@ def expected(cfg) -> int:
 
     root = _root(cfg)
     cands = OmegaConf.to_container(cfg.candidates)
-    rid = None if cfg.get("recipe_id") is None else str(cfg.recipe_id)
+    rid = recipe_key(cfg.get("recipe_id"))
     for pair in ex.pairs_of(cfg.pair, root, rid):
         ex.fit_pair(pair, root, rid, cands, cfg.model, int(cfg.folds), int(cfg.fold_seed))
     if cfg.docs:

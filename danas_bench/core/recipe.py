@@ -116,6 +116,12 @@ def check_kd(name: str, value) -> float:
     raise ValueError(f"KD {name} must be {valid}, got {value!r}")
 
 
+def recipe_key(value) -> str | None:
+    """A ``recipe_id=`` value from the command line as text (Hydra reads an all-digit id as a number); None
+    (no ``recipe_id=``) stays None."""
+    return None if value is None else str(value)
+
+
 def recipe_for(dataset: str, override=None) -> Recipe:
     """The dataset's recipe. ``override``: None for the default (``conf/recipe/<dataset>.yaml``), a
     version name such as ``"v2"`` for ``conf/recipe/<dataset>-v2.yaml`` (a recipe chosen by the recipe

@@ -41,15 +41,18 @@ def default_pairs(root: Path | str | None = None) -> list[str]:
     version, e.g. mnist1d/tcn in v2, waits for ``recipe_id=``); elsewhere every pair (your own tables)."""
     from danas_bench.core.recipe import recipe_for
 
-    found = discover(root)
-    configured: dict[str, str | None] = {}
-    for ds in {p.split("/")[0] for p in found}:
+    def configured(ds: str) -> str | None:
         try:
-            configured[ds] = recipe_for(ds).recipe_id
+            return recipe_for(ds).recipe_id
         except ValueError:  # no conf/recipe/<dataset>.yaml
-            configured[ds] = None
-    served = {p.split("/")[0] for p, f in found.items() if configured[p.split("/")[0]] in f}
-    return sorted(p for p, f in found.items() if p.split("/")[0] not in served or configured[p.split("/")[0]] in f)
+            return None
+
+    found = discover(root)
+    dataset = {p: p.split("/", 1)[0] for p in found}  # not Pair.parse: your own tables may name any dataset
+    rid = {ds: configured(ds) for ds in set(dataset.values())}
+    has_configured = {p: rid[dataset[p]] in recipes for p, recipes in found.items()}
+    served = {dataset[p] for p, ok in has_configured.items() if ok}
+    return sorted(p for p, ok in has_configured.items() if ok or dataset[p] not in served)
 
 
 class LazyPool(Mapping):

@@ -46,6 +46,7 @@ import polars as pl
 from danas_bench import __version__
 from danas_bench.core import schema as tables
 from danas_bench.core.pairs import Pair
+from danas_bench.core.recipe import recipe_key
 from danas_bench.reports import heldout
 from danas_bench.reports.leaderboard_claims import ALPHA, CONTROLS, HANDPICKED
 from danas_bench.reports.leaderboard_report import jsonable, write_report
@@ -511,7 +512,7 @@ def main(cfg) -> int:
         c.get("root"),
         bool(c.get("progress", True)),
         c.get("scorings") or ["heldout_seeds", "expected"],
-        None if c.get("recipe_id") is None else str(c["recipe_id"]),
+        recipe_key(c.get("recipe_id")),
     )
     out = Path(c.get("out", "results/leaderboard.md"))
     shipped = Path(c["compare"]) if c.get("compare") else None
