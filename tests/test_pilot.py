@@ -190,6 +190,24 @@ def test_table_figures_recover_a_known_structure():
     assert n["icc1"] == pytest.approx(0.5, abs=0.1) and 50 < n["top10_heldout_pct"] < 95
 
 
+def test_the_held_out_best_student_has_no_selection_bias():
+    """400 cells of one true accuracy (0.9) and seed noise: the best seed mean is the top of 400 noisy
+    means, well above 0.9; the held-out best (picked on the other seed, scored on this one) is not."""
+    from danas_bench.reports import reliability
+
+    rng = np.random.default_rng(5)
+    cells = pilot.sample_cells(400, 1)
+    noise = {s: rng.normal(0, 0.02, len(cells)) for s in (0, 1)}
+    frame = _frame(cells, (0, 1), lambda i, s: 0.9 + noise[s][i])
+    r = reliability.table_figures(frame, teacher_acc=0.99)
+    assert r["best_seed_mean"] > 0.93
+    assert abs(r["best_heldout"] - 0.9) < 0.045  # 3 sd of a mean of two runs
+    assert r["teacher_margin_heldout"] == pytest.approx(0.99 - r["best_heldout"])
+    # without noise, the held-out best is the best
+    exact = reliability.table_figures(_frame(cells, (0, 1), lambda i, s: 0.5 + 0.001 * i))
+    assert exact["best_heldout"] == pytest.approx(exact["best_seed_mean"])
+
+
 def test_reliability_of_the_shipped_v1_tables_uses_every_multi_seed_cell():
     """v1 digits: seed 0 everywhere, seeds 1 and 2 on a 10% sample; 647 of those cells are non-zero."""
     from danas_bench.core.recipe import recipe_for

@@ -415,7 +415,11 @@ def render(res: dict, figures: list[str]) -> str:
         "percentile under the other seeds' mean test accuracy (averaged over the picking seed; 50 is chance); "
         "KD gain: seed-mean KD minus no-KD test accuracy of the same recipe, mean with a 95% t-interval; "
         "collapsed: KD runs > 5 pp below the same cell and seed without KD; teacher margin: teacher test "
-        "accuracy minus the best seed-mean student.",
+        "accuracy minus the best seed-mean student; over the held-out best: teacher test accuracy minus the "
+        "held-out best student (for each seed, the cell with the best mean valid accuracy over the other seeds, "
+        "scored by this seed's test accuracy; averaged over seeds). The best seed mean over thousands of cells "
+        "is the top of many noisy means and overstates the best student; the held-out best does not, but it "
+        "is the mean of k single runs (noise about one run's seed spread over sqrt(k)).",
         "",
     ]
     L += reliability.render(res.get("reliability") or [])
