@@ -50,6 +50,13 @@ def tiny_tables(tmp_path_factory):
 def test_datasheet_numbers_come_from_the_tables(tiny_tables, tmp_path):
     res = datasheet.write(tiny_tables, tmp_path)
     assert set(res["pairs"]) == set(PAIRS)
+    # docs/teachers.md beside it, with each KD table's margins from the same figures
+    doc = (tmp_path / "teachers.md").read_text()
+    kd_rows = [r for r in res["reliability"] if "teacher_margin" in r]
+    assert sorted(r["pair"] for r in kd_rows) == ["digits/mlp", "digits/resnet"]
+    for r in kd_rows:
+        assert f"| {r['pair']} | `{r['recipe_id']}` | {r['cells']} x 3 |" in doc
+        assert f"| {100 * r['teacher_margin_heldout']:.1f} |" in doc
     frames = {
         p: pl.read_parquet(next(tiny_tables.glob(f"{p.split('/')[0]}/{p.split('/')[1]}-*.parquet"))) for p in PAIRS
     }

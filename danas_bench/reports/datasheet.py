@@ -20,6 +20,7 @@ from danas_bench.core import schema as tb
 from danas_bench.core import space
 from danas_bench.core.pairs import split_pair
 from danas_bench.core.paths import archs_file, shard_dir, tables_dir
+from danas_bench.reports import teachers as teachers_doc
 from danas_bench.tables.manifest import load_manifest
 
 COLUMNS = ["arch_index", "seed", "valid_acc", "test_acc", "train_seconds", "test_agreement", "test_ece"]
@@ -446,4 +447,5 @@ def write(root: Path | None = None, out_dir: Path = Path("docs")) -> dict:
     figures = _plots(load_pairs(root), root, out_dir / "figures")
     (out_dir / "datasheet.json").write_text(json.dumps(res, indent=1, default=str))
     (out_dir / "datasheet.md").write_text(render(res, figures))
+    teachers_doc.report(out_dir / "teachers.md", res.get("reliability") or [])  # the margins grow with the tables
     return res
