@@ -262,6 +262,20 @@ def _json(obj) -> str:
     return json.dumps(clean(obj), indent=1, allow_nan=False)
 
 
+def progress(cfg) -> int:
+    import os
+
+    from danas_bench.tables import progress as pg
+
+    rows = pg.collect(_root(cfg), recipe_key(cfg.get("recipe_id")))
+    if not rows:
+        raise SystemExit(
+            "danas-bench progress: no generation under tables/shards/ (start one with `danas-bench generate`)"
+        )
+    print("\n".join(pg.render(rows, int(cfg.workers or os.cpu_count() or 1))))
+    return 0
+
+
 def datasheet(cfg) -> int:
     from danas_bench.reports import datasheet as ds
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from danas_bench.core import schema as tables
-from danas_bench.core.paths import shard_dir
+from danas_bench.core.paths import shard_dir, shard_path
 from danas_bench.core.recipe import KD, Recipe
 from danas_bench.tables import generate
 from danas_bench.tables.manifest import load_manifest, verify
@@ -34,3 +34,46 @@ def test_partial_merge_then_complete(tables_root):
     out = generate.merge(plan, d, tables_root, log=lambda *a: None)
     assert not tables.read_meta(out)["partial"] and tables.read(out).num_rows == 24
     assert verify(tables_root, log=lambda *a: None) == []
+
+
+def test_progress_counts_the_shards_and_sees_a_stale_merge(tables_root):
+    """`danas-bench progress` reads a running generation: shards and rows done per seed, the core-seconds
+    its shards recorded, whether the merged table is behind; a damaged shard is named, not counted."""
+    from danas_bench.tables import progress
+
+    recipe = Recipe(dataset="digits", width=4, epochs=1, batch_size=32, n_train=100)
+    plan = make_plan("digits/none", recipe, KD("none"), seeds=[0, 1], archs=16, shard_size=8)
+    d = shard_dir("digits/none", recipe.recipe_id, tables_root)
+    plan = save_plan(plan, d)
+    assert [s["seed"] for s in plan.shards] == [0, 0, 1, 1]
+    generate.run_shard(str(d), plan.to_json(), 0, 8)
+    (r,) = progress.collect(tables_root)
+    assert (r["done"], r["shards"], r["rows_done"], r["rows"]) == (1, 4, 8, 32)
+    assert r["seeds"] == {
+        0: {"shards": 2, "done": 1, "rows": 16, "rows_done": 8},
+        1: {"shards": 2, "done": 0, "rows": 16, "rows_done": 0},
+    }
+    spent = sum(tables.read(shard_path(d, 0)).column("train_seconds").to_pylist())
+    assert r["core_hours_spent"] == pytest.approx(spent / 3600)
+    assert r["core_hours_left"] == pytest.approx(3 * spent / 3600)  # 24 rows left at the recorded rate
+    assert "not merged" in progress.render([r], workers=2)[2]
+    generate.merge(plan, d, tables_root, log=lambda *a: None, partial=True)
+    assert "8 rows, current (partial)" in progress.render(progress.collect(tables_root), workers=2)[2]
+    generate.run_shard(str(d), plan.to_json(), 2, 8)
+    shard_path(d, 3).write_bytes(b"not parquet")  # a torn write: generate reruns it
+    (r,) = progress.collect(tables_root, recipe.recipe_id)
+    assert r["done"] == 2 and r["seeds"][1]["done"] == 1 and len(r["bad"]) == 1 and "shard-00003" in r["bad"][0]
+    lines = progress.render([r], workers=2)
+    assert "behind the shards: merge again" in lines[2] and "shard-00003" in lines[3]
+    assert progress.collect(tables_root, "0123456789abcdef") == []  # another recipe's generations only
+
+
+def test_progress_command_on_the_shipped_tables_and_on_none(tmp_path, capsys):
+    from danas_bench import cli
+
+    assert cli.main(["progress", "recipe_id=v2", "workers=2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| pair | recipe | shards done") and len(out) >= 3
+    assert all("fe374f6be0208d41" in line or "e592429470b9322f" in line for line in out[2:] if line.startswith("| "))
+    assert cli.main(["progress", f"root={tmp_path}"], one_line_errors=True) == 2
+    assert "no generation under tables/shards/" in capsys.readouterr().err

@@ -1,0 +1,106 @@
+"""Where each generation stands, read from its shard folder: the shards and rows done per seed, the
+core-hours spent and left at the rate its own shards measured, and whether the merged table is behind
+the shards (``danas-bench progress``). Reads the shards; runs and writes nothing."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from danas_bench.core import schema as tb
+from danas_bench.core.paths import shard_path, tables_dir
+from danas_bench.core.recipe import recipe_for
+from danas_bench.tables.generate import check_shard
+from danas_bench.tables.manifest import load_manifest
+from danas_bench.tables.plan import Plan
+
+
+def one(d: Path, root: Path) -> dict:
+    """The progress of the generation in shard folder ``d`` (``<root>/shards/<slug>/<recipe_id>/``)."""
+    plan = Plan.from_json((d / "plan.json").read_text())
+    per_seed: dict[int, dict] = {}
+    rows_done = core_s = 0.0
+    bad = []
+    for s in plan.shards:
+        seed = per_seed.setdefault(int(s["seed"]), {"shards": 0, "done": 0, "rows": 0, "rows_done": 0})
+        seed["shards"] += 1
+        seed["rows"] += len(s["archs"])
+        path = shard_path(d, s["id"])
+        if not path.exists():
+            continue
+        try:
+            table = check_shard(path, plan, s)
+        except tb.TableError as exc:  # generate reruns it; say so rather than count it
+            bad.append(str(exc))
+            continue
+        seed["done"] += 1
+        seed["rows_done"] += table.num_rows
+        rows_done += table.num_rows
+        core_s += float(sum(table.column("train_seconds").to_pylist()))
+    rows = sum(v["rows"] for v in per_seed.values())
+    merged = [
+        e
+        for e in load_manifest(root)["files"].values()
+        if e.get("kind") == "table" and e.get("pair") == plan.pair and e.get("recipe_id") == plan.recipe_id
+    ]
+    per_row = core_s / rows_done if rows_done else math.nan
+    return {
+        "pair": plan.pair,
+        "recipe_id": plan.recipe_id,
+        "shards": len(plan.shards),
+        "done": sum(v["done"] for v in per_seed.values()),
+        "seeds": dict(sorted(per_seed.items())),
+        "rows": rows,
+        "rows_done": int(rows_done),
+        "core_hours_spent": core_s / 3600,
+        "core_hours_left": per_row * (rows - rows_done) / 3600 if rows_done else math.nan,
+        "merged_rows": merged[0]["rows"] if merged else 0,
+        "merged_partial": bool(merged and merged[0].get("partial")),
+        "bad": bad,
+    }
+
+
+def _wanted(d: Path, recipe: str | None) -> bool:
+    """Is shard folder ``d`` of ``recipe`` (a 16-hex id, or a version name such as v2)?"""
+    if recipe is None or d.name == recipe:
+        return True
+    if re.fullmatch(r"[0-9a-f]{16}", recipe):
+        return False
+    try:
+        return recipe_for(d.parent.name.split("__")[0], recipe).recipe_id == d.name
+    except ValueError:  # this dataset has no such version
+        return False
+
+
+def collect(root: Path | None = None, recipe: str | None = None) -> list[dict]:
+    """``one`` for every shard folder with a plan under ``root`` (of ``recipe`` only, when given: an id
+    or a version name)."""
+    root = Path(root) if root else tables_dir()
+    return [one(d, root) for d in sorted((root / "shards").glob("*/*")) if (d / "plan.json").is_file() and _wanted(d, recipe)]
+
+
+def render(rows: list[dict], workers: int) -> list[str]:
+    """A Markdown table; wall hours at ``workers`` parallel tasks, from the core-hours left."""
+    out = [
+        "| pair | recipe | shards done | per seed (done / shards) | core-h spent | core-h left | "
+        f"wall h left at {workers} workers | merged table |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        seeds = ", ".join(f"{s}: {v['done']}/{v['shards']}" for s, v in r["seeds"].items())
+        left = r["core_hours_left"]
+        if r["merged_rows"] == 0:
+            merged = "not merged"
+        elif r["merged_rows"] == r["rows_done"]:
+            merged = f"{r['merged_rows']} rows, current" + (" (partial)" if r["merged_partial"] else "")
+        else:
+            merged = f"{r['merged_rows']} rows, behind the shards: merge again"
+        out.append(
+            f"| {r['pair']} | `{r['recipe_id']}` | {r['done']}/{r['shards']} | {seeds} | {r['core_hours_spent']:.1f} | "
+            f"{'-' if math.isnan(left) else f'{left:.1f}'} | {'-' if math.isnan(left) else f'{left / workers:.1f}'} | "
+            f"{merged} |"
+        )
+    for r in rows:
+        out += [f"- {r['pair']}: {b}" for b in r["bad"]]
+    return out
