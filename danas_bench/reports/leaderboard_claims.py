@@ -214,7 +214,8 @@ def claims(fin: pl.DataFrame, context: dict, alpha: float = ALPHA, margin_pp: fl
 
     Row fields: claim, scoring, pair, method, baseline, measure, runs, method_mean, baseline_mean,
     diff_mean (baseline minus method: > 0 means the method is better), diff_ci95, p, p_holm, holds
-    (p_holm < alpha and diff_mean > margin_pp), threshold.
+    (p_holm < alpha and diff_mean > margin_pp), threshold, detectable (the mean gain these runs detect with
+    80% power at alpha / pairs tested: a claim that fails says nothing about gains below it).
     """
     out = []
     threshold = f"one-sided paired sign-flip test, Holm across pairs, p_holm < {alpha:g}; mean gain > {margin_pp:g} pp"
@@ -258,11 +259,14 @@ def claims(fin: pl.DataFrame, context: dict, alpha: float = ALPHA, margin_pp: fl
                         "diff_ci95": list(stats.bootstrap_ci(d, key=key)),
                         "p": stats.paired_test(d, margin_pp, key=key),
                         "threshold": threshold,
+                        "_diff": d,
                     }
                 )
             for r, ph in zip(rows, stats.holm([r["p"] for r in rows])):
                 r["p_holm"] = float(ph)
                 r["holds"] = bool(ph < alpha and r["diff_mean"] > margin_pp)
+                # at Holm's strictest step (alpha / pairs tested): what these runs could have shown
+                r["detectable"] = margin_pp + stats.detectable_gain(r.pop("_diff"), alpha / len(rows))
             out += rows
     return out
 
