@@ -337,7 +337,7 @@ def test_valid_curve_uses_a_prefix_and_final_metrics_the_whole_split(archs):
 def test_forward_flops_reads_the_archs_file_and_agrees_with_counting():
     from danas_bench.commands import recipe_for
 
-    recipe = recipe_for("digits")
+    recipe = recipe_for("digits", "v1")
     stored = engine._stored_flops(recipe)
     assert len(stored) == space.N_CANONICAL, "the shipped digits archs file lists every canonical architecture"
     for index in list(stored)[:: len(stored) // 4]:

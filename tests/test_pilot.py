@@ -138,6 +138,37 @@ def test_versioned_recipe_lookup():
     assert recipe_for("digits").dataset == "digits"
     with pytest.raises(ValueError, match="digits-v9.yaml is missing"):
         recipe_for("digits", "v9")
+
+
+@pytest.mark.parametrize("dataset", ["digits", "mnist1d", "fashion-mnist"])
+def test_the_default_recipe_is_a_named_version(dataset):
+    """conf/recipe/<dataset>.yaml names the version it serves (use: v1); the version's file holds the fields,
+    so the shipped tables' ids are reachable as recipe_id=v1 now and after v2 is promoted."""
+    import yaml
+
+    from danas_bench.core.recipe import RECIPE_DIR
+
+    use = yaml.safe_load((RECIPE_DIR / f"{dataset}.yaml").read_text())["use"]
+    assert recipe_for(dataset) == recipe_for(dataset, use)
+    shipped = {"digits": "dfaf0472f47c5f97", "mnist1d": "7ede1274b97b9979", "fashion-mnist": "92500cf71c196591"}
+    assert recipe_for(dataset, "v1").recipe_id == shipped[dataset]  # the v1 tables' id, unchanged
+
+
+def test_a_recipe_alias_must_name_a_version_that_holds_fields(tmp_path, monkeypatch):
+    from danas_bench.core import recipe as rc
+
+    monkeypatch.setattr(rc, "RECIPE_DIR", tmp_path)
+    (tmp_path / "digits.yaml").write_text("use: v3\n")
+    with pytest.raises(ValueError, match="digits-v3.yaml is missing"):
+        rc.recipe_for("digits")
+    (tmp_path / "digits-v3.yaml").write_text("use: v1\n")
+    with pytest.raises(ValueError, match="itself an alias"):
+        rc.recipe_for("digits")
+    with pytest.raises(ValueError, match="is an alias"):
+        rc.recipe_for("digits", "v3")
+    (tmp_path / "digits-v3.yaml").write_text("width: 4\nepochs: 2\n")
+    assert rc.recipe_for("digits") == rc.recipe_for("digits", "v3") == rc.recipe_for("digits", {"use": "v3"})
+    assert rc.recipe_for("digits").epochs == 2
     assert recipe_for("digits", {"width": 2, "epochs": 1}).width == 2
 
 
@@ -213,7 +244,7 @@ def test_reliability_of_the_shipped_v1_tables_uses_every_multi_seed_cell():
     from danas_bench.core.recipe import recipe_for
     from danas_bench.reports import reliability
 
-    rid = recipe_for("digits").recipe_id
+    rid = recipe_for("digits", "v1").recipe_id
     frame = pl.read_parquet(f"tables/digits/none-{rid}.parquet", columns=reliability.COLUMNS)
     r = reliability.table_figures(frame)
     assert r["cells"] == 647 and r["seeds"] == [0, 1, 2]

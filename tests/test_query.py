@@ -527,6 +527,10 @@ def test_open_by_recipe_version_name(capsys):
         db.open("digits/none", root, recipe_id="v9")
     with pytest.raises(ValueError, match=r"no table of recipe 'v2' \(v2 is recipe [0-9a-f]{16}\)"):
         db.open("mnist1d/mlp", root, recipe_id="v2")  # mnist1d's v2 replaced the mlp teacher
+    # v1, the version conf/recipe/digits.yaml serves today, is pinned by name too
+    served = db.open("digits/none", root, fallback="error")
+    assert db.open("digits/none", root, fallback="error", recipe_id="v1").path == served.path
+    assert served.recipe_id == recipe_for("digits", "v1").recipe_id
 
 
 def test_open_all_serves_the_configured_recipe_per_dataset(tmp_path):
@@ -535,7 +539,7 @@ def test_open_all_serves_the_configured_recipe_per_dataset(tmp_path):
     from danas_bench.core.recipe import recipe_for
     from danas_bench.query.catalog import default_pairs
 
-    v1, v2 = recipe_for("mnist1d").recipe_id, recipe_for("mnist1d", "v2").recipe_id
+    v1, v2 = recipe_for("mnist1d", "v1").recipe_id, recipe_for("mnist1d", "v2").recipe_id
     names = [f"mnist1d/none-{v1}", f"mnist1d/none-{v2}", f"mnist1d/tcn-{v2}", "digits/resnet-0123456789abcdef"]
     for name in names:  # discovery reads names only
         (tmp_path / name).parent.mkdir(exist_ok=True)

@@ -123,16 +123,35 @@ def recipe_key(value) -> str | None:
 
 
 def recipe_for(dataset: str, override=None) -> Recipe:
-    """The dataset's recipe. ``override``: None for the default (``conf/recipe/<dataset>.yaml``), a
-    version name such as ``"v2"`` for ``conf/recipe/<dataset>-v2.yaml`` (a recipe chosen by the recipe
-    search before its tables are complete), or a mapping of Recipe fields."""
+    """The dataset's recipe. ``override``: None for the default (``conf/recipe/<dataset>.yaml``: either the
+    fields, or ``use: <version>``, the version it serves, so that promoting v2 is one line), a version name
+    such as ``"v2"`` for ``conf/recipe/<dataset>-v2.yaml`` (every version stays reachable by its name), or
+    a mapping of Recipe fields."""
     if override is not None and not isinstance(override, str):
         from omegaconf import DictConfig, OmegaConf
 
         d = OmegaConf.to_container(override) if isinstance(override, DictConfig) else dict(override)
+        if set(d) == {"use"}:  # Hydra's `recipe=<dataset>` choice: the default file, an alias
+            return recipe_for(dataset, str(d["use"]))
         d.setdefault("dataset", dataset)
         return Recipe.from_dict(d)
-    name = dataset if override is None else f"{dataset}-{override}"
+    d = _recipe_file(dataset, override)
+    if "use" in d:  # the default file names the version it serves (conf/recipe/<dataset>.yaml: use: v1)
+        if override is not None:
+            raise ValueError(
+                f"conf/recipe/{dataset}-{override}.yaml is an alias (use: {d['use']}); a version holds fields"
+            )
+        d = _recipe_file(dataset, str(d["use"]))
+        if "use" in d:
+            raise ValueError(f"conf/recipe/{dataset}.yaml: version {d['use']!r} is itself an alias; name a version")
+    d["dataset"] = dataset
+    return Recipe.from_dict(d)
+
+
+def _recipe_file(dataset: str, version: str | None) -> dict:
+    import yaml
+
+    name = dataset if version is None else f"{dataset}-{version}"
     path = RECIPE_DIR / f"{name}.yaml"
     if not path.exists():
         have = sorted(p.stem for p in RECIPE_DIR.glob(f"{dataset}*.yaml"))
@@ -140,8 +159,4 @@ def recipe_for(dataset: str, override=None) -> Recipe:
             f"no recipe {name!r}: {path} is missing (recipes of {dataset}: {have or 'none'}); run "
             f"`danas-bench pilot datasets=[{dataset}]` or pass recipe={{width: 8, epochs: 4, ...}}"
         )
-    import yaml
-
-    d = yaml.safe_load(path.read_text()) or {}
-    d["dataset"] = dataset
-    return Recipe.from_dict(d)
+    return yaml.safe_load(path.read_text()) or {}
