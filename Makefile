@@ -29,7 +29,8 @@ leaderboard-full: $(STAMP)
 	$(BIN)/danas-bench leaderboard $(LEADERBOARD_FULL) out=results/full/leaderboard.md figures=results/full/figures
 
 leaderboard-docs: $(STAMP)
-	$(BIN)/danas-bench leaderboard 'scorings=[heldout_seeds,expected]' out=docs/leaderboard.md figures=docs/figures compare=null
+	$(BIN)/danas-bench leaderboard recipe_id=v1 'scorings=[heldout_seeds,expected]' out=docs/leaderboard.md \
+		figures=docs/figures compare=null
 	$(BIN)/python scripts/searchers_results.py docs/leaderboard.json docs/searchers.md
 
 # the leaderboard on the v2 tables (partial while generation runs: held-out scoring searches the cells with

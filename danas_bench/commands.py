@@ -29,7 +29,12 @@ def teachers(cfg) -> int:
     from danas_bench.reports import reliability
     from danas_bench.reports import teachers as doc
 
-    doc.report(Path("docs/teachers.md"), reliability.shipped_figures())
+    try:  # the teachers are saved already: a table that cannot be read costs only the margins section
+        figures = reliability.shipped_figures()
+    except (OSError, ValueError) as exc:  # TableError is a ValueError
+        print(f"docs/teachers.md without margins ({exc}); `danas-bench datasheet` writes them")
+        figures = None
+    doc.report(Path("docs/teachers.md"), figures)
     return 0
 
 
@@ -64,15 +69,31 @@ def pilot(cfg) -> int:
             **pick,
         }
         if cfg.write_recipes and pick.get("chosen") and len(measured) == len(recipes[ds]):
-            RECIPE_DIR.mkdir(parents=True, exist_ok=True)
-            (RECIPE_DIR / f"{ds}-v2.yaml").write_text(
-                "# chosen by `danas-bench pilot` (docs/pilot.md)\n" + OmegaConf.to_yaml(pick["recipe"])
-            )
+            _write_recipe(ds, str(cfg.get("recipe_version", "v2")), pick["recipe"])
         print(f"{ds}: {len(measured)}/{len(recipes[ds])} candidates measured; chosen {pick.get('chosen')}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "pilot.json").write_text(json.dumps(results, indent=1))
     write_report(results, out)
     return 0
+
+
+def _write_recipe(dataset: str, version: str, fields: dict) -> None:
+    """conf/recipe/<dataset>-<version>.yaml from the pilot's choice; a different recipe already there is
+    kept (tables may carry its id) and the user is told how to write a new version."""
+    from danas_bench.core.recipe import Recipe
+
+    path = RECIPE_DIR / f"{dataset}-{version}.yaml"
+    new = Recipe.from_dict({**fields, "dataset": dataset})
+    if path.exists():
+        old = recipe_for(dataset, version)
+        if old.recipe_id != new.recipe_id:
+            print(
+                f"{dataset}: kept {path.name} (recipe {old.recipe_id}; the pilot chose {new.recipe_id}): pass "
+                f"recipe_version=<a new name> to write the choice as another version"
+            )
+            return
+    RECIPE_DIR.mkdir(parents=True, exist_ok=True)
+    path.write_text("# chosen by `danas-bench pilot` (docs/pilot.md)\n" + OmegaConf.to_yaml(fields))
 
 
 def summary(cfg) -> int:
@@ -267,10 +288,15 @@ def progress(cfg) -> int:
 
     from danas_bench.tables import progress as pg
 
-    rows = pg.collect(_root(cfg), recipe_key(cfg.get("recipe_id")))
+    recipe = recipe_key(cfg.get("recipe_id"))
+    rows = pg.collect(_root(cfg), recipe)
     if not rows:
+        every = pg.collect(_root(cfg)) if recipe is not None else []
         raise SystemExit(
-            "danas-bench progress: no generation under tables/shards/ (start one with `danas-bench generate`)"
+            f"danas-bench progress: no generation of recipe {recipe!r} under tables/shards/ (recipes there: "
+            f"{sorted({r['recipe_id'] for r in every})}; a version name such as v2 or a 16-hex id)"
+            if every
+            else "danas-bench progress: no generation under tables/shards/ (start one with `danas-bench generate`)"
         )
     print("\n".join(pg.render(rows, int(cfg.workers or os.cpu_count() or 1))))
     return 0

@@ -3,7 +3,7 @@
 # every pair holds a uniform random sample of the space (shards are seeded permutations) and an
 # interrupted run loses at most the shards in flight. Rerun to resume; finished shards are skipped.
 #   scripts/generate_tier_s.sh [shards-per-round]     (env: PAIRS, EXECUTOR, DANAS_TABLES, PLAN, MERGE_ARGS, ARGS)
-# PLAN is the plan's generate overrides (default: the v1 tier-S plan, seed 0 + seeds 1, 2 on 10%);
+# PLAN is the plan's generate overrides (default: the v1 tier-S plan, seed 0 + seeds 1, 2 on 10%, recipe v1);
 # MERGE_ARGS what merge needs to find it (scripts/generate_v2.sh: recipe_version=v2). ARGS adds
 # generate overrides, e.g. scripts/generate_tier_m.sh passes a 500-architecture sample; ARGS_<dataset>
 # (dashes as underscores) adds overrides for one dataset's pairs, e.g. ARGS_mnist1d="executor.workers=1".
@@ -15,8 +15,8 @@ PAIRS=${PAIRS:-"digits/none digits/resnet digits/mlp mnist1d/none mnist1d/resnet
 EXECUTOR=${EXECUTOR:-local}
 BIN=${BIN:-.venv/bin/danas-bench}
 ARGS=${ARGS:-}
-PLAN=${PLAN:-"noise_seeds=[1,2]"}
-MERGE_ARGS=${MERGE_ARGS:-}
+PLAN=${PLAN:-"recipe_version=v1 noise_seeds=[1,2]"}  # v1 by name: the default recipe moves to v2 when promoted
+MERGE_ARGS=${MERGE_ARGS:-"recipe_version=v1"}
 while :; do
   left=0
   for pair in $PAIRS; do

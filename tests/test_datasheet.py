@@ -57,6 +57,10 @@ def test_datasheet_numbers_come_from_the_tables(tiny_tables, tmp_path):
     for r in kd_rows:
         assert f"| {r['pair']} | `{r['recipe_id']}` | {r['cells']} x 3 |" in doc
         assert f"| {100 * r['teacher_margin_heldout']:.1f} |" in doc
+    from danas_bench.reports import teachers as teachers_doc
+
+    teachers_doc.report(tmp_path / "bare.md", None)  # `danas-bench teachers` when a table cannot be read
+    assert "Not computed in this run" in (tmp_path / "bare.md").read_text()
     frames = {
         p: pl.read_parquet(next(tiny_tables.glob(f"{p.split('/')[0]}/{p.split('/')[1]}-*.parquet"))) for p in PAIRS
     }

@@ -252,7 +252,14 @@ def test_detectable_gain_is_what_the_paired_test_detects_80_percent_of_the_time(
     )
     assert 0.7 < power(true) < 0.9
     assert power(true / 2) < 0.45
-    assert np.isnan(stats.detectable_gain([0.3]))
+    # at Holm's strictest level over three pairs
+    strict = stats.detectable_gain(rng.normal(0, sd, 4000)[:n], alpha=0.05 / 3)
+    gain = (2.2944 + 0.8610) * sd / np.sqrt(n)  # t quantiles of 19 degrees of freedom at 1 - 0.05/3 and 0.8
+    assert strict == pytest.approx(gain, rel=0.4)  # its spread is a sample's
+    hits = [stats.paired_test(rng.normal(gain, sd, n), n_perm=2000, key=f"s{i}") < 0.05 / 3 for i in range(300)]
+    assert 0.7 < np.mean(hits) < 0.9
+    assert np.isnan(stats.detectable_gain([0.3])) and np.isnan(stats.detectable_gain(np.zeros(20)))
+    assert stats.detectable_gain(np.arange(4.0)) == np.inf  # 4 runs: the smallest p is 1/16 > 0.05
 
 
 def _regrets(view, pool, queries, runs, seed_offset):
@@ -325,7 +332,19 @@ def test_report_carries_runs_ci_scoring_and_holm(tmp_path):
         assert doc["references"][pair]["heldout_seeds"]["noise_ceiling"]["runs"] == 20
     assert doc["claims"] and all({"p_holm", "holds", "threshold", "runs"} <= set(c) for c in doc["claims"])
     assert all(c["p_holm"] >= c["p"] for c in doc["claims"])
-    assert all(c["detectable"] > 0 for c in doc["claims"]) and "Detectable gain" in out.read_text()
+    # each test's detectable gain is the formula on its own matched differences, at alpha / pairs tested
+    fin = lb_claims.finals(frames, ctx)
+    c = next(c for c in doc["claims"] if c["baseline"] == "random" and c["measure"].startswith("final"))
+    per = {
+        name: fin.filter(
+            (pl.col("pair") == c["pair"]) & (pl.col("scoring") == c["scoring"]) & (pl.col("searcher") == name)
+        ).sort("run")["regret"]
+        for name in (c["method"], c["baseline"])
+    }
+    d = (per[c["baseline"]] - per[c["method"]]).to_numpy()
+    family = sum(1 for x in doc["claims"] if (x["claim"], x["scoring"]) == (c["claim"], c["scoring"]))
+    assert c["detectable"] == pytest.approx(stats.detectable_gain(d, stats.ALPHA / family))
+    assert "Detectable gain" in out.read_text()
     text = out.read_text()
     assert "## Claims" in text and "noise ceiling" in text and "p_holm" in text
     assert payload["reproduces"] is None  # no shipped leaderboard to compare with

@@ -77,3 +77,6 @@ def test_progress_command_on_the_shipped_tables_and_on_none(tmp_path, capsys):
     assert all("fe374f6be0208d41" in line or "e592429470b9322f" in line for line in out[2:] if line.startswith("| "))
     assert cli.main(["progress", f"root={tmp_path}"], one_line_errors=True) == 2
     assert "no generation under tables/shards/" in capsys.readouterr().err
+    assert cli.main(["progress", "recipe_id=v9"], one_line_errors=True) == 2
+    err = capsys.readouterr().err
+    assert "no generation of recipe 'v9'" in err and "e592429470b9322f" in err

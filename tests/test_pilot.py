@@ -155,21 +155,45 @@ def test_the_default_recipe_is_a_named_version(dataset):
 
 
 def test_a_recipe_alias_must_name_a_version_that_holds_fields(tmp_path, monkeypatch):
+    """A broken alias is an error naming the fault, never "no recipe" (which would let open() serve another
+    version's table); only a missing default file is RecipeMissing."""
     from danas_bench.core import recipe as rc
 
     monkeypatch.setattr(rc, "RECIPE_DIR", tmp_path)
-    (tmp_path / "digits.yaml").write_text("use: v3\n")
-    with pytest.raises(ValueError, match="digits-v3.yaml is missing"):
+    with pytest.raises(rc.RecipeMissing):
         rc.recipe_for("digits")
+    (tmp_path / "digits.yaml").write_text("use: v3\n")
+    with pytest.raises(ValueError, match=r"digits.yaml serves `use: v3`, but no recipe 'digits-v3'") as e:
+        rc.recipe_for("digits")
+    assert not isinstance(e.value, rc.RecipeMissing)
     (tmp_path / "digits-v3.yaml").write_text("use: v1\n")
-    with pytest.raises(ValueError, match="itself an alias"):
+    with pytest.raises(ValueError, match=r"use: v3.*digits-v3.yaml is itself an alias \(use: v1\)"):
         rc.recipe_for("digits")
     with pytest.raises(ValueError, match="is an alias"):
         rc.recipe_for("digits", "v3")
     (tmp_path / "digits-v3.yaml").write_text("width: 4\nepochs: 2\n")
-    assert rc.recipe_for("digits") == rc.recipe_for("digits", "v3") == rc.recipe_for("digits", {"use": "v3"})
-    assert rc.recipe_for("digits").epochs == 2
-    assert recipe_for("digits", {"width": 2, "epochs": 1}).width == 2
+    assert rc.recipe_for("digits") == rc.recipe_for("digits", "v3") and rc.recipe_for("digits").epochs == 2
+    (tmp_path / "digits.yaml").write_text("use: v3\nepochs: 9\n")
+    with pytest.raises(ValueError, match=r"holds only `use: <version>`; it also has \['epochs'\]"):
+        rc.recipe_for("digits")
+    with pytest.raises(ValueError, match="recipe_version=v3"):  # Hydra's +recipe=digits: the alias as fields
+        rc.recipe_for("digits", {"use": "v3"})
+
+
+@pytest.mark.parametrize(
+    ("value", "key"), [(None, None), ("v2", "v2"), (123, "0000000000000123"), (1234567890123456, "1234567890123456")]
+)
+def test_recipe_key_recovers_what_hydra_reads_as_int(value, key):
+    from danas_bench.core.recipe import recipe_key
+
+    assert recipe_key(value) == key
+
+
+def test_recipe_key_refuses_an_id_hydra_read_as_a_float():
+    from danas_bench.core.recipe import recipe_key
+
+    with pytest.raises(ValueError, match="quote it"):
+        recipe_key(float("inf"))  # recipe_id=12345e6789012345
 
 
 def test_paired_seed_plans_alternate_seeds_per_slice_and_v1_plans_are_unchanged():
@@ -234,6 +258,18 @@ def test_the_held_out_best_student_has_no_selection_bias():
     assert r["best_seed_mean"] > 0.93
     assert abs(r["best_heldout"] - 0.9) < 0.045  # 3 sd of a mean of two runs
     assert r["teacher_margin_heldout"] == pytest.approx(0.99 - r["best_heldout"])
+    # the pick reads valid, the score test, of the same runs, whatever the rows' order: a valid noise of
+    # its own and shuffled rows, checked against the definition computed by hand
+    vnoise = {s: rng.normal(0, 0.02, len(cells)) for s in (0, 1)}
+    rows = _frame(cells, (0, 1), lambda i, s: 0.9 + noise[s][i])
+    rows = rows.with_columns(
+        valid_acc=pl.Series([0.9 + vnoise[s][i] for i in range(len(cells)) for s in (0, 1)])
+    ).sample(fraction=1.0, shuffle=True, seed=1)
+    valid = {(int(c), s): 0.9 + vnoise[s][i] for i, c in enumerate(cells) for s in (0, 1)}
+    test = {(int(c), s): 0.9 + noise[s][i] for i, c in enumerate(cells) for s in (0, 1)}
+    live = [int(c) for c in cells if not space.zero_cells(np.array([c]))[0]]
+    by_hand = np.mean([test[max(live, key=lambda c: valid[(c, 1 - s)]), s] for s in (0, 1)])
+    assert reliability.table_figures(rows)["best_heldout"] == pytest.approx(by_hand)
     # without noise, the held-out best is the best
     exact = reliability.table_figures(_frame(cells, (0, 1), lambda i, s: 0.5 + 0.001 * i))
     assert exact["best_heldout"] == pytest.approx(exact["best_seed_mean"])
@@ -271,3 +307,22 @@ def test_a_recipe_with_the_same_student_reads_flops_from_its_archs_file():
     some = list(stored)[:: len(stored) // 3]
     assert [stored[i] for i in some] == [engine.count_flops(i, r) for i in some]
     assert engine._stored_flops(r.replace(width=5)) == {}
+
+
+def test_the_pilot_never_overwrites_a_different_recipe_version(tmp_path, monkeypatch, capsys):
+    """Tables carry their recipe's id: rerunning the pilot with another choice keeps the version file and
+    says how to write the choice as a new version."""
+    from danas_bench import commands
+    from danas_bench.core import recipe as rc
+
+    monkeypatch.setattr(rc, "RECIPE_DIR", tmp_path)
+    monkeypatch.setattr(commands, "RECIPE_DIR", tmp_path)
+    first = Recipe("digits", width=4, epochs=30).to_dict()
+    commands._write_recipe("digits", "v2", first)
+    assert rc.recipe_for("digits", "v2") == Recipe("digits", width=4, epochs=30)
+    text = (tmp_path / "digits-v2.yaml").read_text()
+    commands._write_recipe("digits", "v2", Recipe("digits", width=4, epochs=20).to_dict())
+    assert (tmp_path / "digits-v2.yaml").read_text() == text
+    assert "kept digits-v2.yaml" in capsys.readouterr().out
+    commands._write_recipe("digits", "v3", Recipe("digits", width=4, epochs=20).to_dict())
+    assert rc.recipe_for("digits", "v3").epochs == 20

@@ -533,6 +533,24 @@ def test_open_by_recipe_version_name(capsys):
     assert served.recipe_id == recipe_for("digits", "v1").recipe_id
 
 
+def test_a_broken_recipe_alias_stops_open_instead_of_serving_another_version(tmp_path, monkeypatch):
+    """digits has v1 and v2 tables; were `use: v3` (a typo) read as "no configured recipe", open() would
+    serve the newest table, v2's partial one. It raises, naming the alias."""
+    import shutil
+
+    from danas_bench.core import recipe as rc
+
+    from conftest import REPO
+
+    for f in rc.RECIPE_DIR.glob("*.yaml"):
+        shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "digits.yaml").write_text("use: v3\n")
+    monkeypatch.setattr(rc, "RECIPE_DIR", tmp_path)
+    with pytest.raises(ValueError, match=r"digits.yaml serves `use: v3`"):
+        db.open("digits/none", REPO / "tables", fallback="error")
+    assert db.open("digits/none", REPO / "tables", fallback="error", recipe_id="v1").recipe_id == "dfaf0472f47c5f97"
+
+
 def test_open_all_serves_the_configured_recipe_per_dataset(tmp_path):
     """A pair that exists only in another recipe version (mnist1d/tcn in v2) is not among open_all's pairs
     when its dataset has tables of the configured recipe; datasets without any (your own) keep every pair."""

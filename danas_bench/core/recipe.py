@@ -117,33 +117,56 @@ def check_kd(name: str, value) -> float:
 
 
 def recipe_key(value) -> str | None:
-    """A ``recipe_id=`` value from the command line as text (Hydra reads an all-digit id as a number); None
-    (no ``recipe_id=``) stays None."""
-    return None if value is None else str(value)
+    """A ``recipe_id=`` value from the command line as text; None (no ``recipe_id=``) stays None. Hydra
+    reads an all-digit id as an int (zero-padded back to 16 digits here) and an id such as ``12345e67...``
+    as a float, which cannot be recovered: that is refused with how to quote it."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(
+            f"recipe_id was read as the number {value!r}, not as a recipe id; quote it: recipe_id=\"'<id>'\""
+        )
+    return f"{value:016d}" if 0 <= value < 10**16 else str(value)
+
+
+class RecipeMissing(ValueError):
+    """A recipe file that does not exist (a dataset without a configured recipe, or an unknown version)."""
 
 
 def recipe_for(dataset: str, override=None) -> Recipe:
     """The dataset's recipe. ``override``: None for the default (``conf/recipe/<dataset>.yaml``: either the
-    fields, or ``use: <version>``, the version it serves, so that promoting v2 is one line), a version name
-    such as ``"v2"`` for ``conf/recipe/<dataset>-v2.yaml`` (every version stays reachable by its name), or
-    a mapping of Recipe fields."""
+    fields, or only ``use: <version>``, the version it serves, so that promoting v2 is one line), a version
+    name such as ``"v2"`` for ``conf/recipe/<dataset>-v2.yaml`` (every version stays reachable by its name),
+    or a mapping of Recipe fields. RecipeMissing where the dataset has no recipe file; ValueError for a
+    broken alias (a missing version, an alias to an alias, fields beside ``use:``)."""
     if override is not None and not isinstance(override, str):
         from omegaconf import DictConfig, OmegaConf
 
         d = OmegaConf.to_container(override) if isinstance(override, DictConfig) else dict(override)
-        if set(d) == {"use"}:  # Hydra's `recipe=<dataset>` choice: the default file, an alias
-            return recipe_for(dataset, str(d["use"]))
+        if "use" in d:  # Hydra's `+recipe=<dataset>`: the alias file, whichever dataset it was
+            raise ValueError(
+                f"recipe={d} is a dataset's alias file, not recipe fields; name a version with "
+                f"recipe_version={d['use']} (conf/recipe/<dataset>-{d['use']}.yaml)"
+            )
         d.setdefault("dataset", dataset)
         return Recipe.from_dict(d)
     d = _recipe_file(dataset, override)
     if "use" in d:  # the default file names the version it serves (conf/recipe/<dataset>.yaml: use: v1)
+        where = f"conf/recipe/{dataset}{'' if override is None else '-' + override}.yaml"
         if override is not None:
-            raise ValueError(
-                f"conf/recipe/{dataset}-{override}.yaml is an alias (use: {d['use']}); a version holds fields"
-            )
-        d = _recipe_file(dataset, str(d["use"]))
+            raise ValueError(f"{where} is an alias (use: {d['use']}); a version's file holds the recipe fields")
+        if set(d) != {"use"}:
+            raise ValueError(f"{where}: an alias holds only `use: <version>`; it also has {sorted(set(d) - {'use'})}")
+        version = str(d["use"])
+        try:
+            d = _recipe_file(dataset, version)
+        except RecipeMissing as exc:  # the alias is configured but broken: not "no recipe"
+            raise ValueError(f"{where} serves `use: {version}`, but {exc}") from None
         if "use" in d:
-            raise ValueError(f"conf/recipe/{dataset}.yaml: version {d['use']!r} is itself an alias; name a version")
+            raise ValueError(
+                f"{where} serves `use: {version}`, but conf/recipe/{dataset}-{version}.yaml is itself an alias "
+                f"(use: {d['use']}); name a version that holds the fields"
+            )
     d["dataset"] = dataset
     return Recipe.from_dict(d)
 
@@ -155,7 +178,7 @@ def _recipe_file(dataset: str, version: str | None) -> dict:
     path = RECIPE_DIR / f"{name}.yaml"
     if not path.exists():
         have = sorted(p.stem for p in RECIPE_DIR.glob(f"{dataset}*.yaml"))
-        raise ValueError(
+        raise RecipeMissing(
             f"no recipe {name!r}: {path} is missing (recipes of {dataset}: {have or 'none'}); run "
             f"`danas-bench pilot datasets=[{dataset}]` or pass recipe={{width: 8, epochs: 4, ...}}"
         )

@@ -75,12 +75,15 @@ def detectable_gain(diff, alpha: float = ALPHA, power: float = 0.8) -> float:
     """The smallest true mean gain that a one-sided test at level ``alpha`` over these many matched runs
     detects with probability ``power``, from the spread of the observed differences (the t approximation
     of the paired test: (t_{1-alpha} + t_{power}) x sd / sqrt(n)). A claim that does not hold is no
-    evidence against a gain below this; halving it takes four times the runs."""
+    evidence against a gain below this; halving it takes four times the runs. inf where the test cannot
+    reject at ``alpha`` with so few runs; nan without a spread to scale by."""
     from scipy import stats
 
     d = np.asarray(diff, dtype=float)
     d = d[np.isfinite(d)]
     n = len(d)
-    if n < 2:
+    if n < 2 or np.ptp(d) == 0:  # no spread (e.g. both always pick the same cell): no estimate of it
         return float("nan")
+    if n <= 16 and 0.5**n >= alpha:  # paired_test's smallest p over n runs is 2^-n: it can never reject
+        return float("inf")
     return float((stats.t.ppf(1 - alpha, n - 1) + stats.t.ppf(power, n - 1)) * d.std(ddof=1) / np.sqrt(n))

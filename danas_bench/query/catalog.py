@@ -39,12 +39,12 @@ def default_pairs(root: Path | str | None = None) -> list[str]:
     """The pairs ``open_all()`` serves: where a dataset has tables of its configured recipe
     (``conf/recipe/<dataset>.yaml``), only its pairs that have one (a pair that exists only in another
     version, e.g. mnist1d/tcn in v2, waits for ``recipe_id=``); elsewhere every pair (your own tables)."""
-    from danas_bench.core.recipe import recipe_for
+    from danas_bench.core.recipe import RecipeMissing, recipe_for
 
     def configured(ds: str) -> str | None:
         try:
             return recipe_for(ds).recipe_id
-        except ValueError:  # no conf/recipe/<dataset>.yaml
+        except RecipeMissing:  # no conf/recipe/<dataset>.yaml (a broken alias raises)
             return None
 
     found = discover(root)
@@ -92,13 +92,14 @@ def choose(pair: str, found: dict[str, Path], recipe_id: str | None) -> Path:
         return found[rid]
     if len(found) == 1:
         return next(iter(found.values()))
-    try:  # the dataset's configured recipe (conf/recipe/<dataset>.yaml), when it is among them
-        from danas_bench.core.recipe import recipe_for
+    from danas_bench.core.recipe import RecipeMissing, recipe_for
 
-        rid = recipe_for(Pair.parse(pair).dataset).recipe_id
+    dataset = Pair.parse(pair).dataset
+    try:  # the dataset's configured recipe (conf/recipe/<dataset>.yaml), when it is among them; a broken
+        rid = recipe_for(dataset).recipe_id  # alias raises rather than serve another version
         if rid in found:
             return found[rid]
-    except ValueError:
+    except RecipeMissing:
         pass
     newest = max(found.values(), key=lambda p: p.stat().st_mtime)
     warnings.warn(

@@ -518,8 +518,6 @@ def main(cfg) -> int:
     shipped = Path(c["compare"]) if c.get("compare") else None
     if shipped is not None and shipped.resolve() == out.with_suffix(".json").resolve():
         shipped = None  # writing the shipped leaderboard itself
-    if c.get("recipe_id") is not None:
-        shipped = None  # the shipped leaderboard ran on the default tables: not a reference for another recipe
     figures = c.get("figures", "results/figures")  # figures=null: no plots
     payload = write_report(
         frames,

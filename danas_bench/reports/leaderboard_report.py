@@ -7,6 +7,7 @@ it with :mod:`danas_bench.reports.leaderboard_claims` and renders it; nothing he
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -101,6 +102,10 @@ def _ci(x) -> str:
 
 def _p(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
+
+
+def _detectable(v: float) -> str:
+    return "-" if math.isnan(v) else "none" if math.isinf(v) else f"{v:.2f}"
 
 
 def write_report(
@@ -202,14 +207,14 @@ def write_report(
             lines.append(
                 f"| {r['claim']} | {r['scoring']} | {r['pair']} | {r['measure']} | {r['method_mean']:.2f} | "
                 f"{r['baseline_mean']:.2f} | {r['diff_mean']:+.2f} {_ci(r['diff_ci95'])} | {_p(r['p'])} | "
-                f"{_p(r['p_holm'])} | {'yes' if r['holds'] else 'no'} | {r['detectable']:.2f} |"
+                f"{_p(r['p_holm'])} | {'yes' if r['holds'] else 'no'} | {_detectable(r['detectable'])} |"
             )
         lines += [
             "",
             "Detectable gain: the smallest true mean gain these matched runs would show with 80% power at Holm's "
             "strictest level (alpha / pairs tested), from the spread of the per-run differences (t approximation). "
             "Where a claim does not hold, the benchmark cannot tell a gain below it from none; four times the runs "
-            "halve it.",
+            "halve it. none: too few runs for the test to reject at that level; -: the runs do not differ.",
         ]
         lines.append("")
     for sc in context["scorings"]:
@@ -332,7 +337,8 @@ def write_report(
             lines += [
                 "## Against the shipped leaderboard",
                 "",
-                f"{rep['shipped']} holds no comparable row (an older format).",
+                f"{rep['shipped']} holds no row on the same tables (its pairs ran on another recipe, or it is an "
+                "older format).",
                 "",
             ]
     out.parent.mkdir(parents=True, exist_ok=True)

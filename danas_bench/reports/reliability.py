@@ -78,6 +78,19 @@ def multi_seed(frame: pl.DataFrame, col: str, min_seeds: int = 2) -> tuple[np.nd
     return cells[live], sub.select(cols).to_numpy()[live], seeds[:k]
 
 
+def aligned(frame: pl.DataFrame, col: str, cells: np.ndarray, seeds: list[int]) -> np.ndarray:
+    """``col`` as a (cells, seeds) array in exactly ``multi_seed``'s row and column order, so that a pick
+    on one column and a score on another refer to the same runs; ValueError where a run lacks it."""
+    wide = frame.filter(pl.col("seed").is_in(seeds)).pivot(
+        on="seed", index="arch_index", values=col, aggregate_function="first"
+    )
+    order = pl.DataFrame({"arch_index": cells}).cast({"arch_index": wide.schema["arch_index"]})
+    out = order.join(wide, on="arch_index", how="left").select([str(s) for s in seeds]).to_numpy().astype(float)
+    if np.isnan(out).any():
+        raise ValueError(f"{col} is missing for runs whose test_acc is recorded")
+    return out
+
+
 def table_figures(
     frame: pl.DataFrame, none: pl.DataFrame | None = None, teacher_acc: float | None = None, collapse_gap: float = 0.05
 ) -> dict:
@@ -86,7 +99,7 @@ def table_figures(
     cells, test, seeds = multi_seed(frame, "test_acc")
     if len(cells) < 3:
         return {"cells": int(len(cells))}
-    _, valid, _ = multi_seed(frame.filter(pl.col("arch_index").is_in(cells.tolist())), "valid_acc")
+    valid = aligned(frame, "valid_acc", cells, seeds)
     icc, icc_k = icc1(test)
     k = test.shape[1]
     top = [top_heldout_percentile(valid[:, s], np.delete(test, s, axis=1).mean(1)) for s in range(k)]

@@ -32,8 +32,10 @@ def _trained() -> list[str]:
     return lines
 
 
-def _margins(figures: list[dict]) -> list[str]:
+def _margins(figures: list[dict] | None) -> list[str]:
     """One row per KD table (``reliability.table_figures`` rows that carry a teacher margin)."""
+    if figures is None:
+        return ["Not computed in this run (a table could not be read); `danas-bench datasheet` writes them."]
     rows = [r for r in figures if "teacher_margin" in r]
     if not rows:
         return ["No KD table with two or more seeds yet."]
@@ -53,8 +55,8 @@ def _margins(figures: list[dict]) -> list[str]:
     return lines
 
 
-def report(path: Path, figures: list[dict]) -> None:
-    """Write ``path``; ``figures``: ``reliability.shipped_figures()`` (the margins section)."""
+def report(path: Path, figures: list[dict] | None) -> None:
+    """Write ``path``; ``figures``: ``reliability.shipped_figures()`` (the margins section; None: left out)."""
     lines = [
         "# Teachers",
         "",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from danas_bench.core import schema as tb
 from danas_bench.core.paths import shard_path, tables_dir
-from danas_bench.core.recipe import recipe_for
+from danas_bench.core.recipe import RecipeMissing, recipe_for
 from danas_bench.tables.generate import check_shard
 from danas_bench.tables.manifest import load_manifest
 from danas_bench.tables.plan import Plan
@@ -69,7 +69,7 @@ def _wanted(d: Path, recipe: str | None) -> bool:
         return False
     try:
         return recipe_for(d.parent.name.split("__")[0], recipe).recipe_id == d.name
-    except ValueError:  # this dataset has no such version
+    except RecipeMissing:  # this dataset has no such version
         return False
 
 
