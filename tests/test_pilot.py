@@ -180,6 +180,13 @@ def test_a_recipe_alias_must_name_a_version_that_holds_fields(tmp_path, monkeypa
         rc.recipe_for("digits", {"use": "v3"})
 
 
+def test_a_dry_run_names_the_version_the_alias_serves():
+    from danas_bench.tables.cluster import _recipe_note
+
+    assert _recipe_note("digits", None) == "digits.yaml -> digits-v1.yaml"
+    assert _recipe_note("digits", "v2") == "digits-v2.yaml"
+
+
 @pytest.mark.parametrize(
     ("value", "key"), [(None, None), ("v2", "v2"), (123, "0000000000000123"), (1234567890123456, "1234567890123456")]
 )

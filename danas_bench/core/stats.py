@@ -74,8 +74,9 @@ def holm(pvalues) -> np.ndarray:
 def detectable_gain(diff, alpha: float = ALPHA, power: float = 0.8) -> float:
     """The smallest true mean gain that a one-sided test at level ``alpha`` over these many matched runs
     detects with probability ``power``, from the spread of the observed differences (the t approximation
-    of the paired test: (t_{1-alpha} + t_{power}) x sd / sqrt(n)). A claim that does not hold is no
-    evidence against a gain below this; halving it takes four times the runs. inf where the test cannot
+    of the paired test: (t_{1-alpha} + t_{power}) x sd / sqrt(n); a guide, since the sign-flip test was chosen
+    because regrets are not normal). Where a claim does not hold, its runs cannot tell a gain below this from
+    none with that power; about four times the runs halve it. inf where the test cannot
     reject at ``alpha`` with so few runs; nan without a spread to scale by."""
     from scipy import stats
 

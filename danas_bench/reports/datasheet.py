@@ -419,8 +419,9 @@ def render(res: dict, figures: list[str]) -> str:
         "accuracy minus the best seed-mean student; over the held-out best: teacher test accuracy minus the "
         "held-out best student (for each seed, the cell with the best mean valid accuracy over the other seeds, "
         "scored by this seed's test accuracy; averaged over seeds). The best seed mean over thousands of cells "
-        "is the top of many noisy means and overstates the best student; the held-out best does not, but it "
-        "is the mean of k single runs (noise about one run's seed spread over sqrt(k)).",
+        "is the top of many noisy means and overstates the best student; the held-out best scores its pick "
+        "without bias but may pick a lesser cell, so it understates it: the true margin lies between the two "
+        "margins. The held-out best is the mean of k single runs (noise about one run's seed spread over sqrt(k)).",
         "",
     ]
     L += reliability.render(res.get("reliability") or [])

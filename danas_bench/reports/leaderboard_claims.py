@@ -215,7 +215,7 @@ def claims(fin: pl.DataFrame, context: dict, alpha: float = ALPHA, margin_pp: fl
     Row fields: claim, scoring, pair, method, baseline, measure, runs, method_mean, baseline_mean,
     diff_mean (baseline minus method: > 0 means the method is better), diff_ci95, p, p_holm, holds
     (p_holm < alpha and diff_mean > margin_pp), threshold, detectable (the mean gain these runs detect with
-    80% power at alpha / pairs tested: a claim that fails says nothing about gains below it).
+    80% power at alpha / pairs tested: where a claim fails, its runs cannot tell a gain below it from none).
     """
     out = []
     threshold = f"one-sided paired sign-flip test, Holm across pairs, p_holm < {alpha:g}; mean gain > {margin_pp:g} pp"

@@ -213,8 +213,10 @@ def write_report(
             "",
             "Detectable gain: the smallest true mean gain these matched runs would show with 80% power at Holm's "
             "strictest level (alpha / pairs tested), from the spread of the per-run differences (t approximation). "
-            "Where a claim does not hold, the benchmark cannot tell a gain below it from none; four times the runs "
-            "halve it. none: too few runs for the test to reject at that level; -: the runs do not differ.",
+            "Where a claim does not hold, these runs cannot tell a gain below it from none with 80% power; about four "
+            "times the runs halve it. A normal-theory approximation for a test chosen because regrets are not normal: "
+            "a guide to the runs needed, not an exact power. none: too few runs for the test to reject at that "
+            "level; -: the runs do not differ.",
         ]
         lines.append("")
     for sc in context["scorings"]:

@@ -39,7 +39,9 @@ def top_heldout_percentile(pick: np.ndarray, score: np.ndarray, top: float = 0.1
 def best_heldout(pick: np.ndarray, score: np.ndarray) -> float:
     """The best student's accuracy without selection bias: for each seed, the cell whose mean ``pick``
     over the other seeds is highest, scored by that seed's ``score``; averaged over seeds. The best seed
-    mean over thousands of cells is the maximum of noisy means, so it overstates the best student."""
+    mean over thousands of cells is the maximum of noisy means, so it overstates the best student; this
+    scores the picked cell without bias, but the pick is not always the best cell, so it understates it:
+    the best student lies between the two."""
     k = pick.shape[1]
     picked = [int(np.argmax(np.delete(pick, s, axis=1).mean(1))) for s in range(k)]
     return float(np.mean([score[i, s] for s, i in enumerate(picked)]))

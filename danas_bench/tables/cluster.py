@@ -117,9 +117,16 @@ def _recipe_note(dataset: str, override) -> str:
 
     if override is not None and not isinstance(override, str):
         return "given on the command line"
+    import yaml
+
     path = RECIPE_DIR / f"{dataset}{'' if override is None else '-' + override}.yaml"
+    name = path.name
+    use = (yaml.safe_load(path.read_text()) or {}).get("use") if path.is_file() else None
+    if use is not None:  # the default file is an alias: name the version it serves
+        path = RECIPE_DIR / f"{dataset}-{use}.yaml"
+        name = f"{name} -> {path.name}"
     provisional = path.is_file() and "PROVISIONAL" in path.read_text()
-    return f"{path.name}" + (" -- PROVISIONAL: not chosen by the recipe search (see the file)" if provisional else "")
+    return name + (" -- PROVISIONAL: not chosen by the recipe search (see the file)" if provisional else "")
 
 
 def dry_run(plan, d: Path, recipe, slurm: dict, chunk: int, recipe_override=None, log=print,

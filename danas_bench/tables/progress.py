@@ -94,8 +94,10 @@ def render(rows: list[dict], workers: int) -> list[str]:
             merged = "not merged"
         elif r["merged_rows"] == r["rows_done"]:
             merged = f"{r['merged_rows']} rows, current" + (" (partial)" if r["merged_partial"] else "")
-        else:
+        elif r["merged_rows"] < r["rows_done"]:
             merged = f"{r['merged_rows']} rows, behind the shards: merge again"
+        else:  # shards removed or damaged since the merge: merging now would shrink the table
+            merged = f"{r['merged_rows']} rows, ahead of the shards (missing or damaged: rerun generate)"
         out.append(
             f"| {r['pair']} | `{r['recipe_id']}` | {r['done']}/{r['shards']} | {seeds} | {r['core_hours_spent']:.1f} | "
             f"{'-' if math.isnan(left) else f'{left:.1f}'} | {'-' if math.isnan(left) else f'{left / workers:.1f}'} | "
