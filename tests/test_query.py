@@ -14,6 +14,7 @@ import os
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 import danas_bench as db
 
@@ -563,3 +564,40 @@ def test_open_all_serves_the_configured_recipe_per_dataset(tmp_path):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / f"{name}.parquet").touch()
     assert default_pairs(tmp_path) == ["digits/resnet", "mnist1d/none"]
+
+
+def test_latency_is_timed_round_robin_and_keeps_each_models_fastest_round():
+    """Every model is warmed once, then timed once per round in turn (so that the machine's drift falls on
+    all of them alike); each keeps its fastest round, per sample."""
+    from danas_bench.tables import archinfo
+
+    calls, now = [], [0.0]
+    cost = {"a": [3.0, 1.0, 2.0], "b": [5.0, 6.0, 4.0]}  # seconds of each timed round
+
+    def model(name):
+        def forward(x):
+            calls.append(name)
+            timed = calls.count(name) - 2  # the first call is the warm-up
+            if timed >= 0:
+                now[0] += cost[name][timed]
+
+        return forward
+
+    x = torch.zeros(4, 1)
+    got = archinfo.round_robin_latency([model("a"), model("b")], x, rounds=3, clock=lambda: now[0])
+    assert calls == ["a", "b", "a", "b", "a", "b", "a", "b"]
+    np.testing.assert_allclose(got, [1000.0 * 1.0 / 4, 1000.0 * 4.0 / 4])
+
+
+def test_facts_many_matches_facts_but_for_the_timing():
+    from danas_bench.tables import archinfo
+    from danas_bench.training import data
+
+    ds = data.load("digits")
+    some = [int(a) for a in space.canonical_indices()[:5]]
+    many = archinfo.facts_many(some[::-1], RECIPE, ds)
+    assert [r["arch_index"] for r in many] == some[::-1]
+    for r in many:
+        one = archinfo.facts(r["arch_index"], RECIPE, ds)
+        assert {k: v for k, v in r.items() if k != "latency_ms"} == {k: v for k, v in one.items() if k != "latency_ms"}
+        assert r["latency_ms"] > 0
