@@ -10,8 +10,7 @@ Latency is measured **round-robin**: a block of architectures is timed one forwa
 ``LATENCY_ROUNDS`` rounds, and each keeps its fastest. Timing one architecture's repeats back to back
 (the median of 5, until session 13) gives each architecture the machine's state of its own moment: on
 300 digits students measured twice, that ranking agreed with itself at Spearman 0.27-0.76, round-robin at
-0.93-0.95
-(docs/generation.md). The students differ by tens of microseconds, less than a busy machine's drift.
+0.93-0.95 (docs/generation.md). The students differ by tens of microseconds, less than a busy machine's drift.
 """
 
 from __future__ import annotations
