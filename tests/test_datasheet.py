@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 from scipy.stats import kendalltau
 
+from danas_bench.core import space
 from danas_bench.core.paths import shard_dir
 from danas_bench.core.recipe import KD, Recipe
 from danas_bench.reports import datasheet
@@ -139,3 +140,23 @@ def test_kd_tables_are_compared_with_the_none_table_of_their_own_recipe():
         none = pairs.get(f"{pair.split('/')[0]}/none")
         if none is not None:
             assert p["meta"]["recipe_id"] == none["meta"]["recipe_id"], pair
+
+
+def test_latency_retest_pairs_archs_files_of_the_same_students(tables_root):
+    """Two archs files of one dataset with equal widths (recipes that differ only in training) time the same
+    students: the datasheet reports their latency Spearman; a file of other widths is not paired."""
+    from scipy.stats import spearmanr
+
+    from danas_bench.tables import archinfo
+
+    some = [int(a) for a in space.canonical_indices()[:12]]
+    quiet = lambda *a: None  # noqa: E731
+    files = [
+        archinfo.build_file(Recipe(dataset="digits", width=4, epochs=e), tables_root, some, log=quiet) for e in (1, 2)
+    ]
+    archinfo.build_file(Recipe(dataset="digits", width=8, epochs=1), tables_root, some, log=quiet)
+    (r,) = datasheet.latency_retest(tables_root)
+    assert r["dataset"] == "digits" and r["archs"] == 12
+    assert sorted(r["files"]) == sorted(str(f.relative_to(tables_root)) for f in files)
+    a, b = (pl.read_parquet(f).sort("arch_index")["latency_ms"] for f in files)
+    assert r["spearman"] == pytest.approx(spearmanr(a, b).statistic)

@@ -268,6 +268,33 @@ def compute(root: Path | None = None) -> dict:
     from danas_bench.reports.reliability import shipped_figures
 
     out["reliability"] = shipped_figures(root)  # every table of every recipe: v1 beside v2
+    out["latency_retest"] = latency_retest(root)
+    return out
+
+
+def latency_retest(root: Path) -> list[dict]:
+    """Spearman between the latencies of archs files that time the same students (one dataset, equal
+    widths, e.g. digits v1 and v2): a test-retest of ``latency_ms`` over the whole pipeline."""
+    from scipy.stats import spearmanr
+
+    from danas_bench.core.recipe import Recipe
+
+    groups: dict[tuple, list] = {}
+    for rel, e in sorted(load_manifest(root)["files"].items()):
+        if e.get("kind") != "archs":
+            continue
+        meta = tb.read_meta(root / rel)
+        widths = Recipe.from_dict(meta["recipe"]).widths()
+        groups.setdefault((meta["dataset"], tuple(sorted(widths.items()))), []).append((rel, root / rel))
+    out = []
+    for (dataset, _), files in groups.items():
+        for i in range(len(files) - 1):
+            (ra, pa), (rb, pb) = files[i], files[i + 1]
+            a, b = (pl.read_parquet(p, columns=["arch_index", "latency_ms"]) for p in (pa, pb))
+            both = a.join(b, on="arch_index", suffix="_b")
+            if both.height >= 3:
+                rho = spearmanr(both["latency_ms"], both["latency_ms_b"]).statistic
+                out.append({"dataset": dataset, "files": [ra, rb], "archs": both.height, "spearman": float(rho)})
     return out
 
 
@@ -434,6 +461,17 @@ def render(res: dict, figures: list[str]) -> str:
         'compare searchers over many runs and prefer `seed="mean"` where noise seeds exist.',
         "- Partial tables cover a uniform random subset of the space (shards are seeded permutations); "
         "the query API trains what is missing live with the table's recipe.",
+        "- `latency_ms` (AKD's reward, the Pareto plots) is timed on the machine in each archs file's metadata, "
+        "round-robin over blocks of architectures; two builds of the same students agree at "
+        + (
+            "; ".join(
+                f"Spearman {r['spearman']:.2f} ({r['dataset']}, {r['archs']} architectures, "
+                f"{' vs '.join(Path(f).name for f in r['files'])})"
+                for r in res.get("latency_retest") or []
+            )
+            or "(no two archs files of the same students to compare)"
+        )
+        + ": a ranking on this machine, not a hardware claim.",
         "- Training seconds (the simulated time budgets charge) differ from shard to shard by engine "
         "version, machine and load: see *Simulated time across shards* (shards are random samples of "
         "the space, so the bias is spread evenly, not by architecture).",
