@@ -11,11 +11,14 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from danas_bench.core.paths import CONF_DIR
 
 RECIPE_DIR = CONF_DIR / "recipe"
+RECIPE_ID = re.compile(r"[0-9a-f]{16}")  # a recipe id: 16 hex digits of its hash
 KD_TEMPERATURE = 4.0
 KD_ALPHA = 0.9
 LATE_FIELDS = ("valid_curve_n", "warmup_epochs", "autocast")
@@ -150,28 +153,46 @@ def recipe_for(dataset: str, override=None) -> Recipe:
             )
         d.setdefault("dataset", dataset)
         return Recipe.from_dict(d)
-    d = _recipe_file(dataset, override)
+    _, d = _resolve(dataset, override)
+    d["dataset"] = dataset
+    return Recipe.from_dict(d)
+
+
+def recipe_source(dataset: str, version: str | None = None) -> Path:
+    """The file holding the fields ``recipe_for(dataset, version)`` reads: the version's own file, or the
+    one the default file's ``use:`` names."""
+    return _resolve(dataset, version)[0]
+
+
+def recipe_id_of(dataset: str, name: str) -> str:
+    """The recipe id ``name`` names for ``dataset``: a 16-hex id as it is, a version name such as ``v2`` as
+    the id of ``conf/recipe/<dataset>-v2.yaml``; RecipeMissing where the dataset has no such version."""
+    return name if RECIPE_ID.fullmatch(name) else recipe_for(dataset, name).recipe_id
+
+
+def _resolve(dataset: str, override: str | None) -> tuple[Path, dict]:
+    """(path, fields) of a recipe file, following the default file's alias (``use: <version>``)."""
+    path, d = _recipe_file(dataset, override)
     if "use" in d:  # the default file names the version it serves (conf/recipe/<dataset>.yaml: use: v1)
-        where = f"conf/recipe/{dataset}{'' if override is None else '-' + override}.yaml"
+        where = f"conf/recipe/{path.name}"
         if override is not None:
             raise ValueError(f"{where} is an alias (use: {d['use']}); a version's file holds the recipe fields")
         if set(d) != {"use"}:
             raise ValueError(f"{where}: an alias holds only `use: <version>`; it also has {sorted(set(d) - {'use'})}")
         version = str(d["use"])
         try:
-            d = _recipe_file(dataset, version)
+            path, d = _recipe_file(dataset, version)
         except RecipeMissing as exc:  # the alias is configured but broken: not "no recipe"
             raise ValueError(f"{where} serves `use: {version}`, but {exc}") from None
         if "use" in d:
             raise ValueError(
-                f"{where} serves `use: {version}`, but conf/recipe/{dataset}-{version}.yaml is itself an alias "
+                f"{where} serves `use: {version}`, but conf/recipe/{path.name} is itself an alias "
                 f"(use: {d['use']}); name a version that holds the fields"
             )
-    d["dataset"] = dataset
-    return Recipe.from_dict(d)
+    return path, d
 
 
-def _recipe_file(dataset: str, version: str | None) -> dict:
+def _recipe_file(dataset: str, version: str | None) -> tuple[Path, dict]:
     import yaml
 
     name = dataset if version is None else f"{dataset}-{version}"
@@ -182,4 +203,4 @@ def _recipe_file(dataset: str, version: str | None) -> dict:
             f"no recipe {name!r}: {path} is missing (recipes of {dataset}: {have or 'none'}); run "
             f"`danas-bench pilot datasets=[{dataset}]` or pass recipe={{width: 8, epochs: 4, ...}}"
         )
-    return yaml.safe_load(path.read_text()) or {}
+    return path, yaml.safe_load(path.read_text()) or {}

@@ -3,16 +3,14 @@ of several recipes, and :class:`LazyPool`, a pool of benches that opens each pai
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from danas_bench.core import recipe as recipes
 from danas_bench.core import schema as tb
 from danas_bench.core.pairs import Pair
-from danas_bench.core.recipe import Recipe
-
-_RID = re.compile(r"^[0-9a-f]{16}$")
+from danas_bench.core.recipe import RECIPE_ID, Recipe, RecipeMissing, recipe_for, recipe_id_of
 
 
 def discover(root: Path | str | None = None) -> dict[str, dict[str, Path]]:
@@ -30,7 +28,7 @@ def discover(root: Path | str | None = None) -> dict[str, dict[str, Path]]:
             if f.name.startswith((".", "archs-")) or "-" not in f.stem:
                 continue
             teacher, rid = f.stem.rsplit("-", 1)
-            if _RID.match(rid):
+            if RECIPE_ID.fullmatch(rid):
                 out.setdefault(f"{d.name}/{teacher}", {})[rid] = f
     return out
 
@@ -39,7 +37,6 @@ def default_pairs(root: Path | str | None = None) -> list[str]:
     """The pairs ``open_all()`` serves: where a dataset has tables of its configured recipe
     (``conf/recipe/<dataset>.yaml``), only its pairs that have one (a pair that exists only in another
     version, e.g. mnist1d/tcn in v2, waits for ``recipe_id=``); elsewhere every pair (your own tables)."""
-    from danas_bench.core.recipe import RecipeMissing, recipe_for
 
     def configured(ds: str) -> str | None:
         try:
@@ -92,8 +89,6 @@ def choose(pair: str, found: dict[str, Path], recipe_id: str | None) -> Path:
         return found[rid]
     if len(found) == 1:
         return next(iter(found.values()))
-    from danas_bench.core.recipe import RecipeMissing, recipe_for
-
     dataset = Pair.parse(pair).dataset
     try:  # the dataset's configured recipe (conf/recipe/<dataset>.yaml), when it is among them; a broken
         rid = recipe_for(dataset).recipe_id  # alias raises rather than serve another version
@@ -116,19 +111,18 @@ class UnknownRecipe(ValueError):
 
 def resolve_recipe(pair: str, version: str) -> str:
     """The recipe id that ``version`` names for ``pair``: a 16-hex id as it is, a version name such as ``v2``
-    as the id of ``conf/recipe/<dataset>-v2.yaml``; ValueError if it is neither."""
-    from danas_bench.core.recipe import RECIPE_DIR, recipe_for
-
-    if _RID.match(version):
+    as the id of ``conf/recipe/<dataset>-v2.yaml``; UnknownRecipe if it is neither."""
+    if RECIPE_ID.fullmatch(version):  # before parsing the pair: your own tables may name any dataset
         return version
     dataset = Pair.parse(pair).dataset
-    if not (RECIPE_DIR / f"{dataset}-{version}.yaml").is_file():
-        have = sorted(p.stem for p in RECIPE_DIR.glob(f"{dataset}-*.yaml"))
+    try:
+        return recipe_id_of(dataset, version)
+    except RecipeMissing:
+        have = sorted(p.stem for p in recipes.RECIPE_DIR.glob(f"{dataset}-*.yaml"))
         raise UnknownRecipe(
             f"recipe_id={version!r} is neither a 16-hex recipe id nor a known version of {dataset} "
             f"(no conf/recipe/{dataset}-{version}.yaml; versions: {have or 'none'})"
-        )
-    return recipe_for(dataset, version).recipe_id
+        ) from None
 
 
 def pairs_with_recipe(root: Path | str | None, recipe: str) -> dict[str, str]:

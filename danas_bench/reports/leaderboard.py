@@ -306,7 +306,7 @@ def run_leaderboard(
     for s in searchers:
         searcher_class(s)  # unknown names fail before any work
     spec = {"synthetic": bool(synthetic), "synthetic_options": dict(synthetic_options or {}), "root": root}
-    spec |= {"recipe": recipe}
+    spec["recipe"] = recipe
     pool = open_pool(spec)
     _set_pool(pool)
     pair_list = select_pairs(pool, pairs)

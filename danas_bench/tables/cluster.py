@@ -113,19 +113,14 @@ def mean_training_gflop(recipe, archs: list[int], n_sample: int = 16, seed: int 
 
 
 def _recipe_note(dataset: str, override) -> str:
-    from danas_bench.core.recipe import RECIPE_DIR
+    from danas_bench.core.recipe import recipe_source
 
     if override is not None and not isinstance(override, str):
         return "given on the command line"
-    import yaml
-
-    path = RECIPE_DIR / f"{dataset}{'' if override is None else '-' + override}.yaml"
-    name = path.name
-    use = (yaml.safe_load(path.read_text()) or {}).get("use") if path.is_file() else None
-    if use is not None:  # the default file is an alias: name the version it serves
-        path = RECIPE_DIR / f"{dataset}-{use}.yaml"
-        name = f"{name} -> {path.name}"
-    provisional = path.is_file() and "PROVISIONAL" in path.read_text()
+    named = f"{dataset}{'' if override is None else '-' + override}.yaml"
+    path = recipe_source(dataset, override)  # the default file may be an alias: name the version it serves
+    name = named if path.name == named else f"{named} -> {path.name}"
+    provisional = "PROVISIONAL" in path.read_text()
     return name + (" -- PROVISIONAL: not chosen by the recipe search (see the file)" if provisional else "")
 
 

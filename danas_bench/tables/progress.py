@@ -5,12 +5,11 @@ the shards (``danas-bench progress``). Reads the shards; runs and writes nothing
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 from danas_bench.core import schema as tb
 from danas_bench.core.paths import shard_path, tables_dir
-from danas_bench.core.recipe import RecipeMissing, recipe_for
+from danas_bench.core.recipe import RecipeMissing, recipe_id_of
 from danas_bench.tables.generate import check_shard
 from danas_bench.tables.manifest import load_manifest
 from danas_bench.tables.plan import Plan
@@ -20,7 +19,7 @@ def one(d: Path, root: Path) -> dict:
     """The progress of the generation in shard folder ``d`` (``<root>/shards/<slug>/<recipe_id>/``)."""
     plan = Plan.from_json((d / "plan.json").read_text())
     per_seed: dict[int, dict] = {}
-    rows_done = core_s = 0.0
+    core_s = 0.0
     bad = []
     for s in plan.shards:
         seed = per_seed.setdefault(int(s["seed"]), {"shards": 0, "done": 0, "rows": 0, "rows_done": 0})
@@ -36,9 +35,9 @@ def one(d: Path, root: Path) -> dict:
             continue
         seed["done"] += 1
         seed["rows_done"] += table.num_rows
-        rows_done += table.num_rows
         core_s += float(sum(table.column("train_seconds").to_pylist()))
     rows = sum(v["rows"] for v in per_seed.values())
+    rows_done = sum(v["rows_done"] for v in per_seed.values())
     merged = [
         e
         for e in load_manifest(root)["files"].values()
@@ -62,13 +61,11 @@ def one(d: Path, root: Path) -> dict:
 
 
 def _wanted(d: Path, recipe: str | None) -> bool:
-    """Is shard folder ``d`` of ``recipe`` (a 16-hex id, or a version name such as v2)?"""
-    if recipe is None or d.name == recipe:
+    """Is shard folder ``d`` (``<slug>/<recipe_id>``) of ``recipe`` (a 16-hex id, or a version name such as v2)?"""
+    if recipe is None:
         return True
-    if re.fullmatch(r"[0-9a-f]{16}", recipe):
-        return False
     try:
-        return recipe_for(d.parent.name.split("__")[0], recipe).recipe_id == d.name
+        return recipe_id_of(d.parent.name.split("__")[0], recipe) == d.name
     except RecipeMissing:  # this dataset has no such version
         return False
 
