@@ -45,26 +45,28 @@ def pilot(cfg) -> int:
 
     crit = p.Criteria(**cfg.criteria)
     out = Path(cfg.out_dir)
-    cells = p.sample_cells(cfg.n_cells, cfg.sample_seed)
+    cells = {ds: p.sample_cells(_per_dataset(cfg.n_cells, ds), cfg.sample_seed) for ds in cfg.datasets}
     recipes = {ds: [Recipe(dataset=ds, **c) for c in OmegaConf.to_container(cfg.candidates[ds])] for ds in cfg.datasets}
     if cfg.train:
-        p.run_candidates(
-            [r for ds in cfg.datasets for r in recipes[ds]], cells, tuple(cfg.seeds), cfg.chunk, cfg.workers, out
-        )
-    results = {}
+        for ds in cfg.datasets:
+            p.run_candidates(recipes[ds], cells[ds], tuple(cfg.seeds), cfg.chunk, cfg.workers, out)
+    # the datasets of this call replace their entries; the others' stay (a tier-M search adds to tier S's)
+    path = out / "pilot.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
     for ds in cfg.datasets:
         measured = [
             m
             for r in recipes[ds]
             if (df := p._read_runs(p.runs_path(out, r))) is not None
-            and (m := p.measure(df, r, cells, crit)) is not None
+            and (m := p.measure(df, r, cells[ds], crit)) is not None
         ]
         pick = p.choose(measured, cfg.budget_core_seconds[ds], crit) if measured else {"chosen": None}
         results[ds] = {
             "candidates": measured,
-            "cells": [int(c) for c in cells],
+            "cells": [int(c) for c in cells[ds]],
             "n_planned": len(recipes[ds]),
             "budget_core_seconds": cfg.budget_core_seconds[ds],
+            "generation_cells": _per_dataset(cfg.generation_cells, ds),
             "criteria": crit.__dict__,
             **pick,
         }
@@ -72,9 +74,18 @@ def pilot(cfg) -> int:
             _write_recipe(ds, str(cfg.get("recipe_version", "v2")), pick["recipe"])
         print(f"{ds}: {len(measured)}/{len(recipes[ds])} candidates measured; chosen {pick.get('chosen')}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "pilot.json").write_text(json.dumps(results, indent=1))
+    path.write_text(json.dumps(results, indent=1))
     write_report(results, out)
     return 0
+
+
+def _per_dataset(value, dataset: str) -> int:
+    """A pilot setting given once (an int) or per dataset (a mapping)."""
+    if isinstance(value, int):
+        return value
+    if dataset not in value:
+        raise ValueError(f"conf/pilot.yaml gives no value for {dataset!r} (has {', '.join(value)}); add one")
+    return int(value[dataset])
 
 
 def _write_recipe(dataset: str, version: str, fields: dict) -> None:

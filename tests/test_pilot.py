@@ -333,3 +333,33 @@ def test_the_pilot_never_overwrites_a_different_recipe_version(tmp_path, monkeyp
     assert "kept digits-v2.yaml" in capsys.readouterr().out
     commands._write_recipe("digits", "v3", Recipe("digits", width=4, epochs=20).to_dict())
     assert rc.recipe_for("digits", "v3").epochs == 20
+
+
+def test_a_tier_m_search_joins_the_tier_s_results(tmp_path, danas_cli):
+    """`danas-bench pilot 'datasets=[fashion-mnist]'` measures that dataset on its own sample size and
+    budget (its tables hold a 500-cell sample) and keeps the tier-S datasets' results in pilot.json."""
+    shipped = json.loads(open("docs/pilot.json").read())
+    (tmp_path / "pilot.json").write_text(json.dumps({ds: shipped[ds] for ds in ("digits", "mnist1d")}))
+    danas_cli(
+        "pilot", "datasets=[fashion-mnist]", "train=false", "write_recipes=false", f"out_dir={tmp_path}", check=True
+    )
+    out = json.loads((tmp_path / "pilot.json").read_text())
+    assert list(out) == ["digits", "mnist1d", "fashion-mnist"]
+    assert out["digits"] == shipped["digits"] and out["mnist1d"] == shipped["mnist1d"]
+    fm = out["fashion-mnist"]
+    assert fm["cells"] == pilot.sample_cells(48, 0).tolist() and fm["generation_cells"] == 500
+    assert fm["candidates"] == [] and fm["chosen"] is None and fm["n_planned"] >= 6
+    md = (tmp_path / "pilot.md").read_text()
+    assert f"**Chosen: `{shipped['digits']['chosen']}`**" in md
+    assert "fashion-mnist 20 core-s x 500 cells (16.7 core-h)" in md
+    assert "= 39.9 core-hours" in md  # the tier-S caps alone
+    assert f"0 of {fm['n_planned']} candidates measured on 48 cells" in md
+
+
+def test_a_pilot_setting_missing_for_a_dataset_is_named():
+    from danas_bench import commands
+
+    assert commands._per_dataset(128, "digits") == 128
+    assert commands._per_dataset({"digits": 64}, "digits") == 64
+    with pytest.raises(ValueError, match="no value for 'mnist1d'"):
+        commands._per_dataset({"digits": 64}, "mnist1d")

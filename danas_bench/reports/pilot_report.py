@@ -8,12 +8,17 @@ from pathlib import Path
 from danas_bench.core import space
 
 PAIRS_PER_DATASET = 3  # two teachers and `none`
-TRAINED_SEEDS = 2  # the budget covers seeds 0 and 1 of every canonical cell
+TRAINED_SEEDS = 2  # the budget covers seeds 0 and 1 of every cell the tables hold
 
 
-def generation_core_hours(core_seconds: float) -> float:
-    """Core-hours to train seeds 0 and 1 of every canonical cell for a dataset's three pairs."""
-    return space.N_CANONICAL * TRAINED_SEEDS * PAIRS_PER_DATASET * core_seconds / 3600
+def generation_cells(res: dict) -> int:
+    """The cells a dataset's tables hold: every canonical cell (tier S), or its sample (tier M)."""
+    return int(res.get("generation_cells") or space.N_CANONICAL)
+
+
+def generation_core_hours(core_seconds: float, cells: int = space.N_CANONICAL) -> float:
+    """Core-hours to train seeds 0 and 1 of ``cells`` cells for a dataset's three pairs."""
+    return cells * TRAINED_SEEDS * PAIRS_PER_DATASET * core_seconds / 3600
 
 
 def _recipe(r: dict) -> str:
@@ -126,6 +131,11 @@ def write_report(results: dict, out_dir: Path) -> None:
     out_dir = Path(out_dir)
     plot_frontier(results, out_dir / "figures" / "pilot_frontier.png")
     crit = next(iter(results.values()))["criteria"]
+    tier_s = [
+        generation_core_hours(r["budget_core_seconds"])
+        for r in results.values()
+        if generation_cells(r) == space.N_CANONICAL
+    ]
     L = [
         "# Recipe search (tables v2)",
         "",
@@ -135,8 +145,8 @@ def write_report(results: dict, out_dir: Path) -> None:
         "",
         "## Protocol",
         "",
-        "Every candidate trains the same seeded sample of non-zero canonical cells (`n_cells`, sample seed in "
-        "`conf/pilot.yaml`) with seeds 0 and 1, once without KD and once with each teacher (T = 4, alpha = 0.9), "
+        "Every candidate of a dataset trains the same seeded sample of non-zero canonical cells (`n_cells` per "
+        "dataset, sample seed in `conf/pilot.yaml`) with seeds 0 and 1, once without KD and once with each teacher (T = 4, alpha = 0.9), "
         "with the fused engine, one process per core. Per KD setting (`none` first, then the teachers):",
         "",
         "- **ICC(1)**: one-way random-effects intraclass correlation of test accuracy over cells: the share of a "
@@ -155,14 +165,15 @@ def write_report(results: dict, out_dir: Path) -> None:
         "",
         "## The rule",
         "",
-        "Budget: seeds 0 and 1 of all 6,466 canonical cells for the six tier-S pairs in 40 core-hours, split as a "
-        "cap per training: "
+        "Budget: seeds 0 and 1 of every cell a dataset's tables hold (all 6,466 canonical cells for tier S; "
+        "the tier-M sample for fashion-mnist), for its three pairs, split as a cap per training: "
         + ", ".join(
-            f"{ds} {res['budget_core_seconds']} core-s ({generation_core_hours(res['budget_core_seconds']):.1f} core-h)"
+            f"{ds} {res['budget_core_seconds']} core-s x {generation_cells(res):,} cells "
+            f"({generation_core_hours(res['budget_core_seconds'], generation_cells(res)):.1f} core-h)"
             for ds, res in results.items()
         )
-        + f" = {sum(generation_core_hours(r['budget_core_seconds']) for r in results.values()):.1f} core-hours "
-        "(6,466 x 2 seeds x 3 pairs x cap).",
+        + f". The tier-S caps share 40 core-hours: {' + '.join(f'{h:.1f}' for h in tier_s)} = {sum(tier_s):.1f} "
+        "core-hours (6,466 x 2 seeds x 3 pairs x cap).",
         "",
         "Among the candidates within the cap that pass every check (converged for KD and no-KD; KD collapsed "
         f"< {100 * crit['max_collapsed']:.0f}% for every teacher; KD's 95% CI above 0 for at least one teacher; "
@@ -185,7 +196,11 @@ def write_report(results: dict, out_dir: Path) -> None:
             f"## {ds}",
             "",
             f"{n} of {res['n_planned']} candidates measured on {len(res['cells'])} cells x 2 seeds"
-            + (" (the search resumes where it stopped: rerun `danas-bench pilot`)." if n < res["n_planned"] else "."),
+            + (
+                f" (the search resumes where it stopped: rerun `danas-bench pilot 'datasets=[{ds}]'`)."
+                if n < res["n_planned"]
+                else "."
+            ),
         ]
         if res.get("chosen"):
             c = next(c for c in res["candidates"] if c["recipe_id"] == res["chosen"])
@@ -193,7 +208,8 @@ def write_report(results: dict, out_dir: Path) -> None:
                 "",
                 f"**Chosen: `{res['chosen']}`** ({_recipe(c['recipe'])}), "
                 f"{c['core_seconds']:.2f} core-s per training = "
-                f"{generation_core_hours(c['core_seconds']):.1f} core-hours for seeds 0 and 1 of {ds}'s three pairs. "
+                f"{generation_core_hours(c['core_seconds'], generation_cells(res)):.1f} core-hours for seeds 0 and 1 of "
+                f"{ds}'s three pairs ({generation_cells(res):,} cells). "
                 + (
                     "Passes every check."
                     if not res["shortfall"]
