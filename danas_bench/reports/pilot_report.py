@@ -146,8 +146,9 @@ def write_report(results: dict, out_dir: Path) -> None:
         "## Protocol",
         "",
         "Every candidate of a dataset trains the same seeded sample of non-zero canonical cells (`n_cells` per "
-        "dataset, sample seed in `conf/pilot.yaml`) with seeds 0 and 1, once without KD and once with each teacher (T = 4, alpha = 0.9), "
-        "with the fused engine, one process per core. Per KD setting (`none` first, then the teachers):",
+        "dataset, sample seed in `conf/pilot.yaml`) with seeds 0 and 1, once without KD and once with each teacher "
+        "(T = 4, alpha = 0.9), with the fused engine, one process per core. Per KD setting (`none` first, then the "
+        "teachers):",
         "",
         "- **ICC(1)**: one-way random-effects intraclass correlation of test accuracy over cells: the share of a "
         "single run's variance that is the architecture's;",
@@ -208,8 +209,8 @@ def write_report(results: dict, out_dir: Path) -> None:
                 "",
                 f"**Chosen: `{res['chosen']}`** ({_recipe(c['recipe'])}), "
                 f"{c['core_seconds']:.2f} core-s per training = "
-                f"{generation_core_hours(c['core_seconds'], generation_cells(res)):.1f} core-hours for seeds 0 and 1 of "
-                f"{ds}'s three pairs ({generation_cells(res):,} cells). "
+                f"{generation_core_hours(c['core_seconds'], generation_cells(res)):.1f} core-hours for seeds 0 "
+                f"and 1 of {ds}'s three pairs ({generation_cells(res):,} cells). "
                 + (
                     "Passes every check."
                     if not res["shortfall"]
