@@ -19,6 +19,7 @@ COMMANDS = {
     "teachers": "Train a dataset's teachers and cache their logits under tables/teachers/",
     "generate": "Train a pair's table as sharded, resumable submitit tasks (local, slurm, debug), then merge",
     "merge": "Merge a pair's finished shards into its table and tables/MANIFEST",
+    "promote": "Serve a recipe version by default for a dataset, once its tables are complete",
     "progress": "Where each generation stands: shards done per seed, core-hours spent and left, merge state",
     "verify": "Re-check every file in tables/MANIFEST: sha256, rows, recipe, coverage",
     "archs": "Params, FLOPs and latency of every canonical architecture for a dataset",

@@ -313,6 +313,24 @@ def progress(cfg) -> int:
     return 0
 
 
+def promote(cfg) -> int:
+    from danas_bench.tables import promote as pr
+
+    if not cfg.dataset:
+        raise ValueError("name the dataset: danas-bench promote dataset=<digits|mnist1d|fashion-mnist> version=v2")
+    version = str(cfg.version)
+    if cfg.dry_run:
+        todo = pr.problems(cfg.dataset, version, _root(cfg))
+        print("\n".join(f"- {t}" for t in todo) or f"{cfg.dataset}: {version} is complete and can be promoted")
+        return 1 if todo else 0
+    path = pr.promote(cfg.dataset, version, _root(cfg))
+    print(
+        f"{path}: {cfg.dataset} now serves {version} ({recipe_for(cfg.dataset).recipe_id}); regenerate the docs "
+        "that read the default (`danas-bench datasheet`, `make leaderboard-docs`) and commit the alias with them"
+    )
+    return 0
+
+
 def datasheet(cfg) -> int:
     from danas_bench.reports import datasheet as ds
 
