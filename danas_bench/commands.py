@@ -11,7 +11,7 @@ from danas_bench.core.pairs import TEACHERS
 from danas_bench.core.paths import shard_dir, shard_path
 from danas_bench.core.recipe import RECIPE_DIR, recipe_for, recipe_key  # noqa: F401  (re-exported)
 from danas_bench.tables import manifest
-from danas_bench.tables.plan import Plan, make_plan, save_plan
+from danas_bench.tables.plan import Plan, make_plan, plan_conflict, save_plan
 
 
 def teachers(cfg) -> int:
@@ -155,8 +155,12 @@ def generate(cfg) -> int:
     if cfg.get("dry_run"):  # the plan, the sbatch script, where data and teachers go: no SLURM, data or teachers needed
         from danas_bench.tables.cluster import dry_run
 
-        done = sum(g.shard_done(shard_path(d, s["id"]), plan, s) for s in plan.shards) if d.is_dir() else 0
-        return dry_run(plan, d, recipe, OmegaConf.to_container(cfg.executor), chunk, _recipe_choice(cfg), done=done)
+        conflict = plan_conflict(plan, d)  # the real run would stop on it: say so, count nothing done
+        done = sum(g.shard_done(shard_path(d, s["id"]), plan, s) for s in plan.shards) if not conflict else 0
+        rc = dry_run(plan, d, recipe, OmegaConf.to_container(cfg.executor), chunk, _recipe_choice(cfg), done=done)
+        if conflict:
+            print(f"\nWARNING: a real run would stop here: {conflict}")
+        return rc
     plan = save_plan(plan, d)
     ex = cfg.executor
     g.run_pending(

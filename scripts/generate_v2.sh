@@ -9,4 +9,7 @@
 set -euo pipefail
 export PAIRS=${PAIRS:-"digits/none digits/resnet digits/mlp mnist1d/none mnist1d/resnet mnist1d/tcn"}
 export PLAN="recipe_version=v2 seeds=[0,1,2] paired_seeds=2" MERGE_ARGS="recipe_version=v2"
+# tier M (PAIRS="fashion-mnist/none fashion-mnist/resnet fashion-mnist/mlp", once the pilot has written
+# conf/recipe/fashion-mnist-v2.yaml): v1's seeded 500-architecture sample, every seed on all of it
+export ARGS_fashion_mnist=${ARGS_fashion_mnist:-"archs=500 shard_size=64"}
 exec "$(dirname "$0")/generate_tier_s.sh" "${1:-1}"

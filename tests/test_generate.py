@@ -352,6 +352,18 @@ def test_plan_drift_is_refused(run_copy, override):
     assert sorted(p.name for p in run_copy.glob("shard-*")) == ["shard-00000.parquet", "shard-00001.parquet"]
 
 
+def test_a_dry_run_warns_of_the_drift_a_real_run_would_stop_on(run_copy, capsys):
+    """A dry run writes nothing either way, but says the folder holds another plan and counts nothing done."""
+    before = (run_copy / "plan.json").read_text()
+    assert cli.main([*CLI_ARGS, "executor=debug", "dry_run=true"]) == 0
+    out = capsys.readouterr().out
+    assert "2 done" in out and "WARNING" not in out  # the stored plan: its two shards are done
+    assert cli.main([*CLI_ARGS, "seeds=[0,1]", "executor=debug", "dry_run=true"]) == 0
+    out = capsys.readouterr().out
+    assert "0 done" in out and "WARNING: a real run would stop here" in out and "holds a different plan" in out
+    assert (run_copy / "plan.json").read_text() == before
+
+
 def test_same_plan_resumes(run_copy):
     plan_file = run_copy / "plan.json"
     before = plan_file.read_text()

@@ -136,17 +136,28 @@ def _describe(plan: Plan) -> str:
     return f"{len(plan.shards)} shards of <= {size} ({seeds}; {kd})"
 
 
+def plan_conflict(plan: Plan, d: Path) -> str | None:
+    """Why folder ``d`` cannot take ``plan`` (its plan.json holds another one), or None."""
+    p = d / "plan.json"
+    if not p.exists():
+        return None
+    old = Plan.from_json(p.read_text())
+    if (old.recipe_id, old.kd, old.shards) == (plan.recipe_id, plan.kd, plan.shards):
+        return None
+    return (f"{p} holds a different plan: it has {_describe(old)}, this call asks for {_describe(plan)}; "
+            f"finish it with the same settings (e.g. pass its seeds / noise_seeds / shard_size) or remove {d} "
+            "to start over")
+
+
 def save_plan(plan: Plan, d: Path) -> Plan:
     """Write plan.json, or check that an existing one is the same plan (so resumes cannot drift)."""
     d.mkdir(parents=True, exist_ok=True)
     p = d / "plan.json"
     if p.exists():
-        old = Plan.from_json(p.read_text())
-        if (old.recipe_id, old.kd, old.shards) != (plan.recipe_id, plan.kd, plan.shards):
-            raise ValueError(f"{p} holds a different plan: it has {_describe(old)}, this call asks for "
-                             f"{_describe(plan)}; finish it with the same settings (e.g. pass its seeds / "
-                             f"noise_seeds / shard_size) or remove {d} to start over")
-        return old
+        conflict = plan_conflict(plan, d)
+        if conflict:
+            raise ValueError(conflict)
+        return Plan.from_json(p.read_text())
     tmp = d / f".plan.json.tmp-{os.getpid()}"
     tmp.write_text(plan.to_json())
     os.replace(tmp, p)
