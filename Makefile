@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run leaderboard-full leaderboard-docs leaderboard-v2-docs lint test test-fast bench slurm-start slurm-stop clean
+.PHONY: install run leaderboard-full leaderboard-docs leaderboard-v2-docs refresh-v2 lint test test-fast bench slurm-start slurm-stop clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,6 +38,15 @@ leaderboard-docs: $(STAMP)
 leaderboard-v2-docs: $(STAMP)
 	$(BIN)/danas-bench leaderboard recipe_id=v2 'scorings=[heldout_seeds,expected]' out=docs/leaderboard-v2.md \
 		figures=docs/figures/v2 compare=null
+
+# the v2 tables in progress: merge each pair's finished shards (a pair whose table already holds them is left
+# as it is), refit the expected files that are stale (the others are kept), rewrite the datasheet, verify
+V2_PAIRS := digits/none digits/resnet digits/mlp mnist1d/none mnist1d/resnet mnist1d/tcn
+refresh-v2: $(STAMP)
+	for p in $(V2_PAIRS); do $(BIN)/danas-bench merge pair=$$p recipe_version=v2 partial=true || exit 1; done
+	OMP_NUM_THREADS=1 $(BIN)/danas-bench expected recipe_id=v2
+	$(BIN)/danas-bench datasheet
+	$(BIN)/danas-bench verify
 
 # ruff: lint and format (pyproject's [tool.ruff], one line length); `ruff format .` fixes the format
 lint: $(STAMP)

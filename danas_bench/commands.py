@@ -356,7 +356,7 @@ def expected(cfg) -> int:
     cands = OmegaConf.to_container(cfg.candidates)
     rid = recipe_key(cfg.get("recipe_id"))
     for pair in ex.pairs_of(cfg.pair, root, rid):
-        ex.fit_pair(pair, root, rid, cands, cfg.model, int(cfg.folds), int(cfg.fold_seed))
+        ex.fit_pair(pair, root, rid, cands, cfg.model, int(cfg.folds), int(cfg.fold_seed), force=bool(cfg.force))
     if cfg.docs:
         print(f"wrote {ex.write_docs(root, Path(cfg.out_dir))}")
     return 0

@@ -158,6 +158,29 @@ def test_damaged_or_stale_expected_file_is_refused(digits_root):
     assert any("fitted on another version" in p for p in verify(other, log=lambda *_: None))
 
 
+def test_a_fit_on_the_same_tables_and_settings_is_kept(digits_root):
+    """Refitting is skipped only where the estimates would not change: the same table and `none` table
+    (by checksum), candidates and folds; any of them changed, or force=True, fits again."""
+    quiet = lambda *_: None  # noqa: E731
+    first = ex.fit_pair("digits/resnet", digits_root, candidates=RIDGE, log=quiet)
+    path = ex.expected_path(bm.open("digits/resnet", digits_root, fallback="error").path)
+    stamp, logged = path.stat().st_mtime_ns, []
+    assert ex.fit_pair("digits/resnet", digits_root, candidates=RIDGE, log=logged.append) == first
+    assert path.stat().st_mtime_ns == stamp and "nothing to fit" in logged[0]
+    ex.fit_pair("digits/resnet", digits_root, candidates=RIDGE, folds=4, log=quiet)  # other settings: refit
+    assert path.stat().st_mtime_ns != stamp and tb.read_meta(path)["folds"] == 4
+    stamp = path.stat().st_mtime_ns
+    ex.fit_pair("digits/resnet", digits_root, candidates=RIDGE, folds=4, log=quiet, force=True)
+    assert path.stat().st_mtime_ns != stamp
+    none_path = bm.open("digits/none", digits_root, fallback="error").path
+    table = tb.read(none_path)
+    tb.write_atomic(table.slice(0, table.num_rows - 1), none_path)  # another version of the `none` table
+    update_manifest(none_path, digits_root, kind="table", extra={"pair": "digits/none"})
+    stamp = path.stat().st_mtime_ns
+    ex.fit_pair("digits/resnet", digits_root, candidates=RIDGE, folds=4, log=quiet)
+    assert path.stat().st_mtime_ns != stamp and verify(digits_root, log=quiet) == []
+
+
 def test_validation_on_real_rows(digits_root):
     """The leave-one-seed-out figures: one seed per held-out seed, (c) is the mean of the others."""
     a, s, y = _rows(digits_root)

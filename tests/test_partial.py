@@ -29,11 +29,20 @@ def test_partial_merge_then_complete(tables_root):
     entry = next(iter(load_manifest(tables_root)["files"].values()))
     assert entry["partial"] and entry["rows"] == 16
     assert verify(tables_root, log=lambda *a: None) == []
+    # merging the same shards again leaves the table as it is (its expected file stays fitted on it)
+    stamp, logged = (out.stat().st_mtime_ns, out.read_bytes()), []
+    assert generate.merge(plan, d, tables_root, log=logged.append, partial=True) == out
+    assert (out.stat().st_mtime_ns, out.read_bytes()) == stamp and "nothing to merge" in logged[0]
     # finishing the last shard and merging again gives the complete table, no longer partial
     generate.run_shard(str(d), plan.to_json(), 1, 8)
     out = generate.merge(plan, d, tables_root, log=lambda *a: None)
     assert not tables.read_meta(out)["partial"] and tables.read(out).num_rows == 24
     assert verify(tables_root, log=lambda *a: None) == []
+    # a table that no longer matches its MANIFEST checksum is merged again, not trusted
+    out.write_bytes(out.read_bytes()[:-20])
+    logged = []
+    generate.merge(plan, d, tables_root, log=logged.append)
+    assert logged[0].startswith("merged 3 of 3 shards") and verify(tables_root, log=lambda *a: None) == []
 
 
 def test_progress_counts_the_shards_and_sees_a_stale_merge(tables_root):

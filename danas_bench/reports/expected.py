@@ -200,8 +200,11 @@ def fit_pair(
     folds: int = 5,
     fold_seed: int = 0,
     log=print,
+    force: bool = False,
 ) -> dict:
-    """Fit, validate and write one pair's expected table; returns its metadata (settings, validation)."""
+    """Fit, validate and write one pair's expected table; returns its metadata (settings, validation). An
+    intact expected file fitted on this very table (and ``none`` table) with these settings is kept as it
+    is unless ``force``: refitting gives the same estimates and only costs minutes."""
     from danas_bench.core.paths import tables_dir
     from danas_bench.query import bench as bm
     from danas_bench.tables.manifest import update_manifest
@@ -222,6 +225,12 @@ def fit_pair(
     metrics = list(BASE_METRICS) + (list(GAIN_METRICS) if none_path is not None else [])
     estimates, validation = {}, {}
     names = list(candidates) if model == "auto" else [model]
+    out = expected_path(b.path)
+    if not force and (
+        old := _fitted_on(out, root, b.path, none_path, {n: candidates[n] for n in names}, folds, fold_seed)
+    ):
+        log(f"{pair}: {out} is fitted on this table with these settings; nothing to fit (force=true refits)")
+        return old
     for m in metrics:
         rows = _rows(b.path, m) if m in BASE_METRICS else _gain_rows(b.path, none_path, GAIN_METRICS[m])
         validation[m], est_of = {}, {}
@@ -269,13 +278,33 @@ def fit_pair(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     table = pa.table(cols).replace_schema_metadata({tb.META_KEY: json.dumps(meta, sort_keys=True).encode()})
-    out = expected_path(b.path)
     tb.write_atomic(table, out)
     update_manifest(
         out, root, kind="expected", extra={"pair": pair, "source": f"{b.dataset}/{b.path.name}", "model": pick}
     )
     log(f"{pair}: wrote {out} ({pick}); " + summary_line(meta))
     return meta
+
+
+def _fitted_on(out: Path, root: Path, source: Path, none: Path | None, candidates, folds, fold_seed) -> dict | None:
+    """The metadata of ``out`` where it is intact and was fitted on ``source`` (and ``none``) as they are now,
+    with the same candidates and folds; else None."""
+    from danas_bench.tables.manifest import check_listed
+
+    if not out.exists():
+        return None
+    try:
+        check_listed(out, root)
+        meta = tb.read_meta(out)
+    except (tb.TableError, OSError):
+        return None
+    same = (
+        meta.get("source_sha256") == tb.sha256(source)
+        and meta.get("none_source_sha256") == (tb.sha256(none) if none is not None else None)
+        and meta.get("candidates") == candidates
+        and (meta.get("folds"), meta.get("fold_seed")) == (folds, fold_seed)
+    )
+    return meta if same else None
 
 
 def summary_line(meta: dict) -> str:

@@ -20,9 +20,13 @@ from danas_bench.core.pairs import pair_slug, split_pair
 
 def slurm_params(slurm: dict, pair: str) -> dict:
     """submitit AutoExecutor parameters of an executor profile (one node, one task per job)."""
-    params = {"timeout_min": slurm.get("timeout_min", 60), "cpus_per_task": slurm.get("cpus_per_task", 1),
-              "slurm_array_parallelism": slurm.get("array_parallelism", 64), "tasks_per_node": 1,
-              "name": f"danas-{pair_slug(pair)}"}  # what squeue shows as the job name
+    params = {
+        "timeout_min": slurm.get("timeout_min", 60),
+        "cpus_per_task": slurm.get("cpus_per_task", 1),
+        "slurm_array_parallelism": slurm.get("array_parallelism", 64),
+        "tasks_per_node": 1,
+        "name": f"danas-{pair_slug(pair)}",
+    }  # what squeue shows as the job name
     if slurm.get("partition"):
         params["slurm_partition"] = slurm["partition"]
     if slurm.get("mem_gb"):
@@ -62,8 +66,10 @@ def sbatch_script(folder: Path, params: dict, n_tasks: int) -> str:
     ex = _Renderer(folder)
     # AutoExecutor's translation: generic names through the executor's own table, slurm_* unprefixed
     generic = {k: v for k, v in params.items() if not k.startswith("slurm_")}
-    ex.update_parameters(**ex._convert_parameters(generic),
-                         **{k[len("slurm_"):]: v for k, v in params.items() if k.startswith("slurm_")})
+    ex.update_parameters(
+        **ex._convert_parameters(generic),
+        **{k[len("slurm_") :]: v for k, v in params.items() if k.startswith("slurm_")},
+    )
     if n_tasks > 1:
         ex.parameters["map_count"] = n_tasks  # as submitit's map_array does for an array
     return ex._make_submission_file_text(ex._submitit_command_str, "dry-run")
@@ -124,12 +130,10 @@ def _recipe_note(dataset: str, override) -> str:
     return name + (" -- PROVISIONAL: not chosen by the recipe search (see the file)" if provisional else "")
 
 
-def dry_run(plan, d: Path, recipe, slurm: dict, chunk: int, recipe_override=None, log=print,
-            done: int = 0) -> int:
+def dry_run(plan, d: Path, recipe, slurm: dict, chunk: int, recipe_override=None, log=print, done: int = 0) -> int:
     """Print what ``generate`` would do on a SLURM cluster, submit nothing, write nothing; ``done``: the
     plan's shards already finished (counted by the caller, which owns the shards)."""
-    from danas_bench.training import data
-    from danas_bench.training import teachers
+    from danas_bench.training import data, teachers
 
     dataset, teacher = split_pair(plan.pair)
     n_shards = len(plan.shards)
@@ -147,16 +151,21 @@ def dry_run(plan, d: Path, recipe, slurm: dict, chunk: int, recipe_override=None
 
     log("DRY RUN: nothing is submitted and nothing is written.\n")
     log(f"== plan: {plan.pair}, recipe {plan.recipe_id} ({_recipe_note(dataset, recipe_override)})")
-    log(f"   {rows} rows ({len({a for s in plan.shards for a in s['archs']})} architectures, seeds {seeds}) in "
-        f"{n_shards} shards of <= {size}; {done} done, {pending} to run")
+    log(
+        f"   {rows} rows ({len({a for s in plan.shards for a in s['archs']})} architectures, seeds {seeds}) in "
+        f"{n_shards} shards of <= {size}; {done} done, {pending} to run"
+    )
     log(f"   shards in {d}")
-    log(f"== SLURM: {n_arrays} array job(s) of <= {max_array} tasks (array size {min(tasks, max_array)}), "
-        f"at most {slurm.get('array_parallelism')} running at once")
-    log(f"   per task: {'one shard' if per_task == 1 else f'{per_task} shards one after the other'} on {device}, "
-        f"{gpus} GPU(s) per task"
-        + (f" (gres {gres})" if gres else "") + f", {slurm.get('cpus_per_task')} CPU cores, "
+    log(
+        f"== SLURM: {n_arrays} array job(s) of <= {max_array} tasks (array size {min(tasks, max_array)}), "
+        f"at most {slurm.get('array_parallelism')} running at once"
+    )
+    log(
+        f"   per task: {'one shard' if per_task == 1 else f'{per_task} shards one after the other'} on {device}, "
+        f"{gpus} GPU(s) per task" + (f" (gres {gres})" if gres else "") + f", {slurm.get('cpus_per_task')} CPU cores, "
         f"{slurm.get('mem_gb')} GB, time limit {slurm.get('timeout_min')} min, partition {slurm.get('partition')}; "
-        f"chunk={chunk} architectures fused per training step")
+        f"chunk={chunk} architectures fused per training step"
+    )
     if device != "cpu" and not (gpus or gres):
         log("   WARNING: the tasks train on a GPU but the profile requests none (gpus_per_node: 0, no gres)")
 
@@ -164,9 +173,11 @@ def dry_run(plan, d: Path, recipe, slurm: dict, chunk: int, recipe_override=None
     if dataset in data.CIFAR:
         root = data.data_root()
         there = all((root / f).is_file() for f in data.cifar_files(dataset))
-        log(f"   DANAS_DATA={root} {'(present here)' if there else '(NOT present here)'}: must hold "
+        log(
+            f"   DANAS_DATA={root} {'(present here)' if there else '(NOT present here)'}: must hold "
             f"{', '.join(data.cifar_files(dataset))} (the binary archive {data.CIFAR[dataset][4]}, md5 "
-            f"{data.CIFAR[dataset][5]}), on a file system the compute nodes see")
+            f"{data.CIFAR[dataset][5]}), on a file system the compute nodes see"
+        )
     else:
         log(f"   {dataset}: bundled with its package, or see docs/cluster.md")
     log("== teacher:")
@@ -177,20 +188,26 @@ def dry_run(plan, d: Path, recipe, slurm: dict, chunk: int, recipe_override=None
         state = "present" if logits.is_file() else "NOT TRAINED YET"
         log(f"   {logits} ({state}; DANAS_TABLES={os.environ.get('DANAS_TABLES', '(unset: tables/)')})")
         if not logits.is_file():
-            log(f"   train it first, on a GPU node: srun --gpus=1 --time=120 danas-bench teachers dataset={dataset} "
-                f"'families=[{teacher}]' device=cuda   (without it every task fails at its start)")
+            log(
+                f"   train it first, on a GPU node: srun --gpus=1 --time=120 danas-bench teachers dataset={dataset} "
+                f"'families=[{teacher}]' device=cuda   (without it every task fails at its start)"
+            )
 
     gflop = mean_training_gflop(recipe, sorted({a for s in plan.shards for a in s["archs"]}))
     tflops = float(slurm.get("assumed_tflops") or 5.0)
     per_arch = gflop / (tflops * 1e3)  # seconds
     per_task_min = per_arch * size * per_task / 60
     log("== cost: ESTIMATE, NOT MEASURED")
-    log(f"   {gflop:.0f} GFLOP per architecture (counted: mean of 16 sampled architectures, this recipe's "
+    log(
+        f"   {gflop:.0f} GFLOP per architecture (counted: mean of 16 sampled architectures, this recipe's "
         f"epochs and images), assuming the engine sustains {tflops:g} TFLOP/s per GPU (executor.assumed_tflops, "
-        f"an assumption until scripts/tier_l_gpu.sh measures it)")
-    log(f"   ~{per_arch:.0f} GPU-s per architecture, ~{per_task_min:.0f} min per task of {size * per_task}; "
-        f"~{per_arch * rows / 3600:.0f} GPU-hours for the whole plan ({per_arch * rows / 3600 / max(1, rows) * 6466:.0f} "
-        f"per seed of all 6,466 architectures)")
+        f"an assumption until scripts/tier_l_gpu.sh measures it)"
+    )
+    log(
+        f"   ~{per_arch:.0f} GPU-s per architecture, ~{per_task_min:.0f} min per task of {size * per_task}; "
+        f"~{per_arch * rows / 3600:.0f} GPU-hours for the whole plan "
+        f"({per_arch * rows / 3600 / max(1, rows) * 6466:.0f} per seed of all 6,466 architectures)"
+    )
     limit = slurm.get("timeout_min")
     if limit and per_task_min * 2 > float(limit):
         log(f"   WARNING: timeout_min={limit} is below 2x the estimated task time; raise it or lower shard_size")

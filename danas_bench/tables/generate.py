@@ -16,6 +16,7 @@ Layout::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -26,31 +27,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from danas_bench.core import schema as tb
-from danas_bench.core.recipe import KD, Recipe
 from danas_bench.core.pairs import split_pair
 from danas_bench.core.paths import shard_path, table_path
+from danas_bench.core.recipe import KD, Recipe
 from danas_bench.tables.manifest import update_manifest
 from danas_bench.tables.plan import Plan, check_coverage
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def shard_meta(plan: Plan, shard: dict | None) -> dict:
@@ -58,9 +39,17 @@ def shard_meta(plan: Plan, shard: dict | None) -> dict:
     from danas_bench.training import teachers
 
     dataset, teacher = split_pair(plan.pair)
-    meta = {"pair": plan.pair, "dataset": dataset, "teacher": teacher, "recipe": plan.recipe,
-            "recipe_id": plan.recipe_id, "kd": plan.kd, "split_hashes": data_mod.load(dataset).split_hashes,
-            "machine": tb.machine(), **tb.versions()}
+    meta = {
+        "pair": plan.pair,
+        "dataset": dataset,
+        "teacher": teacher,
+        "recipe": plan.recipe,
+        "recipe_id": plan.recipe_id,
+        "kd": plan.kd,
+        "split_hashes": data_mod.load(dataset).split_hashes,
+        "machine": tb.machine(),
+        **tb.versions(),
+    }
     if teacher != "none":
         meta["teacher_accuracy"] = teachers.info(dataset, teacher)["accuracy"]
     if shard is not None:
@@ -72,17 +61,22 @@ def check_shard(path: Path, plan: Plan, shard: dict) -> pa.Table:
     """Read a shard and check it is the planned one; TableError naming the fault otherwise."""
     meta = tb.read_meta(path)
     if meta.get("recipe_id") != plan.recipe_id:
-        raise tb.TableError(f"{path}: recipe_id {meta.get('recipe_id')} is foreign to this plan "
-                            f"({plan.recipe_id}); it was made with another recipe: remove it")
+        raise tb.TableError(
+            f"{path}: recipe_id {meta.get('recipe_id')} is foreign to this plan "
+            f"({plan.recipe_id}); it was made with another recipe: remove it"
+        )
     if meta.get("pair") != plan.pair or meta.get("shard") != shard["id"]:
-        raise tb.TableError(f"{path}: holds pair {meta.get('pair')} shard {meta.get('shard')}, expected "
-                            f"{plan.pair} shard {shard['id']}")
+        raise tb.TableError(
+            f"{path}: holds pair {meta.get('pair')} shard {meta.get('shard')}, expected {plan.pair} shard {shard['id']}"
+        )
     table = tb.read(path)
     archs = table.column("arch_index").to_pylist()
     seeds = set(table.column("seed").to_pylist())
     if sorted(archs) != sorted(shard["archs"]) or seeds != {shard["seed"]}:
-        raise tb.TableError(f"{path}: rows do not match the plan ({len(archs)} rows, seeds {sorted(seeds)}; "
-                            f"expected {len(shard['archs'])} rows of seed {shard['seed']})")
+        raise tb.TableError(
+            f"{path}: rows do not match the plan ({len(archs)} rows, seeds {sorted(seeds)}; "
+            f"expected {len(shard['archs'])} rows of seed {shard['seed']})"
+        )
     return table
 
 
@@ -125,7 +119,7 @@ def run_shard(d: str, plan_json: str, sid: int, chunk: int = 16, device: str = "
     task = Task.make(Recipe.from_dict(plan.recipe), KD(**plan.kd), device)
     records = []
     for i in range(0, len(archs), chunk):
-        records += train_many(archs[i:i + chunk], shard["seed"], task)
+        records += train_many(archs[i : i + chunk], shard["seed"], task)
     tb.write_atomic(tb.to_table(records, shard_meta(plan, shard)), path)
     if tell:
         print(f"shard {sid}: written in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -141,14 +135,24 @@ def run_shards(d: str, plan_json: str, sids: list[int], chunk: int = 16, device:
 
 # --- executors --------------------------------------------------------------------------------
 
+
 def _progress(total: int, done0: int):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=done0, unit="shard", desc="generate", smoothing=0.1)
 
 
-def run_pending(plan: Plan, d: Path, executor: str = "local", workers: int | None = None, chunk: int = 16,
-                slurm: dict | None = None, log=print, max_shards: int | None = None, device: str = "cpu") -> list[int]:
+def run_pending(
+    plan: Plan,
+    d: Path,
+    executor: str = "local",
+    workers: int | None = None,
+    chunk: int = 16,
+    slurm: dict | None = None,
+    log=print,
+    max_shards: int | None = None,
+    device: str = "cpu",
+) -> list[int]:
     """Run every shard that is not done yet (at most ``max_shards`` of them, lowest ids first: a round of
     a round-robin over pairs); return the ids that ran."""
     if executor not in ("debug", "local", "slurm"):
@@ -160,10 +164,12 @@ def run_pending(plan: Plan, d: Path, executor: str = "local", workers: int | Non
             tmp.unlink(missing_ok=True)
     pending = [s["id"] for s in plan.shards if not shard_done(shard_path(d, s["id"]), plan, s)]
     done0 = len(plan.shards) - len(pending)
-    log(f"{plan.pair} recipe {plan.recipe_id}: {len(plan.shards)} shards, {done0} done, {len(pending)} to run "
-        f"({executor})")
+    log(
+        f"{plan.pair} recipe {plan.recipe_id}: {len(plan.shards)} shards, {done0} done, {len(pending)} to run "
+        f"({executor})"
+    )
     if max_shards is not None:
-        pending = pending[:max(0, int(max_shards))]
+        pending = pending[: max(0, int(max_shards))]
     if not pending:
         return []
     pj = plan.to_json()
@@ -221,10 +227,10 @@ def _run_slurm(d: Path, pj: str, pending: list[int], chunk: int, slurm: dict, ba
 
     ex.update_parameters(**slurm_params(slurm, plan.pair))
     size, per_task = array_limits(slurm)  # the limits the dry run checks too
-    packs = [pending[i:i + per_task] for i in range(0, len(pending), per_task)]
+    packs = [pending[i : i + per_task] for i in range(0, len(pending), per_task)]
     jobs, shard_of, array_ids = [], {}, []
     for i in range(0, len(packs), size):
-        part = packs[i:i + size]
+        part = packs[i : i + size]
         n = len(part)
         if per_task == 1:
             new = ex.map_array(run_shard, [str(d)] * n, [pj] * n, [p[0] for p in part], [chunk] * n, [device] * n)
@@ -232,31 +238,56 @@ def _run_slurm(d: Path, pj: str, pending: list[int], chunk: int, slurm: dict, ba
             new = ex.map_array(run_shards, [str(d)] * n, [pj] * n, part, [chunk] * n, [device] * n)
         array_ids.append(new[0].job_id.split("_")[0])
         # submitit submits a single task as a plain job (job id "<id>", logs/<id>/), not an array
-        what, logs = (("array job", f"{d / 'logs' / array_ids[-1]}_<task>") if n > 1
-                      else ("job", d / "logs" / array_ids[-1]))
-        log(f"submitted SLURM {what} {array_ids[-1]} with {n} task{'s' if n > 1 else ''} "
+        what, logs = (
+            ("array job", f"{d / 'logs' / array_ids[-1]}_<task>") if n > 1 else ("job", d / "logs" / array_ids[-1])
+        )
+        log(
+            f"submitted SLURM {what} {array_ids[-1]} with {n} task{'s' if n > 1 else ''} "
             f"(shards {part[0][0]}..{part[-1][-1]}{f', {per_task} per task' if per_task > 1 else ''}); "
-            f"logs in {logs}")
+            f"logs in {logs}"
+        )
         jobs += new
         shard_of.update(zip((j.job_id for j in new), part))
     try:
-        _wait_slurm(jobs, shard_of, array_ids, d, plan, bar,
-                    poll_s=float(slurm.get("poll_s", _SQUEUE_EVERY_S)),
-                    grace_s=float(slurm.get("result_grace_s", _RESULT_GRACE_S)))
+        _wait_slurm(
+            jobs,
+            shard_of,
+            array_ids,
+            d,
+            plan,
+            bar,
+            poll_s=float(slurm.get("poll_s", _SQUEUE_EVERY_S)),
+            grace_s=float(slurm.get("result_grace_s", _RESULT_GRACE_S)),
+        )
     except KeyboardInterrupt:
         # the tasks belong to SLURM, not to this process: say so instead of leaving them unnoticed
-        log(f"\nstopped waiting; SLURM job(s) {','.join(array_ids)} keep running (`squeue -j "
+        log(
+            f"\nstopped waiting; SLURM job(s) {','.join(array_ids)} keep running (`squeue -j "
             f"{','.join(array_ids)}`; `scancel {' '.join(array_ids)}` stops them). Once they have left the "
-            f"queue, rerun the same command: it keeps their shards, runs what is missing and merges.")
+            f"queue, rerun the same command: it keeps their shards, runs what is missing and merges."
+        )
         raise
 
 
 # SLURM states in which an array task may still write its result
-_SLURM_ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING",
-                 "STAGE_OUT", "RESIZING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
-_SQUEUE_EVERY_S = 15.0   # one squeue call for all the arrays, not one per task (executor.poll_s)
-_RESULT_GRACE_S = 30.0   # a task that left the queue gets this long for its result to show, shared-FS lag
-                         # (executor.result_grace_s)
+_SLURM_ACTIVE = {
+    "PENDING",
+    "CONFIGURING",
+    "RUNNING",
+    "COMPLETING",
+    "SUSPENDED",
+    "STOPPED",
+    "SIGNALING",
+    "STAGE_OUT",
+    "RESIZING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "RESV_DEL_HOLD",
+}
+_SQUEUE_EVERY_S = 15.0  # one squeue call for all the arrays, not one per task (executor.poll_s)
+_RESULT_GRACE_S = 30.0  # a task that left the queue gets this long for its result to show, shared-FS lag
+# (executor.result_grace_s)
 
 
 def _squeue_states(array_ids: list[str]) -> dict[str, str] | None:
@@ -273,8 +304,12 @@ def _squeue_states(array_ids: list[str]) -> dict[str, str] | None:
     states: dict[str, str] = {}
     for array_id in array_ids:  # one call per array: squeue rejects a whole list if one id is unknown
         try:
-            r = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", array_id, "-o", "%i|%T"],
-                               capture_output=True, text=True, timeout=60)
+            r = subprocess.run(
+                ["squeue", "-h", "-r", "-t", "all", "-j", array_id, "-o", "%i|%T"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
         except (OSError, subprocess.SubprocessError):
             return None
         if r.returncode != 0:
@@ -290,8 +325,16 @@ def _which(sids: list[int]) -> str:
     return "" if not sids else f"shard {sids[0]}" if len(sids) == 1 else f"shards {', '.join(map(str, sids))}"
 
 
-def _wait_slurm(jobs: list, shard_of: dict[str, list[int]], array_ids: list[str], d: Path, plan: Plan, bar,
-                poll_s: float = _SQUEUE_EVERY_S, grace_s: float = _RESULT_GRACE_S) -> None:
+def _wait_slurm(
+    jobs: list,
+    shard_of: dict[str, list[int]],
+    array_ids: list[str],
+    d: Path,
+    plan: Plan,
+    bar,
+    poll_s: float = _SQUEUE_EVERY_S,
+    grace_s: float = _RESULT_GRACE_S,
+) -> None:
     """Wait for every array task; raise listing the tasks that ended without finishing their shard."""
     shards = {s["id"]: s for s in plan.shards}
     waiting, errors, gone_since = list(jobs), [], {}
@@ -303,7 +346,7 @@ def _wait_slurm(jobs: list, shard_of: dict[str, list[int]], array_ids: list[str]
             states, last_poll = _squeue_states(array_ids), now
         for job in list(waiting):
             sids = shard_of[job.job_id]
-            missing = lambda: _which([s for s in sids if not shard_done(shard_path(d, s), plan, shards[s])])  # noqa: E731
+            missing = lambda sids=sids: _which([s for s in sids if not shard_done(shard_path(d, s), plan, shards[s])])  # noqa: E731
             # job.done() asks sacct: only when squeue cannot answer (without accounting sacct only
             # prints warnings and never learns that a task was cancelled)
             if job.paths.result_pickle.exists() or (states is None and job.done()):
@@ -312,8 +355,9 @@ def _wait_slurm(jobs: list, shard_of: dict[str, list[int]], array_ids: list[str]
                     job.result()  # re-raises the task's exception, if any
                 except Exception as exc:  # a cancelled or failed task: report, keep the rest
                     if lost := missing():
-                        errors.append(f"task {job.job_id} ({lost}): {type(exc).__name__}: "
-                                      f"{str(exc).splitlines()[0][:200]}")
+                        errors.append(
+                            f"task {job.job_id} ({lost}): {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                        )
                 bar.update(len(sids))
                 continue
             state = None if states is None else states.get(job.job_id)
@@ -325,16 +369,18 @@ def _wait_slurm(jobs: list, shard_of: dict[str, list[int]], array_ids: list[str]
                 continue
             waiting.remove(job)
             if lost := missing():
-                errors.append(f"task {job.job_id} ({lost}): {state or 'left the queue'} without a result "
-                              f"(cancelled, timed out, out of memory or killed); log: {job.paths.stderr}")
+                errors.append(
+                    f"task {job.job_id} ({lost}): {state or 'left the queue'} without a result "
+                    f"(cancelled, timed out, out of memory or killed); log: {job.paths.stderr}"
+                )
             bar.update(len(sids))
     if errors:
-        raise RuntimeError(f"{len(errors)} SLURM tasks did not finish (rerun the same command to resume):\n"
-                           + "\n".join(errors[:10]))
+        raise RuntimeError(
+            f"{len(errors)} SLURM tasks did not finish (rerun the same command to resume):\n" + "\n".join(errors[:10])
+        )
 
 
 # --- merge, manifest, verify --------------------------------------------------------------------
-
 
 
 def _shard_counts(parts: list[pa.Table]) -> dict[str, dict[str, int]]:
@@ -344,8 +390,30 @@ def _shard_counts(parts: list[pa.Table]) -> dict[str, dict[str, int]]:
     metas = [json.loads(t.schema.metadata[tb.META_KEY]) for t in parts]
     revs = [m.get("code_revision", "unrecorded") for m in metas]
     cpus = [(m.get("machine") or {}).get("host_cpu", "unrecorded") for m in metas]
-    return {"shard_code_revisions": {r: revs.count(r) for r in sorted(set(revs))},
-            "shard_machines": {c: cpus.count(c) for c in sorted(set(cpus))}}
+    return {
+        "shard_code_revisions": {r: revs.count(r) for r in sorted(set(revs))},
+        "shard_machines": {c: cpus.count(c) for c in sorted(set(cpus))},
+    }
+
+
+def _shards_digest(d: Path, done: list[dict]) -> str:
+    """One sha256 over the finished shards' own digests, in id order: what a merged table was made of."""
+    parts = "".join(tb.sha256(shard_path(d, s["id"])) for s in sorted(done, key=lambda s: s["id"]))
+    return hashlib.sha256(parts.encode()).hexdigest()
+
+
+def _holds(out: Path, root: Path | None, digest: str) -> bool:
+    """Is ``out`` an intact merge (its MANIFEST checksum holds) of exactly the shards ``digest`` names?"""
+    from danas_bench.core.paths import tables_dir
+    from danas_bench.tables.manifest import check_listed
+
+    if not out.exists():
+        return False
+    try:
+        check_listed(out, root or tables_dir())
+        return tb.read_meta(out).get("shards_sha256") == digest
+    except (tb.TableError, OSError):
+        return False  # unlisted, damaged or unreadable: merge again
 
 
 def merge(plan: Plan, d: Path, root: Path | None = None, log=print, partial: bool = False) -> Path:
@@ -363,10 +431,17 @@ def merge(plan: Plan, d: Path, root: Path | None = None, log=print, partial: boo
         parts.append(check_shard(p, plan, s))  # raises on a torn or foreign shard
         done.append(s)
     if missing and not (partial and parts):
-        raise tb.TableError(f"cannot merge {plan.pair}: {len(missing)} of {len(plan.shards)} shards missing "
-                            f"(first: {shard_path(d, missing[0])}); rerun generate to finish them"
-                            + ("" if partial else ", or merge partial=true for a table of the finished ones"))
+        raise tb.TableError(
+            f"cannot merge {plan.pair}: {len(missing)} of {len(plan.shards)} shards missing "
+            f"(first: {shard_path(d, missing[0])}); rerun generate to finish them"
+            + ("" if partial else ", or merge partial=true for a table of the finished ones")
+        )
     partial = bool(missing)
+    out = table_path(plan.pair, plan.recipe_id, root)
+    digest = _shards_digest(d, done)
+    if _holds(out, root, digest):  # rewriting it would only change its date and stale its expected file
+        log(f"{plan.pair}: {out} already holds these {len(done)} of {len(plan.shards)} shards; nothing to merge")
+        return out
     table = pa.concat_tables(parts)
     expected = {(a, s["seed"]) for s in done for a in s["archs"]}
     check_coverage(table, expected if partial else plan.rows(), plan.pair)
@@ -374,29 +449,34 @@ def merge(plan: Plan, d: Path, root: Path | None = None, log=print, partial: boo
     table = table.take(order)
     meta = shard_meta(plan, None)
     coverage = round(table.num_rows / len(plan.rows()), 4)
-    meta.update({"sampled": plan.sampled, "partial": partial, "coverage": coverage, "rows": table.num_rows,
-                 "seeds": sorted({s["seed"] for s in plan.shards}),
-                 "shards": sorted(s["id"] for s in done), **_shard_counts(parts),
-                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    out = table_path(plan.pair, plan.recipe_id, root)
+    meta.update(
+        {
+            "sampled": plan.sampled,
+            "partial": partial,
+            "coverage": coverage,
+            "rows": table.num_rows,
+            "seeds": sorted({s["seed"] for s in plan.shards}),
+            "shards": sorted(s["id"] for s in done),
+            "shards_sha256": digest,
+            **_shard_counts(parts),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
     tb.write_atomic(table.replace_schema_metadata({tb.META_KEY: json.dumps(meta, sort_keys=True).encode()}), out)
-    update_manifest(out, root, kind="table", extra={"pair": plan.pair, "recipe_id": plan.recipe_id,
-                                                   "sampled": plan.sampled, "partial": partial,
-                                                   "coverage": coverage})
-    log(f"merged {len(parts)} of {len(plan.shards)} shards -> {out} ({table.num_rows} rows, "
-        f"{100 * coverage:.1f}% of the plan)")
+    update_manifest(
+        out,
+        root,
+        kind="table",
+        extra={
+            "pair": plan.pair,
+            "recipe_id": plan.recipe_id,
+            "sampled": plan.sampled,
+            "partial": partial,
+            "coverage": coverage,
+        },
+    )
+    log(
+        f"merged {len(parts)} of {len(plan.shards)} shards -> {out} ({table.num_rows} rows, "
+        f"{100 * coverage:.1f}% of the plan)"
+    )
     return out
-
-
-
-
-
-
-
-
-
-
-
-
-
-

@@ -29,11 +29,13 @@ def load_manifest(root: Path | None = None) -> dict:
     try:
         man = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TableError(f"{p}: not valid JSON ({exc}); restore it from git (`git checkout -- {p}`) "
-                         f"or rebuild it with `danas-bench merge`") from None
+        raise TableError(
+            f"{p}: not valid JSON ({exc}); restore it from git (`git checkout -- {p}`) "
+            f"or rebuild it with `danas-bench merge`"
+        ) from None
     files = man.get("files") if isinstance(man, dict) else None
     if not isinstance(files, dict):
-        raise TableError(f"{p}: malformed, it has no \"files\" object; restore it from git")
+        raise TableError(f'{p}: malformed, it has no "files" object; restore it from git')
     for rel, entry in files.items():
         sha = entry.get("sha256") if isinstance(entry, dict) else None
         if not isinstance(sha, str) or len(sha) != 64:
@@ -58,16 +60,20 @@ def check_listed(path: Path, root: Path, allow_unlisted: bool = False) -> dict |
     if entry is None:
         if allow_unlisted:
             return None
-        raise TableError(f"{path} is not listed in {manifest_path(root)}, so its integrity cannot be checked; "
-                         f"tables made by `danas-bench generate`/`merge` are listed; for a file of your own pass "
-                         f"allow_unlisted=True (CLI: allow_unlisted=true)")
+        raise TableError(
+            f"{path} is not listed in {manifest_path(root)}, so its integrity cannot be checked; "
+            f"tables made by `danas-bench generate`/`merge` are listed; for a file of your own pass "
+            f"allow_unlisted=True (CLI: allow_unlisted=true)"
+        )
     digest = sha256(path)
     if digest != entry["sha256"]:
         size = Path(path).stat().st_size
         sizes = f"{size} bytes, MANIFEST {entry.get('bytes')}" if size != entry.get("bytes") else f"same size {size}"
-        raise TableError(f"{path}: sha256 {digest[:12]}... differs from the MANIFEST's {entry['sha256'][:12]}... "
-                         f"({sizes}): the file is damaged or was changed; restore it from git or regenerate it, "
-                         f"and run `danas-bench verify`")
+        raise TableError(
+            f"{path}: sha256 {digest[:12]}... differs from the MANIFEST's {entry['sha256'][:12]}... "
+            f"({sizes}): the file is damaged or was changed; restore it from git or regenerate it, "
+            f"and run `danas-bench verify`"
+        )
     return entry
 
 
@@ -76,8 +82,12 @@ def update_manifest(path: Path, root: Path | None = None, kind: str = "table", e
 
     root = root or tables_dir()
     rel = manifest_rel(path, root)
-    entry = {"kind": kind, "sha256": tb.sha256(path), "bytes": Path(path).stat().st_size,
-             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    entry = {
+        "kind": kind,
+        "sha256": tb.sha256(path),
+        "bytes": Path(path).stat().st_size,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -144,8 +154,10 @@ def verify(root: Path | None = None, log=print) -> list[str]:
             continue
         digest = tb.sha256(p)
         if digest != entry["sha256"]:
-            problems.append(f"{rel}: sha256 {digest[:12]}... does not match MANIFEST {entry['sha256'][:12]}...; "
-                            f"the file changed after it was recorded: restore it from git or regenerate")
+            problems.append(
+                f"{rel}: sha256 {digest[:12]}... does not match MANIFEST {entry['sha256'][:12]}...; "
+                f"the file changed after it was recorded: restore it from git or regenerate"
+            )
             continue
         if p.suffix != ".parquet":
             continue
@@ -171,8 +183,10 @@ def verify(root: Path | None = None, log=print) -> list[str]:
                     continue
                 src = p.with_name(str(meta.get(key)))
                 if not src.is_file() or tb.sha256(src) != meta.get(f"{key}_sha256"):
-                    problems.append(f"{rel}: fitted on another version of {meta.get(key)}; rerun "
-                                    f"`danas-bench expected pair={entry.get('pair')}`")
+                    problems.append(
+                        f"{rel}: fitted on another version of {meta.get(key)}; rerun "
+                        f"`danas-bench expected pair={entry.get('pair')}`"
+                    )
         if entry.get("kind") == "table":
             ids = set(table.column("recipe_id").unique().to_pylist())
             if ids != {meta.get("recipe_id")}:
@@ -196,8 +210,11 @@ def verify(root: Path | None = None, log=print) -> list[str]:
     for msg in problems:
         log(f"FAIL {msg}")
     for rel in unlisted(root, man):  # not failures: open() refuses them unless the user opts in
-        hint = (f"`danas-bench verify register_teachers=[{rel.split('/')[1]}]`" if rel.startswith("teachers/")
-                else "`danas-bench merge`")
+        hint = (
+            f"`danas-bench verify register_teachers=[{rel.split('/')[1]}]`"
+            if rel.startswith("teachers/")
+            else "`danas-bench merge`"
+        )
         log(f"UNLISTED {rel}: not in MANIFEST, so nothing vouches for it; list it with {hint} or delete it")
     if not problems:
         log(f"OK: {len(man['files'])} files in {manifest_path(root)} verified")

@@ -25,7 +25,7 @@ class Plan:
     recipe_id: str
     kd: dict
     shards: list[dict]  # {"id": int, "seed": int, "archs": [int, ...]}
-    sampled: bool       # True when the table covers a sample of the canonical architectures
+    sampled: bool  # True when the table covers a sample of the canonical architectures
 
     def rows(self) -> set[tuple[int, int]]:
         return {(a, s["seed"]) for s in self.shards for a in s["archs"]}
@@ -34,7 +34,7 @@ class Plan:
         return json.dumps(self.__dict__, indent=0)
 
     @classmethod
-    def from_json(cls, text: str) -> "Plan":
+    def from_json(cls, text: str) -> Plan:
         return cls(**json.loads(text))
 
 
@@ -57,9 +57,18 @@ def arch_set(archs: int | str = "all", arch_sample_seed: int = 0) -> tuple[np.nd
     return rng.choice(canon, n, replace=False), n < len(canon)
 
 
-def make_plan(pair: str, recipe: Recipe, kd: KD, seeds=(0,), archs: int | str = "all",
-              arch_sample_seed: int = 0, noise_seeds=(), noise_fraction: float = 0.1,
-              shard_size: int = 64, paired_seeds: int = 1) -> Plan:
+def make_plan(
+    pair: str,
+    recipe: Recipe,
+    kd: KD,
+    seeds=(0,),
+    archs: int | str = "all",
+    arch_sample_seed: int = 0,
+    noise_seeds=(),
+    noise_fraction: float = 0.1,
+    shard_size: int = 64,
+    paired_seeds: int = 1,
+) -> Plan:
     """Rows: ``seeds`` over the architecture set, ``noise_seeds`` over a seeded fraction of it.
 
     Shards run in plan order. The first ``paired_seeds`` seeds alternate per slice of architectures
@@ -75,16 +84,25 @@ def make_plan(pair: str, recipe: Recipe, kd: KD, seeds=(0,), archs: int | str = 
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be a non-empty list without repeats, got {seeds}")
     if len(set(noise_seeds)) != len(noise_seeds) or set(noise_seeds) & set(seeds):
-        raise ValueError(f"noise_seeds {noise_seeds} must not repeat and must not overlap seeds {seeds} "
-                         f"(a row is one architecture and one seed)")
+        raise ValueError(
+            f"noise_seeds {noise_seeds} must not repeat and must not overlap seeds {seeds} "
+            f"(a row is one architecture and one seed)"
+        )
     if noise_seeds and not (_is_number(noise_fraction) and 0 < noise_fraction <= 1):
         raise ValueError(f"noise_fraction must be a number in (0, 1], got {noise_fraction!r}")
     if not _is_int(shard_size) or shard_size < 1:
         raise ValueError(f"shard_size must be >= 1 (an int), got {shard_size!r}")
     shard_size = int(shard_size)
     base, sampled = arch_set(archs, arch_sample_seed)
-    noise = np.sort(np.random.default_rng(arch_sample_seed + 1).choice(
-        base, max(1, int(round(noise_fraction * len(base)))), replace=False)) if noise_seeds else np.array([], int)
+    noise = (
+        np.sort(
+            np.random.default_rng(arch_sample_seed + 1).choice(
+                base, max(1, int(round(noise_fraction * len(base)))), replace=False
+            )
+        )
+        if noise_seeds
+        else np.array([], int)
+    )
     paired_seeds = int(paired_seeds)
     if not 1 <= paired_seeds <= len(seeds):
         raise ValueError(f"paired_seeds must lie in [1, {len(seeds)}] (the number of seeds), got {paired_seeds}")
@@ -92,13 +110,13 @@ def make_plan(pair: str, recipe: Recipe, kd: KD, seeds=(0,), archs: int | str = 
     if paired_seeds > 1:
         for i in range(0, len(base), shard_size):
             for seed in seeds[:paired_seeds]:
-                shards.append({"id": sid, "seed": int(seed), "archs": sorted(int(a) for a in base[i:i + shard_size])})
+                shards.append({"id": sid, "seed": int(seed), "archs": sorted(int(a) for a in base[i : i + shard_size])})
                 sid += 1
         seeds = seeds[paired_seeds:]
     for seed_list, pool in ((seeds, base), (noise_seeds, noise)):
         for seed in seed_list:
             for i in range(0, len(pool), shard_size):
-                shards.append({"id": sid, "seed": int(seed), "archs": sorted(int(a) for a in pool[i:i + shard_size])})
+                shards.append({"id": sid, "seed": int(seed), "archs": sorted(int(a) for a in pool[i : i + shard_size])})
                 sid += 1
     return Plan(pair, recipe.to_dict(), recipe.recipe_id, kd.__dict__.copy(), shards, sampled)
 
@@ -108,8 +126,11 @@ def _is_int(v) -> bool:
 
 
 def _is_number(v) -> bool:
-    return (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-            and bool(np.isfinite(v)))
+    return (
+        isinstance(v, (int, float, np.integer, np.floating))
+        and not isinstance(v, (bool, np.bool_))
+        and bool(np.isfinite(v))
+    )
 
 
 def _seed_list(name: str, seeds) -> list[int]:
@@ -144,9 +165,11 @@ def plan_conflict(plan: Plan, d: Path) -> str | None:
     old = Plan.from_json(p.read_text())
     if (old.recipe_id, old.kd, old.shards) == (plan.recipe_id, plan.kd, plan.shards):
         return None
-    return (f"{p} holds a different plan: it has {_describe(old)}, this call asks for {_describe(plan)}; "
-            f"finish it with the same settings (e.g. pass its seeds / noise_seeds / shard_size) or remove {d} "
-            "to start over")
+    return (
+        f"{p} holds a different plan: it has {_describe(old)}, this call asks for {_describe(plan)}; "
+        f"finish it with the same settings (e.g. pass its seeds / noise_seeds / shard_size) or remove {d} "
+        "to start over"
+    )
 
 
 def save_plan(plan: Plan, d: Path) -> Plan:
@@ -172,7 +195,8 @@ def check_coverage(table: pa.Table, expected: set[tuple[int, int]], name: str) -
         raise tb.TableError(f"{name}: duplicate rows, e.g. architecture {dup[0]} seed {dup[1]}")
     if seen != expected:
         miss, extra = expected - seen, seen - expected
-        raise tb.TableError(f"{name}: coverage mismatch: {len(miss)} planned rows missing"
-                            + (f" (e.g. arch {min(miss)[0]} seed {min(miss)[1]})" if miss else "")
-                            + f", {len(extra)} unplanned rows")
-
+        raise tb.TableError(
+            f"{name}: coverage mismatch: {len(miss)} planned rows missing"
+            + (f" (e.g. arch {min(miss)[0]} seed {min(miss)[1]})" if miss else "")
+            + f", {len(extra)} unplanned rows"
+        )

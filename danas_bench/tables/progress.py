@@ -74,7 +74,11 @@ def collect(root: Path | None = None, recipe: str | None = None) -> list[dict]:
     """``one`` for every shard folder with a plan under ``root`` (of ``recipe`` only, when given: an id
     or a version name)."""
     root = Path(root) if root else tables_dir()
-    return [one(d, root) for d in sorted((root / "shards").glob("*/*")) if (d / "plan.json").is_file() and _wanted(d, recipe)]
+    return [
+        one(d, root)
+        for d in sorted((root / "shards").glob("*/*"))
+        if (d / "plan.json").is_file() and _wanted(d, recipe)
+    ]
 
 
 def render(rows: list[dict], workers: int) -> list[str]:

@@ -32,7 +32,11 @@ def problems(dataset: str, version: str, root: Path | None = None) -> list[str]:
 
     def entry(kind: str, **match) -> tuple[str, dict] | None:
         return next(
-            ((p, e) for p, e in files.items() if e.get("kind") == kind and all(e.get(k) == v for k, v in match.items())),
+            (
+                (p, e)
+                for p, e in files.items()
+                if e.get("kind") == kind and all(e.get(k) == v for k, v in match.items())
+            ),
             None,
         )
 
@@ -56,7 +60,9 @@ def problems(dataset: str, version: str, root: Path | None = None) -> list[str]:
                 f"`danas-bench expected pair={pair} recipe_id={version}`"
             )
     if entry("archs", dataset=dataset, recipe_id=rid) is None:
-        out.append(f"{dataset}: no archs file of {rid}; run `danas-bench archs dataset={dataset} recipe_version={version}`")
+        out.append(
+            f"{dataset}: no archs file of {rid}; run `danas-bench archs dataset={dataset} recipe_version={version}`"
+        )
     out += [p for p in verify(root, log=lambda *a: None) if f"{dataset}/" in p]
     return out
 
