@@ -160,3 +160,40 @@ def test_latency_retest_pairs_archs_files_of_the_same_students(tables_root):
     assert sorted(r["files"]) == sorted(str(f.relative_to(tables_root)) for f in files)
     a, b = (pl.read_parquet(f).sort("arch_index")["latency_ms"] for f in files)
     assert r["spearman"] == pytest.approx(spearmanr(a, b).statistic)
+
+
+def test_v2_targets_are_checked_per_table_and_kd_gain_per_dataset():
+    """Each target holds or not on the figures given; KD's gain holds for every pair of a dataset once one
+    teacher's CI is above 0; only the v2 tables are checked."""
+    from danas_bench.core.recipe import recipe_id_of
+    from danas_bench.reports import reliability as rel
+
+    v1, v2 = recipe_id_of("digits", "v1"), recipe_id_of("digits", "v2")
+    live = int((~space.zero_cells(space.canonical_indices())).sum())
+    base = {"seeds": [0, 1], "cells": live, "icc1": 0.8, "late_gain": 0.004}
+    kd = {"collapsed": 0.01, "teacher_margin": 0.021, "teacher_margin_heldout": 0.04}
+    rows = [
+        {"pair": "digits/none", "recipe_id": v2, **base},
+        {"pair": "digits/resnet", "recipe_id": v2, **base, **kd, "kd_gain_ci": [0.001, 0.01]},
+        {
+            "pair": "digits/mlp",
+            "recipe_id": v2,
+            **base,
+            "cells": live - 1,
+            "icc1": 0.5,
+            **kd,
+            "kd_gain_ci": [-0.01, 0.01],
+            "teacher_margin": 0.019,
+            "collapsed": 0.03,
+        },
+        {"pair": "digits/none", "recipe_id": v1, **base, "icc1": 0.1},
+    ]
+    checks = {c["pair"]: c for c in rel.target_checks(rows)}
+    assert set(checks) == {"digits/none", "digits/resnet", "digits/mlp"}  # v1 is not checked
+    assert all(v[1] for k, v in checks["digits/resnet"].items() if isinstance(v, tuple))
+    mlp = checks["digits/mlp"]
+    assert not mlp["two_seeds_everywhere"][1] and not mlp["icc1"][1] and not mlp["collapsed"][1]
+    assert not mlp["teacher_margin"][1] and mlp["teacher_margin"][0] == (0.019, 0.04)
+    assert mlp["kd_gain_ci_above_0"][1]  # resnet's CI is above 0: the dataset's target holds
+    lines = rel.render_targets(list(checks.values()))
+    assert len(lines) == 5 and "1.9 (4.0) pp: no" in lines[-1] and "0.50: no" in lines[-1]

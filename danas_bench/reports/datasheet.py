@@ -454,6 +454,19 @@ def render(res: dict, figures: list[str]) -> str:
     L += reliability.render(res.get("reliability") or [])
     L += [
         "",
+        "## Tables v2 against their targets",
+        "",
+        "The targets of tables v2 (issue 18), checked on each v2 table's own rows by "
+        "`danas_bench.reports.reliability.target_checks` (the figures of the table above): seeds 0 and 1 on "
+        "every non-zero canonical cell (tier S); single-run ICC(1) >= 0.75; converged; for each dataset some "
+        "teacher whose mean KD gain has a 95% CI above 0; KD collapsed in < 2% of runs; every teacher >= 2 pp "
+        "above the best seed-mean student (the margin over the held-out best student in brackets: the true "
+        "margin lies between the two). A table in progress (partial) is checked on the cells it holds.",
+        "",
+    ]
+    L += reliability.render_targets(reliability.target_checks(res.get("reliability") or []))
+    L += [
+        "",
         "## Uses and limits",
         "",
         "- Intended for comparing architecture searchers for distillation on equal, simulated budgets.",

@@ -204,3 +204,80 @@ def render(rows: list[dict]) -> list[str]:
             f"{f(r, 'teacher_margin_heldout', 100, 1)} |"
         )
     return out
+
+
+# the targets tables v2 must reach (issue 18, "Must show"), checked on each v2 table's own rows
+TARGET_ICC1 = 0.75
+TARGET_MARGIN = 0.02
+TARGET_LATE_GAIN = 0.01
+TARGET_COLLAPSED = 0.02
+
+
+def target_checks(rows: list[dict], version: str = "v2") -> list[dict]:
+    """For every table of ``version`` among ``rows`` (``shipped_figures``): each target's value and whether
+    it holds. KD's gain is a per-dataset target (some teacher's 95% CI above 0), repeated on its pairs."""
+    from danas_bench.core.recipe import RecipeMissing, recipe_id_of
+    from danas_bench.training.data import TIERS
+
+    def rid(ds):
+        try:
+            return recipe_id_of(ds, version)
+        except RecipeMissing:
+            return None
+
+    mine = [r for r in rows if r.get("cells", 0) >= 3 and r["recipe_id"] == rid(split_pair(r["pair"])[0])]
+    kd_holds = {}
+    for r in mine:
+        ds, teacher = split_pair(r["pair"])
+        if teacher != "none":
+            kd_holds[ds] = kd_holds.get(ds, False) or r["kd_gain_ci"][0] > 0
+    live = int((~space.zero_cells(space.canonical_indices())).sum())
+    out = []
+    for r in mine:
+        ds, teacher = split_pair(r["pair"])
+        full = TIERS.get(ds) == "S"
+        checks = {
+            "two_seeds_everywhere": (r["cells"], len(r["seeds"]) >= 2 and (r["cells"] >= live if full else None)),
+            "icc1": (r["icc1"], r["icc1"] >= TARGET_ICC1),
+            "converged": (r["late_gain"], r["late_gain"] < TARGET_LATE_GAIN),
+        }
+        if teacher != "none":
+            checks["kd_gain_ci_above_0"] = (r["kd_gain_ci"], kd_holds[ds])
+            checks["collapsed"] = (r["collapsed"], r["collapsed"] < TARGET_COLLAPSED)
+            checks["teacher_margin"] = (
+                (r["teacher_margin"], r["teacher_margin_heldout"]),
+                r["teacher_margin"] >= TARGET_MARGIN,
+            )
+        out.append({"pair": r["pair"], "recipe_id": r["recipe_id"], "seeds": len(r["seeds"]), "live": live, **checks})
+    return out
+
+
+def render_targets(checks: list[dict]) -> list[str]:
+    """The targets table (markdown lines): each value, then whether it holds (n/a where a target does not apply)."""
+
+    def mark(ok):
+        return "n/a" if ok is None else ("**yes**" if ok else "no")
+
+    out = [
+        "| pair | recipe | 2 seeds on every non-zero cell | ICC(1) >= 0.75 | converged (last-quarter gain < 1 pp) | "
+        "KD gain 95% CI above 0 (some teacher of the dataset) | KD collapsed < 2% | teacher >= 2 pp above the "
+        "best seed-mean student (over the held-out best) |",
+        "|" + "---|" * 8,
+    ]
+    for c in checks:
+        cells, ok_cov = c["two_seeds_everywhere"]
+        cov = f"{cells} x {c['seeds']} of {c['live']}" if ok_cov is not None else f"{cells} x {c['seeds']} (sample)"
+        cells_kd = ["-", "-", "-"]
+        if "teacher_margin" in c:
+            (lo, hi), ok = c["kd_gain_ci_above_0"]
+            (m, mh), okm = c["teacher_margin"]
+            cells_kd = [
+                f"[{100 * lo:+.1f}, {100 * hi:+.1f}] pp: {mark(ok)}",
+                f"{100 * c['collapsed'][0]:.1f}%: {mark(c['collapsed'][1])}",
+                f"{100 * m:.1f} ({100 * mh:.1f}) pp: {mark(okm)}",
+            ]
+        out.append(
+            f"| {c['pair']} | `{c['recipe_id']}` | {cov}: {mark(ok_cov)} | {c['icc1'][0]:.2f}: {mark(c['icc1'][1])} | "
+            f"{100 * c['converged'][0]:.2f} pp: {mark(c['converged'][1])} | " + " | ".join(cells_kd) + " |"
+        )
+    return out
