@@ -54,7 +54,7 @@ def problems(dataset: str, version: str, root: Path | None = None) -> list[str]:
             )
             continue
         exp = entry("expected", pair=pair, recipe_id=rid)
-        if exp is None or exp[1].get("source") != path or exp[1].get("created", "") < meta.get("created", ""):
+        if exp is None or exp[1].get("source") != path:  # a stale one (fitted on older bytes) fails verify below
             out.append(
                 f"{pair}: no expected file fitted on the merged table; run "
                 f"`danas-bench expected pair={pair} recipe_id={version}`"
