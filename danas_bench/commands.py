@@ -172,6 +172,7 @@ def generate(cfg) -> int:
         OmegaConf.to_container(ex) if ex.name == "slurm" else None,
         max_shards=cfg.get("max_shards"),
         device=ex.get("device", "cpu"),
+        only_seeds=None if cfg.get("only_seeds") is None else list(cfg.only_seeds),
     )
     left = sum(not shard_path(d, s["id"]).exists() for s in plan.shards)
     if cfg.merge and (left == 0 or cfg.get("partial", False)):

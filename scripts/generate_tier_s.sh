@@ -2,7 +2,7 @@
 # Generate the tier-S tables round-robin: a few shards of every pair per round, so that at any moment
 # every pair holds a uniform random sample of the space (shards are seeded permutations) and an
 # interrupted run loses at most the shards in flight. Rerun to resume; finished shards are skipped.
-#   scripts/generate_tier_s.sh [shards-per-round]     (env: PAIRS, EXECUTOR, DANAS_TABLES, PLAN, MERGE_ARGS, ARGS)
+#   scripts/generate_tier_s.sh [shards-per-round]     (env: PAIRS, EXECUTOR, DANAS_TABLES, PLAN, MERGE_ARGS, ARGS, MERGE)
 # PLAN is the plan's generate overrides (default: the v1 tier-S plan, seed 0 + seeds 1, 2 on 10%, recipe v1);
 # MERGE_ARGS what merge needs to find it (scripts/generate_v2.sh: recipe_version=v2). ARGS adds
 # generate overrides, e.g. scripts/generate_tier_m.sh passes a 500-architecture sample; ARGS_<dataset>
@@ -28,5 +28,6 @@ while :; do
   done
   [ "$left" -eq 0 ] && break
 done
+[ "${MERGE:-1}" = 0 ] && exit 0  # MERGE=0: a phase of a longer run (scripts/generate_v2.sh), merged later
 for pair in $PAIRS; do $BIN merge pair="$pair" $MERGE_ARGS; done
 $BIN verify

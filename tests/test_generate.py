@@ -182,6 +182,23 @@ def test_restart_removes_torn_temp_files(run_copy):
     assert _snapshot(sorted(run_copy.glob("shard-*.parquet"))) == before
 
 
+def test_only_seeds_runs_the_shards_of_those_seeds_first(tables_root):
+    """Seeds 0 and 1 of every pair before seed 2: `only_seeds` runs only those seeds' pending shards and
+    counts only them as to run, the plan keeping every seed; a later call without it runs the rest."""
+    plan = make_plan(PAIR, RECIPE, KD("resnet"), seeds=[0, 1, 2], archs=4, shard_size=2, paired_seeds=2)
+    d = shard_dir(PAIR, RID, tables_root)
+    plan = save_plan(plan, d)
+    by_seed = {seed: [s["id"] for s in plan.shards if s["seed"] == seed] for seed in (0, 1, 2)}
+    logged = []
+    first = g.run_pending(plan, d, executor="debug", chunk=2, log=logged.append, only_seeds=[0, 1])
+    assert sorted(first) == sorted(by_seed[0] + by_seed[1])
+    assert "4 to run (debug; seeds [0, 1] only)" in logged[0]
+    logged.clear()
+    assert g.run_pending(plan, d, executor="debug", chunk=2, log=logged.append, only_seeds=[0, 1]) == []
+    assert "0 to run" in logged[0]
+    assert g.run_pending(plan, d, executor="debug", chunk=2, log=lambda *a: None) == by_seed[2]
+
+
 # --- 2. truncated shard ----------------------------------------------------------------------------
 
 

@@ -152,9 +152,11 @@ def run_pending(
     log=print,
     max_shards: int | None = None,
     device: str = "cpu",
+    only_seeds: list[int] | None = None,
 ) -> list[int]:
     """Run every shard that is not done yet (at most ``max_shards`` of them, lowest ids first: a round of
-    a round-robin over pairs); return the ids that ran."""
+    a round-robin over pairs; only those of ``only_seeds`` when given, e.g. seeds 0 and 1 of every pair
+    before seed 2); return the ids that ran."""
     if executor not in ("debug", "local", "slurm"):
         raise ValueError(f"unknown executor {executor!r}; choose local, slurm or debug")
     if int(chunk) < 1:
@@ -162,11 +164,13 @@ def run_pending(
     for tmp in d.glob(".shard-*.tmp-*"):  # torn temp files of killed writers; never a live writer's
         if tb.stale_temp(tmp):
             tmp.unlink(missing_ok=True)
-    pending = [s["id"] for s in plan.shards if not shard_done(shard_path(d, s["id"]), plan, s)]
-    done0 = len(plan.shards) - len(pending)
+    todo = [s for s in plan.shards if not shard_done(shard_path(d, s["id"]), plan, s)]
+    done0 = len(plan.shards) - len(todo)
+    seeds = None if only_seeds is None else {int(x) for x in only_seeds}
+    pending = [s["id"] for s in todo if seeds is None or s["seed"] in seeds]
     log(
         f"{plan.pair} recipe {plan.recipe_id}: {len(plan.shards)} shards, {done0} done, {len(pending)} to run "
-        f"({executor})"
+        f"({executor}{'' if seeds is None else f'; seeds {sorted(seeds)} only'})"
     )
     if max_shards is not None:
         pending = pending[: max(0, int(max_shards))]
