@@ -45,6 +45,9 @@ def pilot(cfg) -> int:
 
     crit = p.Criteria(**cfg.criteria)
     out = Path(cfg.out_dir)
+    for ds in cfg.datasets:  # every per-dataset setting before anything trains
+        _per_dataset(cfg.generation_cells, ds)
+        _per_dataset(cfg.budget_core_seconds, ds, float)
     cells = {ds: p.sample_cells(_per_dataset(cfg.n_cells, ds), cfg.sample_seed) for ds in cfg.datasets}
     recipes = {ds: [Recipe(dataset=ds, **c) for c in OmegaConf.to_container(cfg.candidates[ds])] for ds in cfg.datasets}
     if cfg.train:
@@ -60,12 +63,13 @@ def pilot(cfg) -> int:
             if (df := p._read_runs(p.runs_path(out, r))) is not None
             and (m := p.measure(df, r, cells[ds], crit)) is not None
         ]
-        pick = p.choose(measured, cfg.budget_core_seconds[ds], crit) if measured else {"chosen": None}
+        budget = _per_dataset(cfg.budget_core_seconds, ds, float)
+        pick = p.choose(measured, budget, crit) if measured else {"chosen": None}
         results[ds] = {
             "candidates": measured,
             "cells": [int(c) for c in cells[ds]],
             "n_planned": len(recipes[ds]),
-            "budget_core_seconds": cfg.budget_core_seconds[ds],
+            "budget_core_seconds": budget,
             "generation_cells": _per_dataset(cfg.generation_cells, ds),
             "criteria": crit.__dict__,
             **pick,
@@ -79,13 +83,18 @@ def pilot(cfg) -> int:
     return 0
 
 
-def _per_dataset(value, dataset: str) -> int:
-    """A pilot setting given once (an int) or per dataset (a mapping)."""
-    if isinstance(value, int):
-        return value
+def _plain(value):
+    """A config value as plain Python (a ListConfig as a list; scalars and None as they are)."""
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def _per_dataset(value, dataset: str, kind=int):
+    """A pilot setting given once (a number) or per dataset (a mapping)."""
+    if isinstance(value, (int, float)):
+        return kind(value)
     if dataset not in value:
         raise ValueError(f"conf/pilot.yaml gives no value for {dataset!r} (has {', '.join(value)}); add one")
-    return int(value[dataset])
+    return kind(value[dataset])
 
 
 def _write_recipe(dataset: str, version: str, fields: dict) -> None:
@@ -160,7 +169,7 @@ def generate(cfg) -> int:
         rc = dry_run(plan, d, recipe, OmegaConf.to_container(cfg.executor), chunk, _recipe_choice(cfg), done=done)
         if conflict:
             print(f"\nWARNING: a real run would stop here: {conflict}")
-        return rc
+        return 1 if conflict else rc
     plan = save_plan(plan, d)
     ex = cfg.executor
     g.run_pending(
@@ -172,7 +181,7 @@ def generate(cfg) -> int:
         OmegaConf.to_container(ex) if ex.name == "slurm" else None,
         max_shards=cfg.get("max_shards"),
         device=ex.get("device", "cpu"),
-        only_seeds=None if cfg.get("only_seeds") is None else list(cfg.only_seeds),
+        only_seeds=_plain(cfg.get("only_seeds")),
     )
     left = sum(not shard_path(d, s["id"]).exists() for s in plan.shards)
     if cfg.merge and (left == 0 or cfg.get("partial", False)):

@@ -170,7 +170,7 @@ def test_v2_targets_are_checked_per_table_and_kd_gain_per_dataset():
 
     v1, v2 = recipe_id_of("digits", "v1"), recipe_id_of("digits", "v2")
     live = int((~space.zero_cells(space.canonical_indices())).sum())
-    base = {"seeds": [0, 1], "cells": live, "icc1": 0.8, "late_gain": 0.004}
+    base = {"seeds": [0, 1, 2], "cells": live // 2, "cells_seeds_0_1": live, "icc1": 0.8, "late_gain": 0.004}
     kd = {"collapsed": 0.01, "teacher_margin": 0.021, "teacher_margin_heldout": 0.04}
     rows = [
         {"pair": "digits/none", "recipe_id": v2, **base},
@@ -179,7 +179,7 @@ def test_v2_targets_are_checked_per_table_and_kd_gain_per_dataset():
             "pair": "digits/mlp",
             "recipe_id": v2,
             **base,
-            "cells": live - 1,
+            "cells_seeds_0_1": live - 1,
             "icc1": 0.5,
             **kd,
             "kd_gain_ci": [-0.01, 0.01],
@@ -197,3 +197,7 @@ def test_v2_targets_are_checked_per_table_and_kd_gain_per_dataset():
     assert mlp["kd_gain_ci_above_0"][1]  # resnet's CI is above 0: the dataset's target holds
     lines = rel.render_targets(list(checks.values()))
     assert len(lines) == 5 and "1.9 (4.0) pp: no" in lines[-1] and "0.50: no" in lines[-1]
+    assert f"| {live} of {live}: **yes** |" in lines[2]  # seed 2 on half the cells: seeds 0 and 1 still count
+    # a teacher's table without the same recipe's none table has no KD figures: n/a, not a crash
+    alone = rel.target_checks([{"pair": "digits/resnet", "recipe_id": v2, **base, **kd}])
+    assert alone[0]["kd_gain_ci_above_0"] == (None, None) and "n/a" in rel.render_targets(alone)[2]

@@ -197,6 +197,10 @@ def test_only_seeds_runs_the_shards_of_those_seeds_first(tables_root):
     assert g.run_pending(plan, d, executor="debug", chunk=2, log=logged.append, only_seeds=[0, 1]) == []
     assert "0 to run" in logged[0]
     assert g.run_pending(plan, d, executor="debug", chunk=2, log=lambda *a: None) == by_seed[2]
+    for bad in ([], [3]):  # nothing, or a seed the plan lacks, would read as "nothing to run" and end a phase
+        with pytest.raises(ValueError, match=r"give one or more of the plan's seeds \[0, 1, 2\]"):
+            g.run_pending(plan, d, executor="debug", only_seeds=bad)
+    assert g.run_pending(plan, d, executor="debug", only_seeds=2) == []  # one seed as a bare int
 
 
 # --- 2. truncated shard ----------------------------------------------------------------------------
@@ -375,7 +379,7 @@ def test_a_dry_run_warns_of_the_drift_a_real_run_would_stop_on(run_copy, capsys)
     assert cli.main([*CLI_ARGS, "executor=debug", "dry_run=true"]) == 0
     out = capsys.readouterr().out
     assert "2 done" in out and "WARNING" not in out  # the stored plan: its two shards are done
-    assert cli.main([*CLI_ARGS, "seeds=[0,1]", "executor=debug", "dry_run=true"]) == 0
+    assert cli.main([*CLI_ARGS, "seeds=[0,1]", "executor=debug", "dry_run=true"]) == 1  # what the run would do
     out = capsys.readouterr().out
     assert "0 done" in out and "WARNING: a real run would stop here" in out and "holds a different plan" in out
     assert (run_copy / "plan.json").read_text() == before

@@ -361,5 +361,12 @@ def test_a_pilot_setting_missing_for_a_dataset_is_named():
 
     assert commands._per_dataset(128, "digits") == 128
     assert commands._per_dataset({"digits": 64}, "digits") == 64
+    assert commands._per_dataset({"digits": 2.8}, "digits", float) == 2.8
     with pytest.raises(ValueError, match="no value for 'mnist1d'"):
         commands._per_dataset({"digits": 64}, "mnist1d")
+
+
+def test_a_dataset_without_its_settings_stops_the_pilot_before_it_trains(tmp_path, danas_cli):
+    res = danas_cli("pilot", "datasets=[cifar10]", "train=false", f"out_dir={tmp_path}", timeout=120)
+    assert res.returncode == 2 and "no value for 'cifar10'" in res.stderr
+    assert not (tmp_path / "pilot.json").exists()

@@ -226,9 +226,14 @@ def fit_pair(
     estimates, validation = {}, {}
     names = list(candidates) if model == "auto" else [model]
     out = expected_path(b.path)
-    if not force and (
-        old := _fitted_on(out, root, b.path, none_path, {n: candidates[n] for n in names}, folds, fold_seed)
-    ):
+    settings = {
+        "candidates": {n: candidates[n] for n in names},
+        "folds": folds,
+        "fold_seed": fold_seed,
+        "metrics": metrics,
+        "schema_version": tb.SCHEMA_VERSION,
+    }
+    if not force and (old := _fitted_on(out, root, b.path, none_path, settings)):
         log(f"{pair}: {out} is fitted on this table with these settings; nothing to fit (force=true refits)")
         return old
     for m in metrics:
@@ -286,9 +291,9 @@ def fit_pair(
     return meta
 
 
-def _fitted_on(out: Path, root: Path, source: Path, none: Path | None, candidates, folds, fold_seed) -> dict | None:
+def _fitted_on(out: Path, root: Path, source: Path, none: Path | None, settings: dict) -> dict | None:
     """The metadata of ``out`` where it is intact and was fitted on ``source`` (and ``none``) as they are now,
-    with the same candidates and folds; else None."""
+    with the same ``settings`` (metadata fields: candidates, folds, metrics, schema version); else None."""
     from danas_bench.tables.manifest import check_listed
 
     if not out.exists():
@@ -301,8 +306,7 @@ def _fitted_on(out: Path, root: Path, source: Path, none: Path | None, candidate
     same = (
         meta.get("source_sha256") == tb.sha256(source)
         and meta.get("none_source_sha256") == (tb.sha256(none) if none is not None else None)
-        and meta.get("candidates") == candidates
-        and (meta.get("folds"), meta.get("fold_seed")) == (folds, fold_seed)
+        and all(meta.get(k) == v for k, v in settings.items())
     )
     return meta if same else None
 

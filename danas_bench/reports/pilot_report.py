@@ -169,7 +169,7 @@ def write_report(results: dict, out_dir: Path) -> None:
         "Budget: seeds 0 and 1 of every cell a dataset's tables hold (all 6,466 canonical cells for tier S; "
         "the tier-M sample for fashion-mnist), for its three pairs, split as a cap per training: "
         + ", ".join(
-            f"{ds} {res['budget_core_seconds']} core-s x {generation_cells(res):,} cells "
+            f"{ds} {res['budget_core_seconds']:g} core-s x {generation_cells(res):,} cells "
             f"({generation_core_hours(res['budget_core_seconds'], generation_cells(res)):.1f} core-h)"
             for ds, res in results.items()
         )

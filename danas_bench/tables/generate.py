@@ -142,6 +142,16 @@ def _progress(total: int, done0: int):
     return tqdm(total=total, initial=done0, unit="shard", desc="generate", smoothing=0.1)
 
 
+def _only_seeds(only_seeds, plan: Plan) -> set[int]:
+    """``only_seeds`` (a list or one int) as a set of the plan's seeds; ValueError for an empty list or a
+    seed the plan does not have (a typo would otherwise read as "nothing to run" and end a phase early)."""
+    seeds = {int(x) for x in ([only_seeds] if isinstance(only_seeds, int) else only_seeds)}
+    have = sorted({int(s["seed"]) for s in plan.shards})
+    if not seeds or not seeds <= set(have):
+        raise ValueError(f"only_seeds={sorted(seeds)}: give one or more of the plan's seeds {have}, or leave it null")
+    return seeds
+
+
 def run_pending(
     plan: Plan,
     d: Path,
@@ -166,7 +176,7 @@ def run_pending(
             tmp.unlink(missing_ok=True)
     todo = [s for s in plan.shards if not shard_done(shard_path(d, s["id"]), plan, s)]
     done0 = len(plan.shards) - len(todo)
-    seeds = None if only_seeds is None else {int(x) for x in only_seeds}
+    seeds = None if only_seeds is None else _only_seeds(only_seeds, plan)
     pending = [s["id"] for s in todo if seeds is None or s["seed"] in seeds]
     log(
         f"{plan.pair} recipe {plan.recipe_id}: {len(plan.shards)} shards, {done0} done, {len(pending)} to run "
@@ -290,8 +300,8 @@ _SLURM_ACTIVE = {
     "RESV_DEL_HOLD",
 }
 _SQUEUE_EVERY_S = 15.0  # one squeue call for all the arrays, not one per task (executor.poll_s)
-_RESULT_GRACE_S = 30.0  # a task that left the queue gets this long for its result to show, shared-FS lag
-# (executor.result_grace_s)
+# a task that left the queue gets this long for its result to show, shared-FS lag (executor.result_grace_s)
+_RESULT_GRACE_S = 30.0
 
 
 def _squeue_states(array_ids: list[str]) -> dict[str, str] | None:

@@ -68,8 +68,8 @@ def problems(dataset: str, version: str, root: Path | None = None) -> list[str]:
 
 
 def promote(dataset: str, version: str, root: Path | None = None) -> Path:
-    """Point ``conf/recipe/<dataset>.yaml`` at ``version`` (its comments kept); ValueError listing the
-    problems when its tables are not complete."""
+    """Point ``conf/recipe/<dataset>.yaml`` at ``version`` (the ``use:`` line rewritten, the comment lines
+    around it kept); ValueError listing the problems when its tables are not complete."""
     todo = problems(dataset, version, root)
     if todo:
         raise ValueError(f"{dataset} cannot serve {version} yet: " + "; ".join(todo))
