@@ -1,6 +1,11 @@
 """The fused engine computes what the plain loop computes, and records everything a row needs."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -439,3 +444,35 @@ def test_fused_batch_norm_refuses_students_it_cannot_represent():
     assert _cat_bn([ok, torch.nn.BatchNorm1d(2)]).num_features == 6
     with pytest.raises(ValueError, match="more than 1 value"):
         TallBatchNorm(3)(torch.randn(1, 3, 1, 1))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_pool_workers_die_with_a_killed_parent(tmp_path):
+    """A recipe search killed mid-task must not leave its workers training on (they were seen at 43% of a
+    core each for minutes after their parent's timeout)."""
+    script = (
+        "import os, sys, time\n"
+        "from danas_bench.training.workers import pool\n"
+        "ex = pool(1)\n"
+        "print(ex.submit(os.getpid).result(), flush=True)\n"
+        "ex.submit(time.sleep, 600)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+
+    def alive() -> bool:  # a dead worker may linger as a zombie until something reaps it
+        try:
+            return Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    assert alive()
+    parent.kill()
+    parent.wait()
+    for _ in range(300):  # a liveness poll, not a speed bound: the signal arrives at once
+        if not alive():
+            return
+        time.sleep(0.1)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail(f"worker {worker} outlived its killed parent")

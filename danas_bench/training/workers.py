@@ -8,14 +8,29 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 
 
 def _init_worker():
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _die_with_parent()
     import torch
 
     torch.set_num_threads(1)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the process that started it dies, so a killed recipe search leaves
+    no orphan training on for minutes (the pool starts its workers from the thread that submits, the
+    main one, which lives as long as the process)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before the call: nobody is left to serve
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def n_workers(requested: int | None = None) -> int:
