@@ -299,7 +299,7 @@ def test_a_one_seed_table_has_no_reliability_figures():
     from danas_bench.reports import reliability
 
     frame = _frame(pilot.sample_cells(10, 0), (0,), lambda i, s: 0.5 + 0.01 * i)
-    assert reliability.table_figures(frame) == {"cells": 0}
+    assert reliability.table_figures(frame) == {"cells": 0, "cells_seeds_0_1": 0}
     assert len(reliability.render([{"pair": "digits/none", "recipe_id": "x", "cells": 0}])) == 2  # header only
 
 
