@@ -212,18 +212,19 @@ def render(rows: list[dict]) -> list[str]:
     return out
 
 
-# the targets tables v2 must reach (issue 18, "Must show"), checked on each v2 table's own rows
+# the targets tables v2 must reach (issue 18, "Must show"), checked on each v2 table's own rows; convergence,
+# collapse and teacher margin are the recipe search's own criteria (pilot.Criteria)
 TARGET_ICC1 = 0.75
-TARGET_MARGIN = 0.02
-TARGET_LATE_GAIN = 0.01
-TARGET_COLLAPSED = 0.02
 
 
 def target_checks(rows: list[dict], version: str = "v2") -> list[dict]:
     """For every table of ``version`` among ``rows`` (``shipped_figures``): each target's value and whether
     it holds. KD's gain is a per-dataset target (some teacher's 95% CI above 0), repeated on its pairs."""
     from danas_bench.core.recipe import RecipeMissing, recipe_id_of
+    from danas_bench.reports.pilot import Criteria
     from danas_bench.training.data import TIERS
+
+    crit = Criteria()
 
     def rid(ds):
         try:
@@ -246,15 +247,15 @@ def target_checks(rows: list[dict], version: str = "v2") -> list[dict]:
         checks = {
             "two_seeds_everywhere": (two, (two >= live) if full else None),
             "icc1": (r["icc1"], r["icc1"] >= TARGET_ICC1),
-            "converged": (r["late_gain"], r["late_gain"] < TARGET_LATE_GAIN),
+            "converged": (r["late_gain"], r["late_gain"] < crit.max_late_gain),
         }
         if teacher != "none":
             kd = "kd_gain_ci" in r
             checks["kd_gain_ci_above_0"] = (r.get("kd_gain_ci"), kd_holds[ds] if kd else None)
-            checks["collapsed"] = (r.get("collapsed"), r["collapsed"] < TARGET_COLLAPSED if kd else None)
+            checks["collapsed"] = (r.get("collapsed"), r["collapsed"] < crit.max_collapsed if kd else None)
             checks["teacher_margin"] = (
                 (r["teacher_margin"], r["teacher_margin_heldout"]),
-                r["teacher_margin"] >= TARGET_MARGIN,
+                r["teacher_margin"] >= crit.min_teacher_margin,
             )
         out.append({"pair": r["pair"], "recipe_id": r["recipe_id"], "seeds": len(r["seeds"]), "live": live, **checks})
     return out
