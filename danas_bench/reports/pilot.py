@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from scipy import stats
 from danas_bench.core import space
 from danas_bench.core.pairs import TEACHERS
 from danas_bench.core.recipe import KD, Recipe
-from danas_bench.reports.reliability import icc1, late_gain, mean_ci, top_heldout_percentile  # noqa: F401
+from danas_bench.reports.reliability import Criteria, icc1, late_gain, mean_ci, top_heldout_percentile  # noqa: F401
 from danas_bench.training import teachers
 from danas_bench.training.workers import pool, train_chunk
 
@@ -43,15 +42,6 @@ RUN_COLUMNS = [
     "train_acc",
     "train_seconds",
 ]
-
-
-@dataclass(frozen=True)
-class Criteria:
-    max_late_gain: float = 0.01  # converged: last quarter of epochs adds < 1 pp (median curve)
-    max_collapsed: float = 0.02  # share of KD runs > 5 pp below the same cell's no-KD run
-    collapse_gap: float = 0.05
-    min_teacher_margin: float = 0.02  # teacher test acc - best seed-mean student
-    near_best_icc: float = 0.02  # candidates this close to the best ICC are ranked by top-10% percentile
 
 
 def sample_cells(n: int, seed: int) -> np.ndarray:

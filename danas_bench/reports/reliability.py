@@ -8,12 +8,25 @@ would pass for convergence).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 from scipy import stats
 
 from danas_bench.core import space
 from danas_bench.core.pairs import split_pair
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """The recipe search's thresholds (``danas-bench pilot``), which the v2 targets also read."""
+
+    max_late_gain: float = 0.01  # converged: last quarter of epochs adds < 1 pp (median curve)
+    max_collapsed: float = 0.02  # share of KD runs > 5 pp below the same cell's no-KD run
+    collapse_gap: float = 0.05
+    min_teacher_margin: float = 0.02  # teacher test acc - best seed-mean student
+    near_best_icc: float = 0.02  # candidates this close to the best ICC are ranked by top-10% percentile
 
 
 def icc1(a: np.ndarray) -> tuple[float, float]:
@@ -213,7 +226,7 @@ def render(rows: list[dict]) -> list[str]:
 
 
 # the targets tables v2 must reach (issue 18, "Must show"), checked on each v2 table's own rows; convergence,
-# collapse and teacher margin are the recipe search's own criteria (pilot.Criteria)
+# collapse and teacher margin are the recipe search's own criteria (Criteria)
 TARGET_ICC1 = 0.75
 
 
@@ -221,7 +234,6 @@ def target_checks(rows: list[dict], version: str = "v2") -> list[dict]:
     """For every table of ``version`` among ``rows`` (``shipped_figures``): each target's value and whether
     it holds. KD's gain is a per-dataset target (some teacher's 95% CI above 0), repeated on its pairs."""
     from danas_bench.core.recipe import RecipeMissing, recipe_id_of
-    from danas_bench.reports.pilot import Criteria
     from danas_bench.training.data import TIERS
 
     crit = Criteria()

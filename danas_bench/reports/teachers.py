@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from danas_bench.core.pairs import RETIRED, TEACHERS
-from danas_bench.reports.pilot import Criteria
+from danas_bench.reports.reliability import Criteria
 from danas_bench.training.teachers import FAMILIES, info, teacher_dir
 
 MIN_MARGIN = Criteria().min_teacher_margin  # the recipe search's rule: every teacher 2 pp above the best student
