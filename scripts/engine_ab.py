@@ -4,7 +4,7 @@ sizes, in ONE process, in alternating blocks, timed in process CPU seconds.
 The machine is shared and its speed drifts over minutes, so absolute times from separate runs do not
 compare; blocks of each configuration alternate (A B A B ...) and the ratio of the medians is the
 measurement. A block is one epoch of the recipe for every configuration: ``--steps`` training steps
-(default: the recipe's steps per epoch) and one evaluation of the valid split (the per-epoch curve),
+(default: the recipe's steps per epoch) and one evaluation of the per-epoch curve's valid examples,
 timed separately. Every configuration trains the same ``--n`` architectures of one seed (as n / K
 fused models of K) from the same initial weights on the same minibatches, so the script also says
 whether the configurations give the same valid logits at the end.
@@ -103,7 +103,7 @@ def main() -> None:
     archs = [int(a) for a in np.sort(np.random.default_rng(0).choice(space.canonical_indices(), args.n, replace=False))]
     n_train = len(task.train_split()[0])
     steps = args.steps or -(-n_train // recipe.batch_size)
-    vx = task.dataset.x["valid"]
+    vx = task.dataset.x["valid"][: recipe.valid_curve_n]  # what one epoch's curve evaluates (None: all)
     with tempfile.TemporaryDirectory() as tmp:
         engines = {}
         for c in args.configs:
