@@ -98,6 +98,44 @@ def run_copy(finished_run, tables_root) -> Path:
 # --- 1. kill and resume --------------------------------------------------------------------------
 
 
+def _cmdlines(pgid: int) -> list[str]:
+    out = []
+    for pid in _live_group_members(pgid):
+        try:
+            out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.slow
+def test_sigterm_of_generate_stops_its_local_tasks(tables_root, tmp_path):
+    """A plain ``kill`` of ``generate`` (SIGTERM to it alone, not its group) also stops the submitit controllers
+    and training tasks it started: they are made to outlive their parent and trained on, detached."""
+    args = ["generate", f"pair={PAIR}", TINY_RECIPE_CLI, "archs=12", "shard_size=6", "chunk=6", "executor=local"]
+    log = tmp_path / "gen.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cli_cmd(*args), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        for _ in range(3000):  # a liveness poll (up to 300 s): until a controller has started its task
+            assert proc.poll() is None, f"generate exited early ({proc.returncode}):\n{log.read_text()}"
+            if any("submitit.core._submit" in c for c in _cmdlines(proc.pid)):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"no submitit task started:\n{log.read_text()}")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM, log.read_text()
+        for _ in range(600):  # the controllers forward the cancel to their tasks at once
+            if not _live_group_members(proc.pid):
+                break
+            time.sleep(0.1)
+        assert not _cmdlines(proc.pid), f"left running after SIGTERM: {_cmdlines(proc.pid)}"
+    finally:
+        if _live_group_members(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 @pytest.mark.slow
 def test_kill_and_resume_local_executor(tables_root, tmp_path, danas_cli):
     """SIGKILL the whole process group mid-run, restart: planned rows exactly, done shards untouched."""

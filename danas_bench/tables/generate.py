@@ -16,9 +16,13 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
+import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -204,6 +208,21 @@ def run_pending(
     return pending
 
 
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """A plain ``kill`` (SIGTERM) of this process unwinds like Ctrl-C instead of ending it on the spot, so
+    that the ``finally`` below cancels the local tasks in flight: submitit's local controllers are made
+    to outlive the process that started them and would otherwise train on, detached, for minutes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_local(d: Path, pj: str, pending: list[int], workers: int | None, chunk: int, bar, device: str = "cpu") -> None:
     """submitit's local executor, at most one task per core in flight (each task single-threaded)."""
     import submitit
@@ -214,20 +233,21 @@ def _run_local(d: Path, pj: str, pending: list[int], workers: int | None, chunk:
     ex.update_parameters(timeout_min=24 * 60)
     todo, running = list(pending), []
     w = n_workers(workers)
-    try:
-        while todo or running:
-            while todo and len(running) < w:
-                running.append(ex.submit(run_shard, str(d), pj, todo.pop(0), chunk, device))
-            time.sleep(0.5)
-            for job in [j for j in running if j.done()]:
-                running.remove(job)
-                job.result()  # re-raises a failed shard's error
-                bar.update()
-    finally:
-        # a failed shard or an interrupt: stop the tasks still in flight instead of leaving them
-        # running, detached, after this command has exited (their shards are simply redone on resume)
-        for job in running:
-            job.cancel(check=False)
+    with _sigterm_unwinds():
+        try:
+            while todo or running:
+                while todo and len(running) < w:
+                    running.append(ex.submit(run_shard, str(d), pj, todo.pop(0), chunk, device))
+                time.sleep(0.5)
+                for job in [j for j in running if j.done()]:
+                    running.remove(job)
+                    job.result()  # re-raises a failed shard's error
+                    bar.update()
+        finally:
+            # a failed shard, an interrupt or a SIGTERM: stop the tasks still in flight instead of leaving
+            # them running, detached, after this command has exited (their shards are redone on resume)
+            for job in running:
+                job.cancel(check=False)
 
 
 def _run_slurm(d: Path, pj: str, pending: list[int], chunk: int, slurm: dict, bar, log, device: str = "cpu") -> None:
