@@ -127,7 +127,7 @@ def _float64(monkeypatch, request) -> None:
 
     request.addfinalizer(functools.partial(torch.set_default_dtype, torch.get_default_dtype()))
     torch.set_default_dtype(torch.float64)
-    for name in ("_pool_matrix", "_pool_band", "_inv_count"):
+    for name in ("_pool_matrix", "_inv_count"):
         made = getattr(fused_ops, name)
         monkeypatch.setattr(fused_ops, name, lambda *a, _made=made, **k: _made(*a, **k).double())
 

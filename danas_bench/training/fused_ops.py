@@ -180,19 +180,12 @@ def _pool_matrix(shape: tuple[int, ...], k: int, device: torch.device = CPU) -> 
 SEPARABLE_MIN = 196
 
 
-@functools.cache
-def _pool_band(n: int, k: int, device: torch.device = CPU) -> torch.Tensor:
-    """(n, n) matrix A of the 'same' k-wide average pool along one axis, counts folded in: ``row @ A``
-    pools a row. The 2-D pool's matrix is ``kron(A_H, A_W)``, since a plane's count is the product of
-    its two axes' counts. Made and cached like :func:`_pool_matrix`."""
-    return _pool_matrix((n,), k, device)
-
-
 def _separable(x: torch.Tensor, k: int, transpose: bool) -> torch.Tensor:
     """``x`` pooled over its last two dims with ``kron(A_H, A_W)`` (or its transpose) as one matmul
-    along W and one along H."""
+    along W and one along H; ``A`` is an axis' 1-D pool matrix (:func:`_pool_matrix` of one dim), and the
+    plane's dense matrix is their Kronecker product since a position's count is the product of its axes'."""
     h, w = x.shape[-2:]
-    ah, aw = _pool_band(h, k, x.device), _pool_band(w, k, x.device)
+    ah, aw = _pool_matrix((h,), k, x.device), _pool_matrix((w,), k, x.device)
     if transpose:
         ah, aw = ah.T, aw.T
     y = _same_dtype(x.reshape(-1, w) @ aw, x).view(-1, h, w)
