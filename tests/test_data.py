@@ -32,11 +32,19 @@ def test_fashion_mnist_missing_says_how_to_install(monkeypatch, tmp_path):
         data.fashion_dir()
 
 
+def test_fashion_mnist_missing_is_not_available(monkeypatch, tmp_path):
+    monkeypatch.setattr(data, "FASHION_DIRS", (tmp_path / "nope",))
+    monkeypatch.delenv("DANAS_FASHION_MNIST_DIR", raising=False)
+    assert not data.available("fashion-mnist")
+    assert data.available("digits")
+    with pytest.raises(ValueError, match="unknown dataset"):
+        data.available("mnist")
+
+
+@pytest.mark.skipif(
+    not data.available("fashion-mnist"), reason="dataset-fashion-mnist not installed (.ci/run installs it)"
+)
 def test_fashion_mnist_reads_the_debian_package():
-    try:
-        data.fashion_dir()
-    except FileNotFoundError:
-        pytest.skip("dataset-fashion-mnist not installed (.ci/run installs it)")
     ds = data.load("fashion-mnist")
     assert ds.shape == (1, 28, 28) and ds.sizes() == {"train": 60000, "valid": 5000, "test": 5000}
 

@@ -15,7 +15,7 @@ import torch
 
 from danas_bench.core import space
 from danas_bench.core.recipe import KD, Recipe
-from danas_bench.training import engine, native
+from danas_bench.training import data, engine, native
 from danas_bench.training.fused import FusedCell, FusedReduction, FusedStudents
 from danas_bench.training.fused_ops import (
     CONV_OPS,
@@ -30,19 +30,10 @@ from danas_bench.training.student import Reduction
 TINY = {"width": 4, "epochs": 1, "batch_size": 32}
 
 
-def _has_fashion() -> bool:
-    from danas_bench.training import data
-
-    try:
-        data.fashion_dir()
-    except FileNotFoundError:
-        return False
-    return True
-
-
 # fashion-mnist's 28x28 and 14x14 planes take the separable pool (digits' 8x8 the dense one); .ci/run installs it
 FASHION = pytest.param(
-    "fashion-mnist", marks=pytest.mark.skipif(not _has_fashion(), reason="dataset-fashion-mnist not installed")
+    "fashion-mnist",
+    marks=pytest.mark.skipif(not data.available("fashion-mnist"), reason="dataset-fashion-mnist not installed"),
 )
 
 

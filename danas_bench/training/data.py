@@ -323,6 +323,21 @@ LOADERS = {
 TIERS = {"mnist1d": "S", "digits": "S", "fashion-mnist": "M", "mnist-5k": "M", "cifar10": "L", "cifar100": "L"}
 
 
+def available(name: str) -> bool:
+    """Whether ``name``'s files are on this machine, without loading them: fashion-mnist and CIFAR are
+    installed or downloaded apart from the project (the others ship with its dependencies)."""
+    if name not in LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; available here: {', '.join(LOADERS)}")
+    try:
+        if name == "fashion-mnist":
+            fashion_dir()
+        elif name in CIFAR:
+            cifar_dir(name)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 @functools.cache
 def load(name: str) -> Dataset:
     """Load a dataset by name (cached per process)."""
