@@ -528,10 +528,11 @@ def test_open_by_recipe_version_name(capsys):
         db.open("digits/none", root, recipe_id="v9")
     with pytest.raises(ValueError, match=r"no table of recipe 'v2' \(v2 is recipe [0-9a-f]{16}\)"):
         db.open("mnist1d/mlp", root, recipe_id="v2")  # mnist1d's v2 replaced the mlp teacher
-    # v1, the version conf/recipe/digits.yaml serves today, is pinned by name too
+    # without a name, the version conf/recipe/digits.yaml serves; v1 stays reachable by name
     served = db.open("digits/none", root, fallback="error")
-    assert db.open("digits/none", root, fallback="error", recipe_id="v1").path == served.path
-    assert served.recipe_id == recipe_for("digits", "v1").recipe_id
+    assert served.recipe_id == recipe_for("digits").recipe_id
+    v1 = db.open("digits/none", root, fallback="error", recipe_id="v1")
+    assert v1.recipe_id == recipe_for("digits", "v1").recipe_id and v1.path.name == f"none-{v1.recipe_id}.parquet"
 
 
 def test_a_broken_recipe_alias_stops_open_instead_of_serving_another_version(tmp_path, monkeypatch):
@@ -553,13 +554,21 @@ def test_a_broken_recipe_alias_stops_open_instead_of_serving_another_version(tmp
 
 
 def test_open_all_serves_the_configured_recipe_per_dataset(tmp_path):
-    """A pair that exists only in another recipe version (mnist1d/tcn in v2) is not among open_all's pairs
-    when its dataset has tables of the configured recipe; datasets without any (your own) keep every pair."""
+    """A pair that exists only in another recipe version (mnist1d/tcn only in v2, mnist1d/mlp only in v1) is
+    not among open_all's pairs when its dataset has tables of the configured recipe; datasets without any
+    (your own) keep every pair."""
     from danas_bench.core.recipe import recipe_for
     from danas_bench.query.catalog import default_pairs
 
+    served = recipe_for("mnist1d").recipe_id  # the version conf/recipe/mnist1d.yaml serves
     v1, v2 = recipe_for("mnist1d", "v1").recipe_id, recipe_for("mnist1d", "v2").recipe_id
-    names = [f"mnist1d/none-{v1}", f"mnist1d/none-{v2}", f"mnist1d/tcn-{v2}", "digits/resnet-0123456789abcdef"]
+    other, only_other = (v2, "tcn") if served == v1 else (v1, "mlp")
+    names = [
+        f"mnist1d/none-{served}",
+        f"mnist1d/none-{other}",
+        f"mnist1d/{only_other}-{other}",
+        "digits/resnet-0123456789abcdef",
+    ]
     for name in names:  # discovery reads names only
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / f"{name}.parquet").touch()
