@@ -297,7 +297,7 @@ def render_targets(checks: list[dict]) -> list[str]:
                 if ci is None
                 else f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}] pp: {mark(ok)}",
                 "n/a" if ci is None else f"{100 * c['collapsed'][0]:.1f}%: {mark(c['collapsed'][1])}",
-                f"{100 * m:.1f} ({100 * mh:.1f}) pp: {mark(okm)}",
+                f"{100 * m:.2f} ({100 * mh:.2f}) pp: {mark(okm)}",
             ]
         out.append(
             f"| {c['pair']} | `{c['recipe_id']}` | {cov}: {mark(ok_cov)} | {c['icc1'][0]:.2f}: {mark(c['icc1'][1])} | "
