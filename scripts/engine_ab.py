@@ -79,7 +79,10 @@ class Run:
                 sched.step()
 
     def evaluate(self, vx) -> torch.Tensor:
-        return torch.cat([self.engine._predict(m, vx) for m in self.models], 1)  # (N, n archs, C)
+        # the revision's own evaluation batch (before eval_batch existed: 128 on the CPU)
+        pick = getattr(self.engine, "eval_batch", lambda dev, shape: 128)
+        bs = pick(torch.device("cpu"), self.task.dataset.shape)
+        return torch.cat([self.engine._predict(m, vx, bs) for m in self.models], 1)  # (N, n archs, C)
 
 
 def main() -> None:

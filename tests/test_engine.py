@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from danas_bench.core import space
 from danas_bench.core.recipe import KD, Recipe
@@ -59,6 +60,26 @@ def test_fused_forward_equals_plain_students(dataset, archs):
             out = fused(x)
         assert out.shape == (20, len(archs), 10)
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_eval_batch_holds_about_32_images_of_28x28_and_never_changes_the_logits(archs):
+    """The evaluation batch shrinks with the input's plane (cache), to 16 at the least, 128 at the most; a GPU
+    takes 1024. Eval-mode logits are per example, so every batch size gives the same bits."""
+    cpu = torch.device("cpu")
+    assert [engine.eval_batch(cpu, s) for s in [(1, 40), (1, 8, 8), (1, 28, 28), (3, 32, 32)]] == [128, 128, 32, 16]
+    assert engine.eval_batch(torch.device("cuda"), (3, 32, 32)) == 1024
+    task = engine.Task.make(Recipe("digits", **TINY), KD("none"))
+    fused = FusedStudents(engine._students(archs, 5, task))
+    x, y, _ = task.train_split()
+    opt = torch.optim.SGD(fused.parameters(), lr=0.1)
+    for i in range(0, 96, 32):  # trained BatchNorm statistics, not the initial ones
+        F.cross_entropy(fused(x[i : i + 32]).flatten(0, 1), y[i : i + 32].repeat_interleave(len(archs))).backward()
+        opt.step()
+        opt.zero_grad()
+    vx = task.dataset.x["valid"][:100]  # 100: every batch size below leaves a short last batch
+    ref = engine._predict(fused, vx, bs=128)
+    for bs in (16, 32, 64):
+        assert torch.equal(engine._predict(fused, vx, bs=bs), ref)
 
 
 @pytest.mark.parametrize("dataset", ["digits", "mnist1d"])

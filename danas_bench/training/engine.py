@@ -122,12 +122,31 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None, kd: KD)
     return per_model.sum(), per_model.detach()
 
 
+# on the CPU, an evaluation batch of about this many input positions keeps a fused model's activations in
+# cache: 32 images of 28x28 (fashion-mnist's eval 1.5x faster than at 128), while mnist1d's 40 and digits'
+# 64 positions take the cap of 128 (docs/performance.md)
+EVAL_POSITIONS = 32 * 28 * 28
+
+
+def eval_batch(device: torch.device, sample_shape: tuple[int, ...]) -> int:
+    """The evaluation batch size for inputs of ``sample_shape`` (channels first) on ``device``: a GPU wants
+    large batches (1024); on the CPU the largest power of two from 16 to 128 whose batch holds at most
+    ``EVAL_POSITIONS`` input positions. Eval-mode logits do not depend on it (bit-identical, tests)."""
+    if torch.device(device).type != "cpu":
+        return 1024
+    positions = math.prod(sample_shape[1:])
+    bs = 128
+    while bs > 16 and bs * positions > EVAL_POSITIONS:
+        bs //= 2
+    return bs
+
+
 @torch.inference_mode()
 def _predict(model: nn.Module, x: torch.Tensor, bs: int = 128, amp=contextlib.nullcontext) -> torch.Tensor:
-    """Eval-mode float32 logits (N, K, C). Batches of 128 keep a fused model's activations in cache:
-    1.4x faster than 500 on 64 fused students (docs/performance.md); inference mode (no autograd
-    bookkeeping at all) is ~5% faster than ``no_grad`` there. ``x`` may live on the CPU: each batch is
-    moved to the model's device; ``amp`` makes the recipe's autocast context."""
+    """Eval-mode float32 logits (N, K, C) in batches of ``bs`` (:func:`eval_batch`: batches small enough
+    to keep a fused model's activations in cache); inference mode (no autograd bookkeeping at all) is
+    ~5% faster than ``no_grad``. ``x`` may live on the CPU: each batch is moved to the model's device;
+    ``amp`` makes the recipe's autocast context."""
     model.eval()
     dev = next(model.parameters()).device
     outs = []
@@ -250,7 +269,7 @@ def fit(model: nn.Module, k: int, task: Task, seed: int, progress=None, fused_op
     # epoch would cost more than training); the final valid and test metrics always use whole splits
     vx, vy = task.dataset.x["valid"][: r.valid_curve_n], task.dataset.y["valid"][: r.valid_curve_n]
     curve_is_whole_valid = len(vx) == len(task.dataset.x["valid"])
-    eval_bs = 128 if dev.type == "cpu" else 1024  # a GPU wants large batches; eval-mode logits do not depend on it
+    eval_bs = eval_batch(dev, task.dataset.shape)
     model.train()
     for _ in range(r.epochs):
         t0 = clock()
