@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from danas_bench.core import space
 from danas_bench.core.recipe import KD, Recipe
 from danas_bench.training import data, engine, native
-from danas_bench.training.fused import FusedCell, FusedReduction, FusedStudents
+from danas_bench.training.fused import FusedCell, FusedReduction, FusedStudents, parameter_owners
 from danas_bench.training.fused_ops import (
     CONV_OPS,
     SEPARABLE_MIN,
@@ -316,6 +316,64 @@ def test_train_many_matches_plain_loop_and_fills_records(archs):
         assert 0.0 <= f["test_acc"] <= 1.0 and 0.0 <= f["test_ece"] <= 1.0
         assert f["test_agreement"] is not None and f["test_kl_teacher"] >= 0.0
         assert f["train_seconds"] > 0 and f["kd_alpha"] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("dataset", ["digits", "mnist1d", FASHION])
+def test_per_student_clipping_is_clip_grad_norm_on_each_plain_student(dataset, archs, monkeypatch, request):
+    """The owner map partitions the fused parameters by student: each student's gradient norm read through
+    it is its plain module's, and clipping scales each student's gradient as ``clip_grad_norm_`` scales its
+    plain module's (a cap at the median norm: some students are clipped, some not)."""
+    tol = {"rtol": 1e-3, "atol": 1e-6}
+    if dataset == "fashion-mnist":  # float32 BatchNorm over 28x28 planes: see test_fused_training_step_equals_plain
+        _float64(monkeypatch, request)
+        tol = {"rtol": 1e-5, "atol": 1e-8}
+    task = engine.Task.make(Recipe(dataset, **TINY), KD("none"))
+    students = engine._students(archs[:9], 3, task)  # 9: an odd count, so padding groups too
+    fused = FusedStudents(students)
+    owners = parameter_owners(students)
+    assert [o.shape for o in owners] == [p.shape[:1] for p in fused.parameters()]
+    x, y = task.dataset.x["train"][:16].to(torch.get_default_dtype()), task.dataset.y["train"][:16]
+    F.cross_entropy(fused(x).reshape(-1, 10), y.repeat_interleave(len(students))).backward()
+    for s in students:
+        F.cross_entropy(s(x), y).div(len(students)).backward()
+    plain = torch.stack(
+        [torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in s.parameters()])) for s in students]
+    )
+    max_norm = float(plain.median())
+    clip = engine.ClipPerStudent(list(fused.parameters()), owners, len(students), max_norm)
+    torch.testing.assert_close(clip.norms().to(plain.dtype), plain, **tol)
+    clip()
+    for s in students:
+        torch.nn.utils.clip_grad_norm_(s.parameters(), max_norm)
+    clipped = torch.minimum(plain, torch.tensor(max_norm, dtype=plain.dtype))
+    torch.testing.assert_close(clip.norms().to(plain.dtype), clipped, **tol)
+    assert (plain > max_norm * 1.01).sum() >= 2 and (plain < max_norm * 0.99).sum() >= 2
+    c = students[0].stem[0].weight.shape[0]
+    for k, s in enumerate(students):
+        got = fused.stem_w.grad[k * c : (k + 1) * c].reshape(s.stem[0].weight.shape)
+        torch.testing.assert_close(got, s.stem[0].weight.grad, **tol)
+        torch.testing.assert_close(fused.cls_w.grad[k], s.classifier.weight.grad, **tol)
+
+
+def test_clipped_recipe_trains_alike_in_the_engine_and_the_plain_loop(archs):
+    """A recipe with ``grad_clip`` clips in both paths (a tight cap changes the training) and they agree as
+    unclipped training does; a recipe without it keeps its id."""
+    clipped = Recipe("digits", grad_clip=0.05, **TINY)
+    assert Recipe("digits", **TINY).recipe_id != clipped.recipe_id
+    assert "grad_clip" not in Recipe("digits", **TINY).to_dict()
+    task = engine.Task.make(clipped, KD("resnet"))
+    fused = engine.train_many(archs[:4], 0, task)
+    plain = [engine.train_plain(a, 0, task) for a in archs[:4]]
+    diffs = [abs(f["test_acc"] - p["test_acc"]) for f, p in zip(fused, plain)]
+    assert np.mean(diffs) <= 0.02 and max(diffs) <= 0.05, diffs
+    free = engine.train_many(archs[:4], 0, engine.Task.make(Recipe("digits", **TINY), KD("resnet")))
+    assert [f["train_loss"][-1] for f in fused] != [f["train_loss"][-1] for f in free]
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), True, "1"])
+def test_recipe_refuses_a_bad_grad_clip(bad):
+    with pytest.raises(ValueError, match="grad_clip must be a finite number > 0 or null"):
+        Recipe("digits", grad_clip=bad)
 
 
 def test_none_teacher_has_no_teacher_metrics(archs):

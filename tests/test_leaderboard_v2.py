@@ -351,6 +351,20 @@ def test_report_carries_runs_ci_scoring_and_holm(tmp_path):
     shipped.write_text(out.with_suffix(".json").read_text())
     again = lb_report.write_report(frames, timings, ctx, tmp_path / "lb2" / "leaderboard.md", None, shipped=shipped)
     assert again["reproduces"]["inside_ci"] == again["reproduces"]["compared"] > 0
+    # several boards (make run's v1 and v2): each row against the board of its pair's recipe, an unreadable
+    # board skipped; a board of another recipe compares nothing
+    other = json.loads(shipped.read_text())
+    for tv in other["context"]["tables"].values():
+        tv["recipe_id"] = "0123456789abcdef"
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    boards = [tmp_path / "missing.json", tmp_path / "other.json", shipped]
+    both = lb_report.write_report(frames, timings, ctx, tmp_path / "lb3" / "leaderboard.md", None, shipped=boards)
+    assert both["reproduces"]["compared"] == again["reproduces"]["compared"]
+    assert both["reproduces"]["shipped"] == f"{tmp_path / 'other.json'}, {shipped}"
+    alone = lb_report.write_report(
+        frames, timings, ctx, tmp_path / "lb4" / "leaderboard.md", None, shipped=[tmp_path / "other.json"]
+    )
+    assert alone["reproduces"]["compared"] == 0
     assert tables_dir().resolve() not in out.resolve().parents
 
 

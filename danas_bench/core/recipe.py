@@ -21,7 +21,7 @@ RECIPE_DIR = CONF_DIR / "recipe"
 RECIPE_ID = re.compile(r"[0-9a-f]{16}")  # a recipe id: 16 hex digits of its hash
 KD_TEMPERATURE = 4.0
 KD_ALPHA = 0.9
-LATE_FIELDS = ("valid_curve_n", "warmup_epochs", "autocast")
+LATE_FIELDS = ("valid_curve_n", "warmup_epochs", "autocast", "grad_clip")
 AUTOCAST = ("bf16",)
 
 
@@ -40,6 +40,7 @@ class Recipe:
     valid_curve_n: int | None = None  # per-epoch valid acc on the first n valid examples (None: all)
     warmup_epochs: int | None = None  # linear learning-rate warmup from 0 before the cosine (None: none)
     autocast: str | None = None  # "bf16": the forward's convolutions and matmuls in bfloat16 (None: float32)
+    grad_clip: float | None = None  # each student's whole gradient clipped to this L2 norm per step (None: off)
 
     def __post_init__(self):
         for name in ("width", "cells", "stages", "epochs", "batch_size"):
@@ -56,6 +57,9 @@ class Recipe:
             raise ValueError(
                 f"recipe field autocast must be null or one of {', '.join(AUTOCAST)}, got {self.autocast!r}"
             )
+        v = self.grad_clip
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0):
+            raise ValueError(f"recipe field grad_clip must be a finite number > 0 or null, got {v!r}")
         for name in ("lr", "momentum", "weight_decay"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:

@@ -515,9 +515,10 @@ def main(cfg) -> int:
         recipe_key(c.get("recipe_id")),
     )
     out = Path(c.get("out", "results/leaderboard.md"))
-    shipped = Path(c["compare"]) if c.get("compare") else None
-    if shipped is not None and shipped.resolve() == out.with_suffix(".json").resolve():
-        shipped = None  # writing the shipped leaderboard itself
+    compare = c.get("compare") or []
+    compare = [compare] if isinstance(compare, str) else list(compare)
+    # never against the leaderboard being written (`make leaderboard-docs` rewrites a shipped one)
+    shipped = [Path(p) for p in compare if Path(p).resolve() != out.with_suffix(".json").resolve()] or None
     figures = c.get("figures", "results/figures")  # figures=null: no plots
     payload = write_report(
         frames,

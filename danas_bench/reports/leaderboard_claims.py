@@ -271,25 +271,30 @@ def claims(fin: pl.DataFrame, context: dict, alpha: float = ALPHA, margin_pp: fl
     return out
 
 
-def reproduces(payload: dict, shipped: Path) -> dict | None:
-    """How many of the shipped leaderboard's (pair, scoring, searcher) means fall inside this run's 95% CIs."""
-    try:
-        old = json.loads(Path(shipped).read_text())
-    except (OSError, ValueError):
-        return None
-    theirs = {
-        (r.get("pair"), r.get("scoring"), r.get("searcher")): r.get("regret_mean")
-        for rows in (old.get("pairs") or {}).values()
-        if isinstance(rows, list)
-        for r in rows
-    }
-    # a pair compares only where both ran on the same recipe (a v2 run is not a reproduction of v1)
+def reproduces(payload: dict, shipped) -> dict | None:
+    """How many of the shipped leaderboards' (pair, scoring, searcher) means fall inside this run's 95% CIs.
+    ``shipped``: one leaderboard JSON or several (the v1 board and the v2 board); a row is compared with the
+    board that ran its pair on the same recipe (a v2 run is not a reproduction of v1). None: none readable."""
+    paths = [Path(shipped)] if isinstance(shipped, (str, Path)) else [Path(p) for p in shipped]
     recipe = lambda d, p: ((d.get("context") or {}).get("tables") or {}).get(p, {}).get("recipe_id")  # noqa: E731
+    theirs, read = {}, []
+    for path in paths:
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        read.append(str(path))
+        for rows in (old.get("pairs") or {}).values():
+            for r in rows if isinstance(rows, list) else []:
+                key = (r.get("pair"), recipe(old, r.get("pair")), r.get("scoring"), r.get("searcher"))
+                theirs.setdefault(key, r.get("regret_mean"))
+    if not read:
+        return None
     inside, total, off = 0, 0, []
     for rows in payload["pairs"].values():
         for r in rows:
-            v = theirs.get((r["pair"], r["scoring"], r["searcher"]))
-            if v is None or recipe(old, r["pair"]) != recipe(payload, r["pair"]):
+            v = theirs.get((r["pair"], recipe(payload, r["pair"]), r["scoring"], r["searcher"]))
+            if v is None:
                 continue
             total += 1
             lo, hi = r["regret_ci95"]
@@ -297,7 +302,7 @@ def reproduces(payload: dict, shipped: Path) -> dict | None:
                 inside += 1
             else:
                 off.append(f"{r['pair']} {r['searcher']} ({r['scoring']}): shipped {v:.3f}, here [{lo:.3f}, {hi:.3f}]")
-    return {"shipped": str(shipped), "compared": total, "inside_ci": inside, "outside": off}
+    return {"shipped": ", ".join(read), "compared": total, "inside_ci": inside, "outside": off}
 
 
 __all__ = [

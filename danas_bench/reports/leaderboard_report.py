@@ -117,7 +117,7 @@ def write_report(
     command: str = "danas-bench leaderboard",
     alpha: float = ALPHA,
     margin_pp: float = 0.0,
-    shipped: Path | None = None,
+    shipped: Path | list[Path] | None = None,
 ) -> dict:
     """Write the Markdown leaderboard, its JSON twin and the plots; return the JSON payload."""
     out, figures = Path(out), None if figures is None else Path(figures)

@@ -23,7 +23,8 @@ def generation_core_hours(core_seconds: float, cells: int = space.N_CANONICAL) -
 
 def _recipe(r: dict) -> str:
     s = f"w{r['width']} e{r['epochs']} bs{r['batch_size']} n{r['n_train'] or 'all'} lr{r['lr']:g}"
-    return s + (f" wu{r['warmup_epochs']}" if r.get("warmup_epochs") else "")
+    s += f" wu{r['warmup_epochs']}" if r.get("warmup_epochs") else ""
+    return s + (f" clip{r['grad_clip']:g}" if r.get("grad_clip") else "")
 
 
 def _pp(x: float) -> str:

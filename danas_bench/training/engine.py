@@ -35,7 +35,7 @@ from danas_bench.core import space
 from danas_bench.core.recipe import KD, Recipe
 from danas_bench.training import data as data_mod
 from danas_bench.training import teachers
-from danas_bench.training.fused import FusedStudents, Single
+from danas_bench.training.fused import FusedStudents, Single, parameter_owners
 from danas_bench.training.student import build
 
 ECE_BINS = 15
@@ -250,8 +250,45 @@ def lr_schedule(opt: torch.optim.Optimizer, r: Recipe, n: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def fit(model: nn.Module, k: int, task: Task, seed: int, progress=None, fused_optimizer: bool = False) -> dict:
-    """Train ``model`` (logits (B, K, C)) with the task's recipe; return per-model arrays."""
+class ClipPerStudent:
+    """``torch.nn.utils.clip_grad_norm_`` for each student of a fused model on its own: each student's
+    whole gradient is scaled by min(1, max_norm / (its L2 norm + 1e-6)), so one student's large step
+    never shrinks another's. ``owners`` maps each parameter row to its student (k + 1; 0: no one,
+    :func:`~danas_bench.training.fused.parameter_owners`)."""
+
+    def __init__(self, params, owners: list[torch.Tensor], k: int, max_norm: float):
+        self.pairs = [(p, o.to(p.device)) for p, o in zip(params, owners, strict=True)]
+        self.k, self.max_norm = k, float(max_norm)
+
+    def norms(self) -> torch.Tensor:
+        """Each student's gradient L2 norm, shape (k,)."""
+        p0 = self.pairs[0][0]
+        sq = torch.zeros(self.k + 1, device=p0.device, dtype=torch.promote_types(p0.dtype, torch.float32))
+        for p, o in self.pairs:
+            if p.grad is not None:
+                sq.index_add_(0, o, p.grad.reshape(len(o), -1).to(sq.dtype).square().sum(1))
+        return sq[1:].sqrt()
+
+    def __call__(self) -> None:
+        coef = (self.max_norm / (self.norms() + 1e-6)).clamp_(max=1.0)
+        coef = torch.cat([coef.new_ones(1), coef])
+        for p, o in self.pairs:
+            if p.grad is not None:
+                p.grad.mul_(coef[o].reshape(-1, *[1] * (p.dim() - 1)).to(p.grad.dtype))
+
+
+def fit(
+    model: nn.Module,
+    k: int,
+    task: Task,
+    seed: int,
+    progress=None,
+    fused_optimizer: bool = False,
+    owners: list[torch.Tensor] | None = None,
+) -> dict:
+    """Train ``model`` (logits (B, K, C)) with the task's recipe; return per-model arrays. ``owners``: which
+    of the K students each parameter row belongs to, needed when the recipe clips gradients (``None``:
+    a single student owns them all)."""
     keep_freed_memory()
     r, kd = task.recipe, task.kd
     dev = torch.device(task.device)
@@ -263,6 +300,11 @@ def fit(model: nn.Module, k: int, task: Task, seed: int, progress=None, fused_op
     amp = functools.partial(_autocast, r, dev)
     opt = optimizer(model, r, fused_optimizer)
     sched = lr_schedule(opt, r, n)
+    clip = None
+    if r.grad_clip is not None:
+        params = list(model.parameters())
+        owners = owners if owners is not None else [torch.ones(len(p), dtype=torch.long) for p in params]
+        clip = ClipPerStudent(params, owners, k, r.grad_clip)
     gen = torch.Generator().manual_seed(int(seed))
     hist = {"train_loss": [], "train_acc": [], "valid_acc": [], "epoch_seconds": []}
     # the per-epoch curve may use a prefix of the valid split (tier M: evaluating 5,000 examples every
@@ -286,6 +328,8 @@ def fit(model: nn.Module, k: int, task: Task, seed: int, progress=None, fused_op
             loss, per_model = _loss(logits, y[idx], None if t is None else t[idx], kd)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if clip is not None:
+                clip()
             opt.step()
             sched.step()
             loss_sum += per_model * len(idx)
@@ -420,8 +464,10 @@ def train_many(indices, seed: int, task: Task, progress=None) -> list[dict]:
     clock = _clock(torch.device(task.device))
     t0 = clock()
     indices = [int(i) for i in indices]
-    model = FusedStudents(_students(indices, seed, task)).to(task.device)
-    out = fit(model, len(indices), task, seed, progress, fused_optimizer=True)
+    students = _students(indices, seed, task)
+    model = FusedStudents(students).to(task.device)
+    owners = parameter_owners(students) if task.recipe.grad_clip is not None else None
+    out = fit(model, len(indices), task, seed, progress, fused_optimizer=True, owners=owners)
     return _records(indices, seed, task, out, clock() - t0)
 
 

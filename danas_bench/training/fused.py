@@ -356,6 +356,29 @@ class FusedStudents(nn.Module):
         return torch.einsum("bkc,koc->bko", feats, self.cls_w) + self.cls_b
 
 
+def parameter_owners(students: list[Student]) -> list[torch.Tensor]:
+    """For each parameter of ``FusedStudents(students)``, in order, which student owns each of its rows
+    (first dimension): k + 1 for student k, 0 for a row no student owns (a padding group's zero weight).
+    Every fused parameter stacks its students' parameters along the first dimension, so a row belongs to
+    one student; a packed block's off-diagonal zeros share the row of the block's student. Read off a fused
+    copy of students whose every parameter holds its owner's number, so the map follows whatever layout
+    the fusion chooses. A padding group's BatchNorm copies its first user's and is counted as that
+    user's; its gradient is always zero (its output is never read)."""
+    marked = copy.deepcopy(students)
+    with torch.no_grad():
+        for k, s in enumerate(marked):
+            for p in s.parameters():
+                p.fill_(k + 1)
+    owners = []
+    for p in FusedStudents(marked).parameters():
+        el = p.detach().round().long().reshape(len(p), -1)
+        rows = el.max(1).values
+        if not torch.equal(el.to(p.dtype), p.detach().reshape(el.shape)) or ((el != 0) & (el != rows[:, None])).any():
+            raise AssertionError("a fused parameter row is not one student's copy: no owner map")
+        owners.append(rows)
+    return owners
+
+
 class Single(nn.Module):
     """The plain loop's model: one student, its logits shaped (batch, 1, classes) like the fused one."""
 
