@@ -303,6 +303,8 @@ def fit(
     clip = None
     if r.grad_clip is not None:
         params = list(model.parameters())
+        if owners is None and k > 1:
+            raise ValueError("a recipe with grad_clip trains K > 1 students only with their owner map (owners=)")
         owners = owners if owners is not None else [torch.ones(len(p), dtype=torch.long) for p in params]
         clip = ClipPerStudent(params, owners, k, r.grad_clip)
     gen = torch.Generator().manual_seed(int(seed))
