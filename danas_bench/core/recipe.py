@@ -25,6 +25,11 @@ LATE_FIELDS = ("valid_curve_n", "warmup_epochs", "autocast", "grad_clip")
 AUTOCAST = ("bf16",)
 
 
+def _finite(v) -> bool:
+    """A finite int or float (not a bool, not a string)."""
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
 @dataclass(frozen=True)
 class Recipe:
     dataset: str
@@ -57,12 +62,11 @@ class Recipe:
             raise ValueError(
                 f"recipe field autocast must be null or one of {', '.join(AUTOCAST)}, got {self.autocast!r}"
             )
-        v = self.grad_clip
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0):
-            raise ValueError(f"recipe field grad_clip must be a finite number > 0 or null, got {v!r}")
+        if self.grad_clip is not None and not (_finite(self.grad_clip) and self.grad_clip > 0):
+            raise ValueError(f"recipe field grad_clip must be a finite number > 0 or null, got {self.grad_clip!r}")
         for name in ("lr", "momentum", "weight_decay"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            if not (_finite(v) and v >= 0):
                 raise ValueError(f"recipe field {name} must be a finite number >= 0, got {v!r}")
 
     def to_dict(self) -> dict:
