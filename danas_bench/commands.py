@@ -57,12 +57,8 @@ def pilot(cfg) -> int:
     path = out / "pilot.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     for ds in cfg.datasets:
-        measured = [
-            m
-            for r in recipes[ds]
-            if (df := p._read_runs(p.runs_path(out, r))) is not None
-            and (m := p.measure(df, r, cells[ds], crit)) is not None
-        ]
+        frames = [(r, df) for r in recipes[ds] if (df := p._read_runs(p.runs_path(out, r))) is not None]
+        measured = [m for r, df in frames if (m := p.measure(df, r, cells[ds], crit)) is not None]
         budget = _per_dataset(cfg.budget_core_seconds, ds, float)
         pick = p.choose(measured, budget, crit) if measured else {"chosen": None}
         results[ds] = {
@@ -72,6 +68,7 @@ def pilot(cfg) -> int:
             "budget_core_seconds": budget,
             "generation_cells": _per_dataset(cfg.generation_cells, ds),
             "criteria": crit.__dict__,
+            "longer": p.longer_training(frames, cells[ds]),
             **pick,
         }
         if cfg.write_recipes and pick.get("chosen") and len(measured) == len(recipes[ds]):

@@ -372,3 +372,40 @@ def test_a_dataset_without_its_settings_stops_the_pilot_before_it_trains(tmp_pat
     res = danas_cli("pilot", "datasets=[cifar10]", "train=false", f"out_dir={tmp_path}", timeout=120)
     assert res.returncode == 2 and "no value for 'cifar10'" in res.stderr
     assert not (tmp_path / "pilot.json").exists()
+
+
+def test_longer_training_pairs_only_schedule_twins_and_measures_the_final_gain():
+    """Two candidates that differ only in epochs and warmup are compared cell by cell: a known +1 pp on
+    every KD setting comes back inside its interval; a candidate that also changes lr is not paired, nor
+    one whose runs are incomplete."""
+    rng = np.random.default_rng(0)
+    cells = pilot.sample_cells(60, 2)
+    base = rng.normal(0.85, 0.02, len(cells))
+    noise = {s: rng.normal(0, 0.005, len(cells)) for s in (0, 1)}
+
+    def runs(shift):
+        extra = rng.normal(0, 0.002, len(cells))  # each candidate's own training noise
+        return pl.concat(
+            [
+                _frame(cells, (0, 1), lambda i, s: base[i] + noise[s][i] + extra[i] + shift).with_columns(
+                    teacher=pl.lit(t)
+                )
+                for t in ("none", "resnet", "mlp")
+            ]
+        )
+
+    short = Recipe("digits", width=4, epochs=20, warmup_epochs=2)
+    long_ = Recipe("digits", width=4, epochs=30, warmup_epochs=3)
+    other_lr = Recipe("digits", width=4, epochs=40, lr=0.05)
+    partial = Recipe("digits", width=4, epochs=50)
+    frames = [
+        (short, runs(0.0)),
+        (long_, runs(0.01)),
+        (other_lr, runs(0.02)),
+        (partial, runs(0.03).filter(pl.col("teacher") != "mlp")),
+    ]
+    out = pilot.longer_training(frames, cells)
+    assert [(d["short"], d["long"], d["epochs"]) for d in out] == [(short.recipe_id, long_.recipe_id, [20, 30])]
+    for t in ("none", "resnet", "mlp"):
+        lo, hi = out[0]["settings"][t]["ci"]
+        assert out[0]["settings"][t]["gain"] == pytest.approx(0.01, abs=0.002) and lo <= 0.01 <= hi < 0.02

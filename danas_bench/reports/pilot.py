@@ -197,6 +197,42 @@ def measure(df: pl.DataFrame, recipe: Recipe, cells: np.ndarray, crit: Criteria 
     }
 
 
+SCHEDULE_FIELDS = ("epochs", "warmup_epochs")
+
+
+def longer_training(frames: list[tuple[Recipe, pl.DataFrame]], cells: np.ndarray) -> list[dict]:
+    """What more epochs buy, measured directly: for every two measured candidates that differ only in
+    their schedule's length (``SCHEDULE_FIELDS``), the longer one's seed-mean test accuracy minus the
+    shorter one's, per cell and KD setting, mean with its 95% t-interval over cells. The convergence
+    check reads the validation curve's last quarter, where a cosine schedule's annealing adds a gain of
+    its own; this comparison says whether training longer still moves the final accuracy."""
+    out = []
+    for short, a in frames:
+        for long_, b in frames:
+            same = {k: v for k, v in short.to_dict().items() if k not in SCHEDULE_FIELDS}
+            if long_.epochs <= short.epochs or same != {
+                k: v for k, v in long_.to_dict().items() if k not in SCHEDULE_FIELDS
+            }:
+                continue
+            per = {}
+            for t in ["none"] + list(TEACHERS[short.dataset]):
+                d = _wide(b, t, "test_acc", cells).mean(1) - _wide(a, t, "test_acc", cells).mean(1)
+                if np.isnan(d).any():
+                    break
+                m, lo, hi = mean_ci(d)
+                per[t] = {"gain": m, "ci": [lo, hi]}
+            else:
+                out.append(
+                    {
+                        "short": short.recipe_id,
+                        "long": long_.recipe_id,
+                        "epochs": [short.epochs, long_.epochs],
+                        "settings": per,
+                    }
+                )
+    return out
+
+
 def choose(results: list[dict], budget_core_seconds: float, crit: Criteria = Criteria()) -> dict:
     """The rule of docs/pilot.md: among candidates that fit the budget and pass every check, the most
     reliable (highest minimum ICC(1) over KD settings; within ``near_best_icc`` of it, the highest

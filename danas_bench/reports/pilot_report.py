@@ -80,6 +80,28 @@ def _rows(ds: str, res: dict) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + out
 
 
+def _longer(res: dict) -> list[str]:
+    """The 'does training longer pay' lines: candidates that differ only in their schedule's length."""
+    pairs = res.get("longer") or []
+    if not pairs:
+        return []
+    name = {c["recipe_id"]: _recipe(c["recipe"]) for c in res["candidates"]}
+    out = [
+        "Does training longer still pay? Candidates that differ only in epochs (and warmup): the longer one's "
+        "seed-mean test accuracy minus the shorter one's, per cell, mean [95% CI] in pp per KD setting. The "
+        "convergence check reads the validation curve's last quarter, where the cosine schedule's annealing "
+        "adds a gain of its own; this says whether more epochs move the final accuracy.",
+        "",
+    ]
+    for d in pairs:
+        per = d["settings"]
+        out.append(
+            f"- {name.get(d['short'], d['short'])} -> {d['epochs'][1]} epochs ({name.get(d['long'], d['long'])}): "
+            + ", ".join(f"{t} {_pp(v['gain'])} [{_pp(v['ci'][0])}, {_pp(v['ci'][1])}]" for t, v in per.items())
+        )
+    return out + [""]
+
+
 def plot_frontier(results: dict, path: Path) -> None:
     """Reliability (minimum ICC(1) over KD settings) against cost, one panel per dataset; the Pareto
     frontier joined, the budget cap dashed, the chosen candidate circled."""
@@ -220,7 +242,7 @@ def write_report(results: dict, out_dir: Path) -> None:
                 )
                 + (" Provisional until every candidate is measured." if n < res["n_planned"] else ""),
             ]
-        L += [""] + _rows(ds, res) + [""]
+        L += [""] + _rows(ds, res) + [""] + _longer(res)
     (out_dir / "pilot.md").write_text("\n".join(L) + "\n")
 
 
