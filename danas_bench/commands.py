@@ -61,6 +61,12 @@ def pilot(cfg) -> int:
         measured = [m for r, df in frames if (m := p.measure(df, r, cells[ds], crit)) is not None]
         budget = _per_dataset(cfg.budget_core_seconds, ds, float)
         pick = p.choose(measured, budget, crit) if measured else {"chosen": None}
+        second = p.runner_up(measured, pick["chosen"], budget, crit) if pick.get("chosen") else None
+        if second is not None:
+            by_id = {r.recipe_id: (r, df) for r, df in frames}
+            pick["versus_runner_up"] = p.min_icc_difference(
+                by_id[pick["chosen"]], by_id[second["recipe_id"]], cells[ds]
+            )
         results[ds] = {
             "candidates": measured,
             "cells": [int(c) for c in cells[ds]],

@@ -409,3 +409,56 @@ def test_longer_training_pairs_only_schedule_twins_and_measures_the_final_gain()
     for t in ("none", "resnet", "mlp"):
         lo, hi = out[0]["settings"][t]["ci"]
         assert out[0]["settings"][t]["gain"] == pytest.approx(0.01, abs=0.002) and lo <= 0.01 <= hi < 0.02
+
+
+def test_the_icc_interval_covers_the_true_icc_at_its_level():
+    """Cells with true spread 1 and seed noise 1 (ICC(1) = 0.5), 48 cells x 2 seeds as in tier M's search:
+    the F-based 95% interval holds 0.5 in about 95% of 400 draws and is wide (~0.4) at that size."""
+    from danas_bench.reports.reliability import icc1_ci
+
+    rng = np.random.default_rng(1)
+    hits, widths = 0, []
+    for _ in range(400):
+        a = rng.normal(0, 1, (48, 1)) + rng.normal(0, 1, (48, 2))
+        lo, hi = icc1_ci(a)
+        hits += lo <= 0.5 <= hi
+        widths.append(hi - lo)
+    assert 0.92 <= hits / 400 <= 0.98
+    assert 0.3 < np.median(widths) < 0.6
+    assert icc1_ci(np.ones((5, 2)) + np.arange(5)[:, None]) == (1.0, 1.0)  # no seed noise at all
+
+
+def test_the_pick_is_compared_with_its_runner_up_on_the_same_cells():
+    """A candidate whose seed noise is a third of another's is ahead beyond noise; two candidates drawn
+    alike are not told apart (the interval holds 0)."""
+    rng = np.random.default_rng(2)
+    cells = pilot.sample_cells(128, 3)
+    true = rng.normal(0.9, 0.02, len(cells))
+
+    def runs(noise_sd):
+        noise = {s: rng.normal(0, noise_sd, len(cells)) for s in (0, 1)}
+        return pl.concat(
+            [
+                _frame(cells, (0, 1), lambda i, s: true[i] + noise[s][i]).with_columns(teacher=pl.lit(t))
+                for t in ("none", "resnet", "mlp")
+            ]
+        )
+
+    quiet, loud, loud2 = (Recipe("digits", epochs=e) for e in (10, 20, 30))
+    ahead = pilot.min_icc_difference((quiet, runs(0.007)), (loud, runs(0.02)), cells, n_boot=300)
+    assert ahead["diff"] > 0 and ahead["ci"][0] > 0
+    tie = pilot.min_icc_difference((loud, runs(0.02)), (loud2, runs(0.02)), cells, n_boot=300)
+    assert tie["ci"][0] < 0 < tie["ci"][1]
+    results = [
+        {
+            "recipe_id": r.recipe_id,
+            "core_seconds": 1.0,
+            "checks": {"ok": True},
+            "icc1_min": v,
+            "top10_min": 60,
+            "recipe": {},
+        }
+        for r, v in ((quiet, 0.9), (loud, 0.5), (loud2, 0.4))
+    ]
+    assert pilot.runner_up(results, quiet.recipe_id, 2.0)["recipe_id"] == loud.recipe_id
+    assert pilot.runner_up(results[:1], quiet.recipe_id, 2.0) is None

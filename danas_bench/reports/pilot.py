@@ -28,7 +28,14 @@ from scipy import stats
 from danas_bench.core import space
 from danas_bench.core.pairs import TEACHERS
 from danas_bench.core.recipe import KD, Recipe
-from danas_bench.reports.reliability import Criteria, icc1, late_gain, mean_ci, top_heldout_percentile  # noqa: F401
+from danas_bench.reports.reliability import (  # noqa: F401
+    Criteria,
+    icc1,
+    icc1_ci,
+    late_gain,
+    mean_ci,
+    top_heldout_percentile,
+)
 from danas_bench.training import teachers
 from danas_bench.training.workers import pool, train_chunk
 
@@ -148,6 +155,7 @@ def measure(df: pl.DataFrame, recipe: Recipe, cells: np.ndarray, crit: Criteria 
         curves = df.filter(pl.col("teacher") == t)["valid_acc_curve"].to_list()
         per[t] = {
             "icc1": icc,
+            "icc1_ci": list(icc1_ci(a)),
             "icc_mean2": icc_k,
             "seed_abs_diff": float(np.abs(a[:, 0] - a[:, 1]).mean()),
             "kendall_tau": float(stats.kendalltau(a[:, 0], a[:, 1]).statistic),
@@ -231,6 +239,34 @@ def longer_training(frames: list[tuple[Recipe, pl.DataFrame]], cells: np.ndarray
                     }
                 )
     return out
+
+
+def min_icc_difference(
+    a: tuple[Recipe, pl.DataFrame], b: tuple[Recipe, pl.DataFrame], cells: np.ndarray, n_boot: int = 2000, seed: int = 0
+) -> dict:
+    """Candidate a's minimum ICC(1) over KD settings minus b's, with a 95% percentile interval from a
+    paired bootstrap over cells (both candidates trained the same cells, so their ICCs share the cells'
+    spread; resampling cells jointly keeps that). Says whether the rule's pick is more reliable than the
+    runner-up or only ahead by the sampling noise of a few dozen cells."""
+    settings = ["none"] + list(TEACHERS[a[0].dataset])
+    arrays = [[_wide(df, t, "test_acc", cells) for t in settings] for _, df in (a, b)]
+    point = min(icc1(x)[0] for x in arrays[0]) - min(icc1(x)[0] for x in arrays[1])
+    rng = np.random.default_rng(seed)
+    boot = np.empty(n_boot)
+    for i in range(n_boot):
+        idx = rng.integers(0, len(cells), len(cells))
+        boot[i] = min(icc1(x[idx])[0] for x in arrays[0]) - min(icc1(x[idx])[0] for x in arrays[1])
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"a": a[0].recipe_id, "b": b[0].recipe_id, "diff": float(point), "ci": [float(lo), float(hi)]}
+
+
+def runner_up(results: list[dict], chosen: str, budget_core_seconds: float, crit: Criteria = Criteria()) -> dict | None:
+    """The candidate the rule would pick with the chosen one removed (None with fewer than two that fit)."""
+    rest = [c for c in results if c["recipe_id"] != chosen]
+    if not rest:
+        return None
+    alt = choose(rest, budget_core_seconds, crit)
+    return next((c for c in rest if c["recipe_id"] == alt.get("chosen")), None)
 
 
 def choose(results: list[dict], budget_core_seconds: float, crit: Criteria = Criteria()) -> dict:

@@ -31,6 +31,31 @@ def _pp(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
+def _min_icc_ci(c: dict) -> str:
+    """The candidate's minimum ICC(1) over KD settings with that setting's F-based 95% interval."""
+    t = min(c["settings"], key=lambda t: c["settings"][t]["icc1"])
+    ci = c["settings"][t].get("icc1_ci")
+    return f"{c['icc1_min']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def _versus(res: dict) -> str:
+    """How far the pick's reliability is ahead of the runner-up's, and whether that is more than noise."""
+    v = res.get("versus_runner_up")
+    if not v:
+        return ""
+    name = {c["recipe_id"]: _recipe(c["recipe"]) for c in res["candidates"]}
+    lo, hi = v["ci"]
+    verdict = (
+        "ahead beyond the sampling noise of its cells"
+        if lo > 0
+        else "not distinguishable from it on these cells: the rule's order between the two is within noise"
+    )
+    return (
+        f" Against the runner-up by the same rule, `{v['b']}` ({name.get(v['b'], v['b'])}): minimum ICC(1) "
+        f"{v['diff']:+.2f} [{lo:+.2f}, {hi:+.2f}] (paired bootstrap over cells, 95%), {verdict}."
+    )
+
+
 def _rows(ds: str, res: dict) -> list[str]:
     settings = None
     out = []
@@ -43,6 +68,7 @@ def _rows(ds: str, res: dict) -> list[str]:
             f"{_recipe(c['recipe'])}{mark}",
             f"`{c['recipe_id']}`",
             " / ".join(f"{per[t]['icc1']:.2f}" for t in settings),
+            _min_icc_ci(c),
             " / ".join(f"{per[t]['top10_heldout_pct']:.0f}" for t in settings),
             " / ".join(f"{100 * per[t]['seed_abs_diff']:.1f}" for t in settings),
             " / ".join(f"{per[t]['kendall_tau']:.2f}" for t in settings),
@@ -65,6 +91,7 @@ def _rows(ds: str, res: dict) -> list[str]:
         "recipe",
         "id",
         f"ICC(1) {'/'.join(settings)}",
+        "min ICC(1) [95% CI]",
         "top-10% held-out pct",
         "seed mean abs diff (pp)",
         "Kendall tau",
@@ -240,6 +267,7 @@ def write_report(results: dict, out_dir: Path) -> None:
                     else f"Shortfall: fails {', '.join(res['shortfall'])} "
                     "(no candidate within the cap passes every check)."
                 )
+                + _versus(res)
                 + (" Provisional until every candidate is measured." if n < res["n_planned"] else ""),
             ]
         L += [""] + _rows(ds, res) + [""] + _longer(res)
