@@ -181,6 +181,7 @@ def test_v2_targets_are_checked_per_table_and_kd_gain_per_dataset():
             **base,
             "cells_seeds_0_1": live - 1,
             "icc1": 0.5,
+            "icc1_ci": [0.45, 0.55],
             **kd,
             "kd_gain_ci": [-0.01, 0.01],
             "teacher_margin": 0.0197,  # below 2 pp, though it rounds to 2.0 at one decimal
@@ -196,7 +197,7 @@ def test_v2_targets_are_checked_per_table_and_kd_gain_per_dataset():
     assert not mlp["teacher_margin"][1] and mlp["teacher_margin"][0] == (0.0197, 0.04)
     assert mlp["kd_gain_ci_above_0"][1]  # resnet's CI is above 0: the dataset's target holds
     lines = rel.render_targets(list(checks.values()))
-    assert len(lines) == 5 and "1.97 (4.00) pp: no" in lines[-1] and "0.50: no" in lines[-1]
+    assert len(lines) == 5 and "1.97 (4.00) pp: no" in lines[-1] and "0.50 [0.45, 0.55]: no" in lines[-1]
     assert f"| {live} of {live}: **yes** |" in lines[2]  # seed 2 on half the cells: seeds 0 and 1 still count
     # a teacher's table without the same recipe's none table has no KD figures: n/a, not a crash
     alone = rel.target_checks([{"pair": "digits/resnet", "recipe_id": v2, **base, **kd}])

@@ -252,6 +252,7 @@ def test_table_figures_recover_a_known_structure():
     assert r["teacher_margin"] == pytest.approx(0.99 - r["best_seed_mean"])
     n = reliability.table_figures(none)
     assert n["icc1"] == pytest.approx(0.5, abs=0.1) and 50 < n["top10_heldout_pct"] < 95
+    assert n["icc1_ci"][0] < n["icc1"] < n["icc1_ci"][1] and n["icc1_ci"][1] - n["icc1_ci"][0] < 0.25
 
 
 def test_the_held_out_best_student_has_no_selection_bias():

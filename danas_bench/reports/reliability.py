@@ -145,6 +145,7 @@ def table_figures(
         "cells_seeds_0_1": int(live.sum()),
         "seeds": seeds,
         "icc1": icc,
+        "icc1_ci": list(icc1_ci(test)),
         f"icc_mean{k}": icc_k,
         "seed_abs_diff": float(np.abs(test[:, 0] - test[:, 1]).mean()),
         "kendall_tau": float(stats.kendalltau(test[:, 0], test[:, 1]).statistic),
@@ -274,7 +275,7 @@ def target_checks(rows: list[dict], version: str = "v2") -> list[dict]:
         two = r.get("cells_seeds_0_1", 0)
         checks = {
             "two_seeds_everywhere": (two, (two >= live) if full else None),
-            "icc1": (r["icc1"], r["icc1"] >= TARGET_ICC1),
+            "icc1": (r["icc1"], r["icc1"] >= TARGET_ICC1, r.get("icc1_ci")),
             "converged": (r["late_gain"], r["late_gain"] < crit.max_late_gain),
         }
         if teacher != "none":
@@ -296,9 +297,9 @@ def render_targets(checks: list[dict]) -> list[str]:
         return "n/a" if ok is None else ("**yes**" if ok else "no")
 
     out = [
-        "| pair | recipe | 2 seeds on every non-zero cell | ICC(1) >= 0.75 | converged (last-quarter gain < 1 pp) | "
-        "KD gain 95% CI above 0 (some teacher of the dataset) | KD collapsed < 2% | teacher >= 2 pp above the "
-        "best seed-mean student (over the held-out best) |",
+        "| pair | recipe | 2 seeds on every non-zero cell | ICC(1) [95% CI] >= 0.75 | "
+        "converged (last-quarter gain < 1 pp) | KD gain 95% CI above 0 (some teacher of the dataset) | "
+        "KD collapsed < 2% | teacher >= 2 pp above the best seed-mean student (over the held-out best) |",
         "|" + "---|" * 8,
     ]
     for c in checks:
@@ -315,8 +316,10 @@ def render_targets(checks: list[dict]) -> list[str]:
                 "n/a" if ci is None else f"{100 * c['collapsed'][0]:.1f}%: {mark(c['collapsed'][1])}",
                 f"{100 * m:.2f} ({100 * mh:.2f}) pp: {mark(okm)}",
             ]
+        icc, ok_icc, ci = c["icc1"]
+        icc_s = f"{icc:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
         out.append(
-            f"| {c['pair']} | `{c['recipe_id']}` | {cov}: {mark(ok_cov)} | {c['icc1'][0]:.2f}: {mark(c['icc1'][1])} | "
+            f"| {c['pair']} | `{c['recipe_id']}` | {cov}: {mark(ok_cov)} | {icc_s}: {mark(ok_icc)} | "
             f"{100 * c['converged'][0]:.2f} pp: {mark(c['converged'][1])} | " + " | ".join(cells_kd) + " |"
         )
     return out
