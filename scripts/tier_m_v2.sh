@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Tier-M tables v2 from end to end, resumable at every step, so that a session only restarts it:
+# 1. fashion-mnist's recipe search (`danas-bench pilot 'datasets=[fashion-mnist]'`, conf/pilot.yaml), which
+#    writes conf/recipe/fashion-mnist-v2.yaml once every candidate is measured (the rule of docs/pilot.md);
+# 2. the sample's architecture facts for that recipe (params, FLOPs, latency; once, before the cores are busy);
+# 3. its v2 tables: seeds 0 and 1 of the 500-architecture sample for the three pairs, then seed 2
+#    (scripts/generate_v2.sh; finished shards are skipped), merged and verified.
+# Stops after step 1 when the search is incomplete (killed) or chose nothing.
+#   scripts/tier_m_v2.sh [shards-per-round]     (env: BIN, PYTHON, OUT_DIR: where docs/ lives)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin/danas-bench}
+OUT_DIR=${OUT_DIR:-docs}
+$BIN pilot 'datasets=[fashion-mnist]' write_recipes=true recipe_version=v2 out_dir="$OUT_DIR"
+if [ ! -f danas_bench/conf/recipe/fashion-mnist-v2.yaml ]; then
+  echo "fashion-mnist: no v2 recipe yet (the search is incomplete or chose nothing); rerun to resume" >&2
+  exit 1
+fi
+facts=$(${PYTHON:-.venv/bin/python} -c "from danas_bench.core.recipe import recipe_for
+from danas_bench.tables.archinfo import archs_path
+print(archs_path(recipe_for('fashion-mnist', 'v2')))")
+[ -f "$facts" ] || $BIN archs dataset=fashion-mnist recipe_version=v2 archs=500
+PAIRS="fashion-mnist/none fashion-mnist/resnet fashion-mnist/mlp" exec scripts/generate_v2.sh "${1:-1}"
