@@ -214,13 +214,14 @@ def longer_training(frames: list[tuple[Recipe, pl.DataFrame]], cells: np.ndarray
     shorter one's, per cell and KD setting, mean with its 95% t-interval over cells. The convergence
     check reads the validation curve's last quarter, where a cosine schedule's annealing adds a gain of
     its own; this comparison says whether training longer still moves the final accuracy."""
+
+    def rest(r: Recipe) -> dict:
+        return {k: v for k, v in r.to_dict().items() if k not in SCHEDULE_FIELDS}
+
     out = []
     for short, a in frames:
         for long_, b in frames:
-            same = {k: v for k, v in short.to_dict().items() if k not in SCHEDULE_FIELDS}
-            if long_.epochs <= short.epochs or same != {
-                k: v for k, v in long_.to_dict().items() if k not in SCHEDULE_FIELDS
-            }:
+            if long_.epochs <= short.epochs or rest(short) != rest(long_):
                 continue
             per = {}
             for t in ["none"] + list(TEACHERS[short.dataset]):
