@@ -26,7 +26,7 @@ import polars as pl
 from scipy import stats
 
 from danas_bench.core import space
-from danas_bench.core.pairs import TEACHERS
+from danas_bench.core.pairs import NONE, TEACHERS
 from danas_bench.core.recipe import KD, Recipe
 from danas_bench.reports.reliability import (  # noqa: F401
     Criteria,
@@ -88,7 +88,7 @@ def run_candidates(
     for r in recipes:
         done = _read_runs(runs_path(out_dir, r))
         have[r] = done
-        for kd in [KD("none")] + [KD(t) for t in TEACHERS[r.dataset]]:
+        for kd in [KD(t) for t in kd_settings(r.dataset)]:
             for seed in seeds:
                 for i in range(0, len(cells), chunk):
                     idx = [int(a) for a in cells[i : i + chunk]]
@@ -128,6 +128,11 @@ def run_candidates(
 # --- measures ---------------------------------------------------------------------------------
 
 
+def kd_settings(dataset: str) -> list[str]:
+    """A dataset's KD settings as the search trains them: no KD first, then each teacher."""
+    return [NONE] + list(TEACHERS[dataset])
+
+
 def _wide(df: pl.DataFrame, teacher: str, col: str, cells: np.ndarray, seeds=(0, 1)) -> np.ndarray:
     sub = df.filter(pl.col("teacher") == teacher)
     out = np.full((len(cells), len(seeds)), np.nan)
@@ -142,7 +147,7 @@ def _wide(df: pl.DataFrame, teacher: str, col: str, cells: np.ndarray, seeds=(0,
 
 def measure(df: pl.DataFrame, recipe: Recipe, cells: np.ndarray, crit: Criteria = Criteria()) -> dict:
     """Every figure of one candidate (see the module docstring); None where its runs are incomplete."""
-    settings = ["none"] + list(TEACHERS[recipe.dataset])
+    settings = kd_settings(recipe.dataset)
     per: dict[str, dict] = {}
     test = {t: _wide(df, t, "test_acc", cells) for t in settings}
     if any(np.isnan(v).any() for v in test.values()):
@@ -224,7 +229,7 @@ def longer_training(frames: list[tuple[Recipe, pl.DataFrame]], cells: np.ndarray
             if long_.epochs <= short.epochs or rest(short) != rest(long_):
                 continue
             per = {}
-            for t in ["none"] + list(TEACHERS[short.dataset]):
+            for t in kd_settings(short.dataset):
                 d = _wide(b, t, "test_acc", cells).mean(1) - _wide(a, t, "test_acc", cells).mean(1)
                 if np.isnan(d).any():
                     break
@@ -249,7 +254,7 @@ def min_icc_difference(
     paired bootstrap over cells (both candidates trained the same cells, so their ICCs share the cells'
     spread; resampling cells jointly keeps that). Says whether the rule's pick is more reliable than the
     runner-up or only ahead by the sampling noise of a few dozen cells."""
-    settings = ["none"] + list(TEACHERS[a[0].dataset])
+    settings = kd_settings(a[0].dataset)
     arrays = [[_wide(df, t, "test_acc", cells) for t in settings] for _, df in (a, b)]
     point = min(icc1(x)[0] for x in arrays[0]) - min(icc1(x)[0] for x in arrays[1])
     rng = np.random.default_rng(seed)

@@ -29,13 +29,19 @@ class Criteria:
     near_best_icc: float = 0.02  # candidates this close to the best ICC are ranked by top-10% percentile
 
 
+def _mean_squares(a: np.ndarray) -> tuple[float, float]:
+    """The one-way ANOVA's between-cell and within-cell mean squares of an (n cells, k seeds) array."""
+    n, k = a.shape
+    msb = k * ((a.mean(1) - a.mean()) ** 2).sum() / (n - 1)
+    msw = ((a - a.mean(1, keepdims=True)) ** 2).sum() / (n * (k - 1))
+    return msb, msw
+
+
 def icc1(a: np.ndarray) -> tuple[float, float]:
     """One-way random-effects ICC(1) and ICC(k) of an (n cells, k seeds) array: the share of a single
     run's (and of the k-seed mean's) variance that is the cell's."""
-    n, k = a.shape
-    grand = a.mean()
-    msb = k * ((a.mean(1) - grand) ** 2).sum() / (n - 1)
-    msw = ((a - a.mean(1, keepdims=True)) ** 2).sum() / (n * (k - 1))
+    k = a.shape[1]
+    msb, msw = _mean_squares(a)
     return float((msb - msw) / (msb + (k - 1) * msw)), float((msb - msw) / msb) if msb > 0 else float("nan")
 
 
@@ -44,9 +50,7 @@ def icc1_ci(a: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     and Fleiss 1979): on 48 cells x 2 seeds it is about +-0.2 wide, which is what two candidates' ICCs
     must differ by before a recipe search may call one more reliable."""
     n, k = a.shape
-    grand = a.mean()
-    msb = k * ((a.mean(1) - grand) ** 2).sum() / (n - 1)
-    msw = ((a - a.mean(1, keepdims=True)) ** 2).sum() / (n * (k - 1))
+    msb, msw = _mean_squares(a)
     if msw <= 0:
         return 1.0, 1.0
     f, q = msb / msw, 1 - (1 - level) / 2
