@@ -67,8 +67,12 @@ def pilot(cfg) -> int:
             pick["versus_runner_up"] = p.min_icc_difference(
                 by_id[pick["chosen"]], by_id[second["recipe_id"]], cells[ds]
             )
+        pending = p.over_budget_pending(frames, measured, budget, crit)
+        final = p.decided(len(recipes[ds]), measured, pending)
         results[ds] = {
             "candidates": measured,
+            "pending_over_budget": pending,
+            "final": final,
             "cells": [int(c) for c in cells[ds]],
             "n_planned": len(recipes[ds]),
             "budget_core_seconds": budget,
@@ -77,7 +81,7 @@ def pilot(cfg) -> int:
             "longer": p.longer_training(frames, cells[ds]),
             **pick,
         }
-        if cfg.write_recipes and pick.get("chosen") and len(measured) == len(recipes[ds]):
+        if cfg.write_recipes and pick.get("chosen") and final:
             _write_recipe(ds, str(cfg.get("recipe_version", "v2")), pick["recipe"])
         print(f"{ds}: {len(measured)}/{len(recipes[ds])} candidates measured; chosen {pick.get('chosen')}")
     out.mkdir(parents=True, exist_ok=True)

@@ -463,3 +463,42 @@ def test_the_pick_is_compared_with_its_runner_up_on_the_same_cells():
     ]
     assert pilot.runner_up(results, quiet.recipe_id, 2.0)["recipe_id"] == loud.recipe_id
     assert pilot.runner_up(results[:1], quiet.recipe_id, 2.0) is None
+
+
+def test_the_pick_is_final_once_the_unmeasured_rest_is_over_budget():
+    """A partly measured candidate whose runs so far cost well over the cap cannot be chosen, so the pick no
+    longer waits for it; one near or under the cap still can, and keeps the pick provisional."""
+    from danas_bench.reports.pilot_report import _finality
+
+    cells = pilot.sample_cells(8, 0)
+    done, wide, near = (Recipe("digits", width=w, epochs=e) for w, e in ((4, 20), (8, 30), (4, 30)))
+
+    def runs(seconds):
+        return _frame(cells, (0, 1), lambda i, s: 0.8).with_columns(teacher=pl.lit("none"), train_seconds=seconds)
+
+    frames = [(done, runs(10.0)), (wide, runs(30.0)), (near, runs(22.0))]
+    measured = [{"recipe_id": done.recipe_id}]
+    pending = pilot.over_budget_pending(frames, measured, budget_core_seconds=20.0)
+    assert [c["recipe_id"] for c in pending] == [wide.recipe_id] and pending[0]["core_seconds"] == 30.0
+    assert not pilot.decided(3, measured, pending)  # `near` (22 core-s so far) may still come in under the cap
+    assert pilot.decided(2, measured, pilot.over_budget_pending(frames[:2], measured, 20.0))
+
+    res = {"candidates": measured, "n_planned": 2, "final": True, "pending_over_budget": pending}
+    assert "Final" in _finality(res) and "30.0 core-s per training on its 16 runs" in _finality(res)
+    assert "Provisional" in _finality({**res, "n_planned": 3, "final": False})
+    assert _finality({"candidates": measured, "n_planned": 1}) == ""  # a pilot.json from before the flag
+
+
+@pytest.mark.parametrize(
+    "ci, verdict",
+    [((0.05, 0.2), "ahead beyond"), ((-0.1, 0.1), "not distinguishable"), ((-0.5, -0.1), "less reliable beyond")],
+)
+def test_the_runner_up_verdict_reads_its_interval(ci, verdict):
+    """The pick can be ahead, tied, or (chosen for passing a check the runner-up fails) behind beyond noise."""
+    from danas_bench.reports.pilot_report import _versus
+
+    res = {
+        "candidates": [],
+        "versus_runner_up": {"a": "x", "b": "y", "diff": sum(ci) / 2, "ci": list(ci)},
+    }
+    assert verdict in _versus(res)

@@ -275,6 +275,29 @@ def runner_up(results: list[dict], chosen: str, budget_core_seconds: float, crit
     return next((c for c in rest if c["recipe_id"] == alt.get("chosen")), None)
 
 
+def over_budget_pending(
+    frames: list[tuple[Recipe, pl.DataFrame]],
+    measured: list[dict],
+    budget_core_seconds: float,
+    crit: Criteria = Criteria(),
+) -> list[dict]:
+    """The candidates not yet fully measured whose runs so far already cost more than ``crit.partial_cost_margin``
+    x the cap per training. The rule cannot choose them, so the choice need not wait for their remaining
+    runs (they complete the frontier, not the decision)."""
+    done = {m["recipe_id"] for m in measured}
+    return [
+        {"recipe_id": r.recipe_id, "recipe": r.to_dict(), "core_seconds": cost, "runs": df.height}
+        for r, df in frames
+        if r.recipe_id not in done
+        and (cost := float(df["train_seconds"].mean())) > crit.partial_cost_margin * budget_core_seconds
+    ]
+
+
+def decided(n_planned: int, measured: list[dict], pending_over_budget: list[dict]) -> bool:
+    """Whether the rule's pick is final: every planned candidate is measured or already out of the budget."""
+    return len(measured) + len(pending_over_budget) == n_planned
+
+
 def choose(results: list[dict], budget_core_seconds: float, crit: Criteria = Criteria()) -> dict:
     """The rule of docs/pilot.md: among candidates that fit the budget and pass every check, the most
     reliable (highest minimum ICC(1) over KD settings; within ``near_best_icc`` of it, the highest

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from danas_bench.core import space
+from danas_bench.reports.reliability import Criteria
 
 PAIRS_PER_DATASET = 3  # two teachers and `none`
 TRAINED_SEEDS = 2  # the budget covers seeds 0 and 1 of every cell the tables hold
@@ -42,6 +43,21 @@ def _min_icc_ci(c: dict) -> str:
     return f"{c['icc1_min']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
 
+def _finality(res: dict) -> str:
+    """Whether the pick can still change: it is final once every candidate is measured or already out of
+    the budget on its runs so far (those complete the frontier, not the decision)."""
+    if not res.get("final", len(res["candidates"]) == res["n_planned"]):
+        return " Provisional until every candidate that can be chosen is measured."
+    pending = res.get("pending_over_budget") or []
+    if not pending:
+        return ""
+    out = ", ".join(
+        f"{_recipe(c['recipe'])} ({c['core_seconds']:.1f} core-s per training on its {c['runs']} runs so far)"
+        for c in pending
+    )
+    return f" Final: not yet fully measured but already over the cap, so the rule cannot choose it: {out}."
+
+
 def _versus(res: dict) -> str:
     """How far the pick's reliability is ahead of the runner-up's, and whether that is more than noise."""
     v = res.get("versus_runner_up")
@@ -49,11 +65,15 @@ def _versus(res: dict) -> str:
         return ""
     name = {c["recipe_id"]: _recipe(c["recipe"]) for c in res["candidates"]}
     lo, hi = v["ci"]
-    verdict = (
-        "ahead beyond the sampling noise of its cells"
-        if lo > 0
-        else "not distinguishable from it on these cells: the rule's order between the two is within noise"
-    )
+    if lo > 0:
+        verdict = "ahead beyond the sampling noise of its cells"
+    elif hi < 0:  # the rule put passing its checks before reliability
+        verdict = (
+            "less reliable beyond the sampling noise of its cells: it is chosen for passing checks the runner-up "
+            "fails, at that cost in reliability"
+        )
+    else:
+        verdict = "not distinguishable from it on these cells: the rule's order between the two is within noise"
     return (
         f" Against the runner-up by the same rule, `{v['b']}` ({name.get(v['b'], v['b'])}): minimum ICC(1) "
         f"{v['diff']:+.2f} [{lo:+.2f}, {hi:+.2f}] (paired bootstrap over cells, 95%), {verdict}."
@@ -195,7 +215,8 @@ def plot_frontier(results: dict, path: Path) -> None:
 def write_report(results: dict, out_dir: Path) -> None:
     out_dir = Path(out_dir)
     plot_frontier(results, out_dir / "figures" / "pilot_frontier.png")
-    crit = next(iter(results.values()))["criteria"]
+    # the thresholds in force (a dataset's entry written before a threshold existed reads its default)
+    crit = {**Criteria().__dict__, **next(iter(results.values()))["criteria"]}
     tier_s = [
         generation_core_hours(r["budget_core_seconds"])
         for r in results.values()
@@ -247,7 +268,10 @@ def write_report(results: dict, out_dir: Path) -> None:
         "reliable: the highest minimum ICC(1) over KD settings; among those within "
         f"{crit['near_best_icc']} of it, the highest minimum top-10% percentile. When no candidate passes every "
         "check, the candidates within the cap failing the fewest checks compete by the same rule, and the failed "
-        "checks are the stated shortfall.",
+        "checks are the stated shortfall. The pick is final once every other candidate is measured or, not yet "
+        f"fully measured, already costs more than {crit['partial_cost_margin']:g}x the cap on its runs so far "
+        "(one candidate's KD settings differ by at most 11% in cost on fashion-mnist's measured candidates): the "
+        "rule cannot choose such a candidate, and its remaining runs complete the frontier, not the decision.",
         "",
         "Candidates were planned in stages: where the measured ones showed a direction, the ones not yet run "
         "were replaced (`danas_bench/conf/pilot.yaml` says which and why). A fully measured candidate is never "
@@ -287,7 +311,7 @@ def write_report(results: dict, out_dir: Path) -> None:
                     "(no candidate within the cap passes every check)."
                 )
                 + _versus(res)
-                + (" Provisional until every candidate is measured." if n < res["n_planned"] else ""),
+                + _finality(res),
             ]
         L += [""] + _rows(ds, res) + [""] + _longer(res)
     (out_dir / "pilot.md").write_text("\n".join(L) + "\n")
