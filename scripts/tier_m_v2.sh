@@ -8,7 +8,8 @@
 # Stops after step 1 when the search is incomplete (killed) or chose nothing. Once the choice is final
 # (conf/recipe/fashion-mnist-v2.yaml exists) the search's remaining runs, those of candidates already over
 # the cap, wait until the tables are done (step 4), so that they never hold the cores the tables need.
-#   scripts/tier_m_v2.sh [shards-per-round]     (env: BIN, PYTHON, OUT_DIR: where docs/ lives)
+#   scripts/tier_m_v2.sh [shards-per-round, default 2: one 64-cell shard per core of this 2-core machine]
+#   (env: BIN, PYTHON, OUT_DIR: where docs/ lives)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin/danas-bench}
@@ -23,5 +24,5 @@ facts=$(${PYTHON:-.venv/bin/python} -c "from danas_bench.core.recipe import reci
 from danas_bench.tables.archinfo import archs_path
 print(archs_path(recipe_for('fashion-mnist', 'v2')))")
 [ -f "$facts" ] || $BIN archs dataset=fashion-mnist recipe_version=v2 archs=500
-PAIRS="fashion-mnist/none fashion-mnist/resnet fashion-mnist/mlp" scripts/generate_v2.sh "${1:-1}"
+PAIRS="fashion-mnist/none fashion-mnist/resnet fashion-mnist/mlp" scripts/generate_v2.sh "${1:-2}"
 search  # 4. the over-cap candidates' remaining runs, for the frontier in docs/pilot.md
