@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from danas_bench.core import schema as tables
@@ -74,11 +76,45 @@ def test_progress_counts_the_shards_and_sees_a_stale_merge(tables_root):
     assert r["done"] == 2 and r["seeds"][1]["done"] == 1 and len(r["bad"]) == 1 and "shard-00003" in r["bad"][0]
     lines = progress.render([r], workers=2)
     assert "behind the shards: merge again" in lines[2] and "shard-00003" in lines[3]
+    assert lines[-1].startswith("Left in all: ") and "no rate yet" not in lines[-1]
     assert progress.collect(tables_root, "0123456789abcdef") == []  # another recipe's generations only
     shard_path(d, 3).unlink()
     generate.merge(plan, d, tables_root, log=lambda *a: None, partial=True)  # shards 0 and 2: 16 rows
     shard_path(d, 2).unlink()  # lost after the merge: merging again would shrink the table
     assert "16 rows, ahead of the shards" in progress.render(progress.collect(tables_root), workers=2)[2]
+
+
+def test_progress_estimates_a_pair_without_shards_at_its_siblings_rate(tables_root):
+    """A round-robin generation's pairs of one recipe train the same students: a pair with no finished
+    shard is estimated at its siblings' core-seconds per row (marked), a recipe with none done is not."""
+    from danas_bench.tables import progress
+
+    recipe = Recipe(dataset="digits", width=4, epochs=1, batch_size=32, n_train=100)
+    other = Recipe(dataset="digits", width=4, epochs=2, batch_size=32, n_train=100)
+    plans = {
+        (pair, r.recipe_id): save_plan(
+            make_plan(pair, r, KD(pair.split("/")[1]), seeds=[0], archs=16, shard_size=8),
+            shard_dir(pair, r.recipe_id, tables_root),
+        )
+        for pair, r in [("digits/none", recipe), ("digits/resnet", recipe), ("digits/none", other)]
+    }
+    d = shard_dir("digits/none", recipe.recipe_id, tables_root)
+    generate.run_shard(str(d), plans["digits/none", recipe.recipe_id].to_json(), 0, 8)
+    spent = sum(tables.read(shard_path(d, 0)).column("train_seconds").to_pylist()) / 3600
+    rows = {(r["pair"], r["recipe_id"]): r for r in progress.collect(tables_root)}
+    sibling = rows["digits/resnet", recipe.recipe_id]
+    assert sibling["rows_done"] == 0 and sibling["rate_from"] == ["digits/none"]
+    assert sibling["core_hours_left"] == pytest.approx(2 * spent)  # 16 rows at the none pair's 8-row rate
+    assert rows["digits/none", recipe.recipe_id]["rate_from"] == []  # its own rate
+    assert math.isnan(rows["digits/none", other.recipe_id]["core_hours_left"])  # another recipe: no rate
+    lines = progress.render(list(rows.values()), workers=2)
+    (line,) = [x for x in lines if x.startswith("| digits/resnet")]
+    assert f"| {2 * spent:.1f}* | {spent:.1f}* |" in line
+    assert lines[-1] == (
+        f"Left in all: {3 * spent:.1f} core-h, {1.5 * spent:.1f} wall h at 2 workers (not counted, no rate yet: "
+        "digits/none); * no finished shard yet, estimated at the rate of a pair of the same recipe "
+        "(digits/resnet at digits/none's)."
+    )
 
 
 def test_progress_command_prints_the_table_and_says_what_is_missing(tables_root, tmp_path, capsys):

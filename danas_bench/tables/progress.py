@@ -1,5 +1,6 @@
 """Where each generation stands, read from its shard folder: the shards and rows done per seed, the
-core-hours spent and left at the rate its own shards measured, and whether the merged table is behind
+core-hours spent and left at the rate its own shards measured (a pair with none finished yet: at its
+sibling pairs' rate, the pairs of the same recipe), and whether the merged table is behind
 the shards (``danas-bench progress``). Reads the shards; runs and writes nothing."""
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def one(d: Path, root: Path) -> dict:
         "rows_done": int(rows_done),
         "core_hours_spent": core_s / 3600,
         "core_hours_left": per_row * (rows - rows_done) / 3600 if rows_done else math.nan,
+        "rate_from": [],  # the sibling pairs whose rate estimates core_hours_left (see borrow_rates)
         "merged_rows": merged[0]["rows"] if merged else 0,
         "merged_partial": bool(merged and merged[0].get("partial")),
         "bad": bad,
@@ -74,15 +76,30 @@ def collect(root: Path | None = None, recipe: str | None = None) -> list[dict]:
     """``one`` for every shard folder with a plan under ``root`` (of ``recipe`` only, when given: an id
     or a version name)."""
     root = Path(root) if root else tables_dir()
-    return [
-        one(d, root)
-        for d in sorted((root / "shards").glob("*/*"))
-        if (d / "plan.json").is_file() and _wanted(d, recipe)
-    ]
+    folders = [d for d in sorted((root / "shards").glob("*/*")) if (d / "plan.json").is_file() and _wanted(d, recipe)]
+    return borrow_rates([one(d, root) for d in folders])
+
+
+def borrow_rates(rows: list[dict]) -> list[dict]:
+    """Give a generation with no finished shard the core-seconds per row of its siblings (the pairs of
+    the same recipe: the same students and epochs, only the teacher differs), so that the time left of a
+    round-robin generation is known from its first round. Marked in ``rate_from``; rows with shards of
+    their own keep their own rate."""
+    for r in rows:
+        if r["rows_done"]:
+            continue
+        sib = [o for o in rows if o["recipe_id"] == r["recipe_id"] and o["rows_done"]]
+        if sib:
+            per_row = sum(o["core_hours_spent"] for o in sib) / sum(o["rows_done"] for o in sib)
+            r["core_hours_left"] = per_row * r["rows"]
+            r["rate_from"] = [o["pair"] for o in sib]
+    return rows
 
 
 def render(rows: list[dict], workers: int) -> list[str]:
-    """A Markdown table; wall hours at ``workers`` parallel tasks, from the core-hours left."""
+    """A Markdown table, then the total left; wall hours at ``workers`` parallel tasks, from the core-hours
+    left (``*``: estimated at the sibling pairs' rate; a shard's start-up, outside its rows' seconds, is not
+    counted)."""
     out = [
         "| pair | recipe | shards done | per seed (done / shards) | core-h spent | core-h left | "
         f"wall h left at {workers} workers | merged table |",
@@ -91,6 +108,7 @@ def render(rows: list[dict], workers: int) -> list[str]:
     for r in rows:
         seeds = ", ".join(f"{s}: {v['done']}/{v['shards']}" for s, v in r["seeds"].items())
         left = r["core_hours_left"]
+        mark = "*" if r["rate_from"] else ""
         if r["merged_rows"] == 0:
             merged = "not merged"
         elif r["merged_rows"] == r["rows_done"]:
@@ -101,9 +119,17 @@ def render(rows: list[dict], workers: int) -> list[str]:
             merged = f"{r['merged_rows']} rows, ahead of the shards (missing or damaged: rerun generate)"
         out.append(
             f"| {r['pair']} | `{r['recipe_id']}` | {r['done']}/{r['shards']} | {seeds} | {r['core_hours_spent']:.1f} | "
-            f"{'-' if math.isnan(left) else f'{left:.1f}'} | {'-' if math.isnan(left) else f'{left / workers:.1f}'} | "
+            f"{'-' if math.isnan(left) else f'{left:.1f}{mark}'} | "
+            f"{'-' if math.isnan(left) else f'{left / workers:.1f}{mark}'} | "
             f"{merged} |"
         )
     for r in rows:
         out += [f"- {r['pair']}: {b}" for b in r["bad"]]
-    return out
+    known = [r["core_hours_left"] for r in rows if not math.isnan(r["core_hours_left"])]
+    total = f"Left in all: {sum(known):.1f} core-h, {sum(known) / workers:.1f} wall h at {workers} workers"
+    if unknown := [r["pair"] for r in rows if math.isnan(r["core_hours_left"])]:
+        total += f" (not counted, no rate yet: {', '.join(unknown)})"
+    if borrowed := [f"{r['pair']} at {', '.join(r['rate_from'])}'s" for r in rows if r["rate_from"]]:
+        total += "; * no finished shard yet, estimated at the rate of a pair of the same recipe"
+        total += f" ({'; '.join(borrowed)})"
+    return [*out, "", total + "."]
