@@ -202,3 +202,12 @@ def test_v2_targets_are_checked_per_table_and_kd_gain_per_dataset():
     # a teacher's table without the same recipe's none table has no KD figures: n/a, not a crash
     alone = rel.target_checks([{"pair": "digits/resnet", "recipe_id": v2, **base, **kd}])
     assert alone[0]["kd_gain_ci_above_0"] == (None, None) and "n/a" in rel.render_targets(alone)[2]
+    # a sample (tier M) counts against the live cells its merge recorded; a merge that did not record them: n/a
+    f2 = recipe_id_of("fashion-mnist", "v2")
+    sample = {"pair": "fashion-mnist/none", "recipe_id": f2, **base, "cells_seeds_0_1": 64}
+    (c,) = rel.target_checks([{**sample, "planned_live_cells": 497}])
+    assert c["two_seeds_everywhere"] == (64, False) and "| 64 of 497 (sample): no |" in rel.render_targets([c])[2]
+    (c,) = rel.target_checks([{**sample, "cells_seeds_0_1": 497, "planned_live_cells": 497}])
+    assert c["two_seeds_everywhere"] == (497, True)
+    (c,) = rel.target_checks([sample])
+    assert c["two_seeds_everywhere"] == (64, None) and "| 64 (sample): n/a |" in rel.render_targets([c])[2]

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from danas_bench.core import schema as tables
+from danas_bench.core import space
 from danas_bench.core.paths import shard_dir, shard_path
 from danas_bench.core.recipe import KD, Recipe
 from danas_bench.tables import generate
@@ -30,6 +31,9 @@ def test_partial_merge_then_complete(tables_root):
     assert got == set(plan.shards[0]["archs"]) | set(plan.shards[2]["archs"])
     entry = next(iter(load_manifest(tables_root)["files"].values()))
     assert entry["partial"] and entry["rows"] == 16
+    # the plan's live cells (what "two seeds on every cell" counts against), not those merged so far
+    planned = sorted({a for s in plan.shards for a in s["archs"]})
+    assert entry["live_cells"] == int((~space.zero_cells(planned)).sum()) == generate.live_cells(plan)
     assert verify(tables_root, log=lambda *a: None) == []
     # merging the same shards again leaves the table as it is (its expected file stays fitted on it)
     stamp, logged = (out.stat().st_mtime_ns, out.read_bytes()), []

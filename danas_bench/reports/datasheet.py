@@ -458,8 +458,9 @@ def render(res: dict, figures: list[str]) -> str:
         "",
         "The targets of tables v2 (issue 18), checked on each v2 table's own rows by "
         "`danas_bench.reports.reliability.target_checks` (the figures of the table above): seeds 0 and 1 on "
-        "every non-zero canonical cell (tier S); single-run ICC(1) >= 0.75; converged; for each dataset some "
-        "teacher whose mean KD gain has a 95% CI above 0; KD collapsed in < 2% of runs; every teacher >= 2 pp "
+        "every non-zero canonical cell (tier S) or cell of the sample (tier M); single-run ICC(1) >= 0.75; "
+        "converged; for each dataset some teacher whose mean KD gain has a 95% CI above 0; KD collapsed in "
+        "< 2% of runs; every teacher >= 2 pp "
         "above the best seed-mean student (the margin over the held-out best student in brackets: the true "
         "margin lies between the two). A table in progress (partial) is checked on the cells it holds. "
         "Convergence is read off the median validation curve, whose steps are one validation example "

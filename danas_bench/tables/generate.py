@@ -450,6 +450,15 @@ def _holds(out: Path, root: Path | None, digest: str) -> bool:
         return False  # unlisted, damaged or unreadable: merge again
 
 
+def live_cells(plan: Plan) -> int:
+    """The non-zero cells among the plan's architectures: what "every cell has two seeds" counts against
+    (the whole live space in tier S, the sample's live part in tier M; recorded in the MANIFEST)."""
+    from danas_bench.core import space
+
+    archs = sorted({a for s in plan.shards for a in s["archs"]})
+    return int((~space.zero_cells(archs)).sum())
+
+
 def merge(plan: Plan, d: Path, root: Path | None = None, log=print, partial: bool = False) -> Path:
     """Concatenate the shards, check coverage and uniqueness, write the table and the manifest.
 
@@ -507,6 +516,7 @@ def merge(plan: Plan, d: Path, root: Path | None = None, log=print, partial: boo
             "sampled": plan.sampled,
             "partial": partial,
             "coverage": coverage,
+            "live_cells": live_cells(plan),
         },
     )
     log(
