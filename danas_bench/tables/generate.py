@@ -455,8 +455,7 @@ def live_cells(plan: Plan) -> int:
     (the whole live space in tier S, the sample's live part in tier M; recorded in the MANIFEST)."""
     from danas_bench.core import space
 
-    archs = sorted({a for s in plan.shards for a in s["archs"]})
-    return int((~space.zero_cells(archs)).sum())
+    return int((~space.zero_cells(sorted({a for a, _ in plan.rows()}))).sum())
 
 
 def merge(plan: Plan, d: Path, root: Path | None = None, log=print, partial: bool = False) -> Path:
