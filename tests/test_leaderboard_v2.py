@@ -382,10 +382,13 @@ def test_time_view_reads_the_same_runs_at_random_search_median_spend():
         synthetic_options={"datasets": ["synth-a"], "seed_share": 0.1},
     )
     tb = lb_claims.time_budgets(frames)
-    for pair, g in frames.group_by("pair"):
-        pair = pair[0]
+    for (pair, sc), g in frames.group_by(["pair", "scoring"]):
         spent = g.filter(pl.col("searcher") == "random").group_by("seed").agg(pl.col("cum_seconds").max())
-        assert tb[pair] == pytest.approx(float(spent["cum_seconds"].median()))
+        assert tb[sc][pair] == pytest.approx(float(spent["cum_seconds"].median()))
+        # each scoring's runs spend exactly its own query cap (held-out scoring searches a smaller space)
+        q = ctx["budgets"][sc][pair]["queries"]
+        assert g.group_by("seed").agg(pl.col("cum_queries").max())["cum_queries"].max() <= q
+        assert q == min(15, max(1, int(0.25 * ctx["spaces"][sc][pair]["archs"])))
     fin = lb_claims.finals(frames, ctx)
     assert fin["regret_time"].is_not_nan().all()
     for (pair, name, r), g in frames.group_by(["pair", "searcher", "seed"]):
@@ -395,6 +398,25 @@ def test_time_view_reads_the_same_runs_at_random_search_median_spend():
         assert lb_claims._regret_at(g, 0.0, 7.5) == 7.5  # nothing answered yet: the uniform-pick regret
     summary = lb_claims.summarize(fin, timings)
     assert {"regret_time_mean", "regret_time_ci95"} <= set(summary.columns)
+
+
+def test_each_scoring_keeps_its_own_query_cap_and_time_budget():
+    """fashion-mnist v1 holds seeds 1-2 on 50 of its 500 cells: held-out scoring searches those 50
+    (max_share 0.25 caps it at 12 queries), the expected view all 500 (30). The budgets, the anytime
+    window, the time view and the report's header must keep the two apart, not let one overwrite the other."""
+    frames, _, ctx = leaderboard.run_leaderboard(
+        ["random"], pairs=["fashion-mnist/none"], runs=3, budget={"queries": 30, "max_share": 0.25}, progress=False
+    )
+    pair = "fashion-mnist/none"
+    assert {sc: b[pair]["queries"] for sc, b in ctx["budgets"].items()} == {"heldout_seeds": 12, "expected": 30}
+    spent = frames.group_by("scoring").agg(pl.col("cum_queries").max())
+    assert dict(spent.iter_rows()) == {"heldout_seeds": 12.0, "expected": 30.0}
+    tb = lb_claims.time_budgets(frames)
+    assert tb["heldout_seeds"][pair] < tb["expected"][pair]
+    assert lb_report._pair_queries(ctx["budgets"]) == [f"{pair} 12 (heldout_seeds), 30 (expected) queries"]
+    assert lb_report._pair_queries({"a": {pair: {"queries": 30}}, "b": {pair: {"queries": 30}}}) == [
+        f"{pair} 30 queries"
+    ]
 
 
 def test_leaderboard_on_a_recipe_version_runs_on_its_tables_and_is_not_compared_with_v1(tmp_path, capsys):

@@ -366,7 +366,9 @@ def run_leaderboard(
         "pairs": pair_list,
         "runs": runs,
         "budget": budget,
-        "budgets": {p: pair_budget(budget, len(_space(p, sc).archs)) for sc, ps in avail.items() for p in ps},
+        # per scoring, then pair: a scoring searches its own space (held-out scoring only the cells with
+        # another recorded seed), so the same pair can have a different query cap under each
+        "budgets": {sc: {p: pair_budget(budget, len(_space(p, sc).archs)) for p in ps} for sc, ps in avail.items()},
         "options": options,
         "scorings": list(avail),
         "scoring_pairs": avail,

@@ -31,16 +31,16 @@ HANDPICKED = {
 }
 
 
-def time_budgets(frames: pl.DataFrame) -> dict[str, float]:
-    """Per pair, the simulated-time budget of the time view: the median simulated seconds random search
-    spends on the query budget (the expected cost of that many uniform draws; every searcher's cost per
-    architecture is the same deterministic one), or the median over all runs without random search."""
-    out = {}
-    for pair, g in frames.group_by("pair", maintain_order=True):
-        spent = g.group_by(["scoring", "searcher", "seed"]).agg(pl.col("cum_seconds").max())
+def time_budgets(frames: pl.DataFrame) -> dict[str, dict[str, float]]:
+    """Per scoring and pair (``out[scoring][pair]``), the simulated-time budget of the time view: the median
+    simulated seconds random search spends on that scoring's query budget (the expected cost of that many
+    uniform draws; every searcher's cost per architecture is the same deterministic one), or the median
+    over all its runs without random search."""
+    out: dict[str, dict[str, float]] = {}
+    for (pair, sc), g in frames.group_by(["pair", "scoring"], maintain_order=True):
+        spent = g.group_by(["searcher", "seed"]).agg(pl.col("cum_seconds").max())
         rnd = spent.filter(pl.col("searcher") == "random")
-        name = pair[0] if isinstance(pair, tuple) else pair
-        out[name] = float((rnd if rnd.height else spent)["cum_seconds"].median())
+        out.setdefault(sc, {})[pair] = float((rnd if rnd.height else spent)["cum_seconds"].median())
     return out
 
 
@@ -61,7 +61,7 @@ def finals(frames: pl.DataFrame, context: dict) -> pl.DataFrame:
     tbud = context.setdefault("time_budgets", time_budgets(frames))
     for (pair, sc, name, r), g in frames.group_by(["pair", "scoring", "searcher", "seed"], maintain_order=True):
         f = final(g)
-        q = int(context["budgets"][pair].get("queries") or g["cum_queries"].max())
+        q = int(context["budgets"][sc][pair].get("queries") or g["cum_queries"].max())
         early = g.filter(pl.col("cum_queries") <= max(q // 4, 1))
         # before a run's first full-epoch answer (AutoKD's low-epoch rungs) it has no incumbent: those
         # queries count as a uniformly random pick (its expected regret on this run's target)
@@ -80,7 +80,7 @@ def finals(frames: pl.DataFrame, context: dict) -> pl.DataFrame:
                 "visible_seed": int(g["visible_seed"][0]),
                 "regret": 100 * float(f["regret"]),
                 "anytime": anytime,
-                "regret_time": _regret_at(g, tbud[pair], blind.get(int(r))),
+                "regret_time": _regret_at(g, tbud[sc][pair], blind.get(int(r))),
                 "queries_to_final": f["queries_to_final"],
                 "seconds_to_final": f["seconds_to_final"],
                 "queries": f["queries"],

@@ -108,6 +108,21 @@ def _detectable(v: float) -> str:
     return "-" if math.isnan(v) else "none" if math.isinf(v) else f"{v:.2f}"
 
 
+def _pair_queries(budgets: Mapping[str, Mapping[str, dict]]) -> list[str]:
+    """``budgets[scoring][pair]`` as one phrase per pair: its query cap, per scoring where they differ
+    (held-out scoring searches only the cells with another recorded seed, so ``max_share`` may cap it lower)."""
+    out = []
+    for pair in sorted({p for per in budgets.values() for p in per}):
+        q = {sc: per[pair].get("queries", "-") for sc, per in budgets.items() if pair in per}
+        same = len(set(map(str, q.values()))) == 1
+        out.append(
+            f"{pair} "
+            + (f"{next(iter(q.values()))}" if same else ", ".join(f"{v} ({sc})" for sc, v in q.items()))
+            + " queries"
+        )
+    return out
+
+
 def write_report(
     frames: pl.DataFrame,
     timings: list[dict],
@@ -155,7 +170,7 @@ def write_report(
             else ""
         )
         + ". Per pair: "
-        + "; ".join(f"{p} {b.get('queries', '-')} queries" for p, b in context["budgets"].items())
+        + "; ".join(_pair_queries(context["budgets"]))
         + ".",
         "",
         f"**Statistics.** Mean regret with a 95% percentile-bootstrap CI over runs. A claim is a one-sided paired "
@@ -259,8 +274,8 @@ def write_report(
                 f"visible seeds drawn from {spc['visible_seeds']} (runs per seed {dict(enumerate(vis))}). "
                 f"Target: {spc['target']}.",
                 "",
-                f"Budgets: {context['budgets'][pair].get('queries')} queries; the time view reads the same runs "
-                f"at {context['time_budgets'][pair]:.0f} simulated s (what random search spends on those "
+                f"Budgets: {context['budgets'][sc][pair].get('queries')} queries; the time view reads the same runs "
+                f"at {context['time_budgets'][sc][pair]:.0f} simulated s (what random search spends on those "
                 f"queries, median).",
                 "",
                 "| rank | searcher | runs | final regret (pp) mean [95% CI] | median | regret at the time budget "
