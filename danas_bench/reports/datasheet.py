@@ -315,7 +315,8 @@ def render(res: dict, figures: list[str]) -> str:
         f"({space.N_CANONICAL} canonical architectures), one table per (dataset, teacher) pair, teacher `none` "
         "being plain training. One row per (architecture, seed): learning curves, final valid/test accuracy, "
         "loss, calibration error, agreement and KL with the teacher, training seconds. Seed 0 covers the "
-        "architecture set; seeds 1 and 2 cover a seeded 10% sample of it (noise estimates).",
+        "architecture set (every canonical cell on tier S, a seeded sample on tier M); the other seeds (the "
+        "`seeds` column) cover all of it in tables v2 and a seeded 10% of it in v1 (noise estimates).",
         "",
         "| pair | file | rows | seed-0 coverage | seeds | test acc min / median / max | IQR | teacher test acc | "
         "compute (core-h) |",
@@ -382,7 +383,7 @@ def render(res: dict, figures: list[str]) -> str:
         "Simulated-time budgets (`budget.seconds`) therefore compare searchers fairly only as far as this "
         "spread allows; query-count budgets (the leaderboard's default) are unaffected.",
         "",
-        "## Noise (seeds 1 and 2 on the 10% sample)",
+        "## Noise (the cells with seeds beyond seed 0: a 10% sample in v1, every cell in v2)",
         "",
         "| pair | archs | seeds | mean seed-to-seed std of test acc | Kendall tau between seeds (mean / min) |",
         "|---|---|---|---|---|",
