@@ -142,8 +142,8 @@ def test_versioned_recipe_lookup():
 
 @pytest.mark.parametrize("dataset", ["digits", "mnist1d", "fashion-mnist"])
 def test_the_default_recipe_is_a_named_version(dataset):
-    """conf/recipe/<dataset>.yaml names the version it serves (use: v1); the version's file holds the fields,
-    so the shipped tables' ids are reachable as recipe_id=v1 now and after v2 is promoted."""
+    """conf/recipe/<dataset>.yaml names the version it serves (use: v2 for all three since session 25); the
+    version's file holds the fields, so the shipped tables' ids stay reachable as recipe_id=v1 after promotion."""
     import yaml
 
     from danas_bench.core.recipe import RECIPE_DIR
