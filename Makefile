@@ -33,13 +33,13 @@ leaderboard-docs: $(STAMP)
 		figures=docs/figures compare=null
 	$(BIN)/python scripts/searchers_results.py docs/leaderboard.json docs/searchers.md
 
-# the leaderboard on the v2 tables of every pair that has one (tier S complete; fashion-mnist's partial
-# while it generates: held-out scoring searches its cells with two seeds), every default searcher
+# the leaderboard on the v2 tables of every pair that has one (all nine: digits, mnist1d and fashion-mnist
+# x three settings each, complete and served; mnist1d/mlp exists only in v1), every default searcher
 leaderboard-v2-docs: $(STAMP)
 	$(BIN)/danas-bench leaderboard recipe_id=v2 'scorings=[heldout_seeds,expected]' out=docs/leaderboard-v2.md \
 		figures=docs/figures/v2 compare=null
 
-# the v2 tables in progress: merge each pair's finished shards (a pair whose table already holds them is left
+# the v2 tables (complete since session 25; it acts only when shards are added): merge each pair's finished shards (a pair whose table already holds them is left
 # as it is), refit the expected files that are stale (the others are kept), rewrite the datasheet, verify
 V2_PAIRS := digits/none digits/resnet digits/mlp mnist1d/none mnist1d/resnet mnist1d/tcn \
 	fashion-mnist/none fashion-mnist/resnet fashion-mnist/mlp

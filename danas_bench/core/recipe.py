@@ -181,7 +181,7 @@ def recipe_id_of(dataset: str, name: str) -> str:
 def _resolve(dataset: str, override: str | None) -> tuple[Path, dict]:
     """(path, fields) of a recipe file, following the default file's alias (``use: <version>``)."""
     path, d = _recipe_file(dataset, override)
-    if "use" in d:  # the default file names the version it serves (conf/recipe/<dataset>.yaml: use: v1)
+    if "use" in d:  # the default file names the version it serves (conf/recipe/<dataset>.yaml: use: v2)
         where = f"conf/recipe/{path.name}"
         if override is not None:
             raise ValueError(f"{where} is an alias (use: {d['use']}); a version's file holds the recipe fields")

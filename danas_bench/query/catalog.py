@@ -36,7 +36,7 @@ def discover(root: Path | str | None = None) -> dict[str, dict[str, Path]]:
 def default_pairs(root: Path | str | None = None) -> list[str]:
     """The pairs ``open_all()`` serves: where a dataset has tables of its configured recipe
     (``conf/recipe/<dataset>.yaml``), only its pairs that have one (a pair that exists only in another
-    version, e.g. mnist1d/tcn in v2, waits for ``recipe_id=``); elsewhere every pair (your own tables)."""
+    version, e.g. mnist1d/mlp in v1, waits for ``recipe_id=``); elsewhere every pair (your own tables)."""
 
     def configured(ds: str) -> str | None:
         try:
