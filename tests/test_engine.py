@@ -441,7 +441,9 @@ def test_every_shipped_recipe_file_loads():
             assert version.isdigit(), f"{f.name}: versioned recipes are named <dataset>-v<N>.yaml"
         r = recipe_for(dataset, f"v{version}" if version else None)
         assert r.dataset == dataset in TIERS
-    assert recipe_for("fashion-mnist").valid_curve_n == 1000  # tier M: the curve on 1,000 of 5,000
+    # tier M's per-epoch valid curve on a prefix of its 5,000 valid images: 1,000 in v1, 500 in v2 (served)
+    assert recipe_for("fashion-mnist", "v1").valid_curve_n == 1000
+    assert recipe_for("fashion-mnist").valid_curve_n == recipe_for("fashion-mnist", "v2").valid_curve_n == 500
 
 
 def test_valid_curve_uses_a_prefix_and_final_metrics_the_whole_split(archs):
