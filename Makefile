@@ -39,8 +39,9 @@ leaderboard-v2-docs: $(STAMP)
 	$(BIN)/danas-bench leaderboard recipe_id=v2 'scorings=[heldout_seeds,expected]' out=docs/leaderboard-v2.md \
 		figures=docs/figures/v2 compare=null
 
-# the v2 tables (complete since session 25; it acts only when shards are added): merge each pair's finished shards (a pair whose table already holds them is left
-# as it is), refit the expected files that are stale (the others are kept), rewrite the datasheet, verify
+# the v2 tables (complete since session 25: it acts only when shards are added): merge each pair's finished
+# shards (a pair whose table already holds them is left as it is), refit the expected files that are stale
+# (the others are kept), rewrite the datasheet, verify
 V2_PAIRS := digits/none digits/resnet digits/mlp mnist1d/none mnist1d/resnet mnist1d/tcn \
 	fashion-mnist/none fashion-mnist/resnet fashion-mnist/mlp
 refresh-v2: $(STAMP)

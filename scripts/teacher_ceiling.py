@@ -24,7 +24,7 @@ def main(dataset: str, family: str, epochs=(60, 150), lrs=(0.05, 0.02), seeds=(0
     tests = []
     for ep, lr, seed in itertools.product(epochs, lrs, seeds):
         with tempfile.TemporaryDirectory() as d:
-            rec = t.TeacherRecipe(ep, 128, lr, 0.0005, seed)
+            rec = t.TeacherRecipe(epochs=ep, lr=lr, seed=seed)  # batch size and weight decay: the shipped ones
             acc = t.train(dataset, family, rec, out=Path(d), log=lambda *a, **k: None)["accuracy"]
         tests.append(acc["test"])
         print(f"{dataset}/{family} epochs {ep} lr {lr} seed {seed}: valid {acc['valid']:.4f} test {acc['test']:.4f}")
