@@ -71,12 +71,22 @@ def test_shipped_teachers_have_logits_on_every_split(dataset):
         assert acc == pytest.approx(teachers.info(dataset, fam)["accuracy"]["test"], abs=1e-6)
         accs[fam] = acc
     assert max(accs.values()) > 0.9  # a real teacher, not a stub
-    model = teachers.load_model(dataset, "resnet")
-    with torch.no_grad():
-        out = model(ds.x["test"][:50])
-    torch.testing.assert_close(out, teachers.logits(dataset, "resnet")["test"][:50], rtol=1e-4, atol=1e-4)
+    for fam in TEACHERS[dataset]:  # the stored weights reproduce the cached logits (eval mode: no dropout)
+        model = teachers.load_model(dataset, fam)
+        with torch.no_grad():
+            out = model(ds.x["test"][:50])
+        torch.testing.assert_close(out, teachers.logits(dataset, fam)["test"][:50], rtol=1e-4, atol=1e-4)
 
 
 def test_unknown_teacher_lists_the_choices():
-    with pytest.raises(ValueError, match="resnet, mlp, none"):
+    with pytest.raises(ValueError, match="resnet, vgg, mlp, none"):  # current, then retired, then none
         check_pair("digits", "vit")
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (1, 40)])
+def test_vgg_teacher_fits_every_input_shape(shape):
+    """The VGG family flattens its last map into a dense head, so its width depends on the input size."""
+    ds = data.Dataset("x", {"train": torch.zeros(2, *shape)}, {"train": torch.zeros(2, dtype=torch.long)}, 10)
+    model = teachers.make("vgg", ds).eval()
+    assert model(torch.randn(3, *shape)).shape == (3, 10)
+    assert not any(isinstance(m, teachers.Block) for m in model.modules())  # no residual blocks

@@ -575,6 +575,30 @@ def test_open_all_serves_the_configured_recipe_per_dataset(tmp_path):
     assert default_pairs(tmp_path) == ["digits/resnet", "mnist1d/none"]
 
 
+def test_open_all_leaves_out_retired_teachers_but_open_reads_them(tmp_path):
+    """A retired teacher's table (digits/mlp since its MLP was at its ceiling, pairs.RETIRED) is not in the
+    standard set that open_all and the leaderboard use, yet its name still parses, so open(pair) reads it."""
+    from danas_bench.core.pairs import RETIRED, Pair
+    from danas_bench.core.recipe import recipe_for
+    from danas_bench.query.catalog import default_pairs, pairs_with_recipe
+
+    assert "mlp" in RETIRED["digits"]
+    served, v1 = recipe_for("digits").recipe_id, recipe_for("digits", "v1").recipe_id
+    assert served != v1
+    (tmp_path / "digits").mkdir()
+    for name in ("none", "resnet", "vgg", "mlp"):
+        (tmp_path / "digits" / f"{name}-{served}.parquet").touch()
+    for name in ("none", "resnet", "mlp"):
+        (tmp_path / "digits" / f"{name}-{v1}.parquet").touch()
+    assert default_pairs(tmp_path) == ["digits/none", "digits/resnet", "digits/vgg"]
+    # the served version's board is the standard set; an older version's keeps the teachers it was made with
+    assert sorted(pairs_with_recipe(tmp_path, served)) == ["digits/none", "digits/resnet", "digits/vgg"]
+    assert sorted(pairs_with_recipe(tmp_path, "v1")) == ["digits/mlp", "digits/none", "digits/resnet"]
+    assert Pair.parse("digits/mlp").teacher == "mlp"  # retired, still a valid name
+    with pytest.raises(ValueError, match="unknown teacher 'vit' for digits"):
+        Pair.parse("digits/vit")
+
+
 def test_latency_is_timed_round_robin_and_keeps_each_models_fastest_round():
     """Every model is warmed once, then timed once per round in turn (so that the machine's drift falls on
     all of them alike); each keeps its fastest round, per sample."""

@@ -456,7 +456,7 @@ def _write_fake_tables(root, n_archs: int = 200) -> None:
     rid = rec.recipe_id
     archs = np.sort(np.random.default_rng(0).choice(space.canonical_indices(), n_archs, replace=False))
     versions = tb.versions()
-    for teacher in ("resnet", "mlp", "none"):
+    for teacher in ("resnet", "vgg", "none"):
         sb = synthetic.SyntheticBench(f"digits/{teacher}", archs=archs, seeds=(0, 1), epochs=3)
         kd = KD(teacher)
         records = []
@@ -529,7 +529,7 @@ def test_every_searcher_on_the_real_bench_class(tmp_path, monkeypatch):
     _write_fake_tables(root)
     # a query off the table would raise, never train; the fake tables are not in a MANIFEST
     benches = db.open_all(fallback="error", allow_unlisted=True)
-    assert sorted(benches) == ["digits/mlp", "digits/none", "digits/resnet"]
+    assert sorted(benches) == ["digits/none", "digits/resnet", "digits/vgg"]
     b = benches["digits/resnet"]
     for name in SEARCHERS:
         f = _run(name, b, {"queries": 12}, 0, benches)
@@ -542,7 +542,7 @@ def test_every_searcher_on_the_real_bench_class(tmp_path, monkeypatch):
         assert last["regret"] == pytest.approx(b.best()[1] - last["incumbent_test"])
     s = _make("dass", exclude_same_dataset=False)
     run(s, b, 12, seed=0)  # no pool given: the tables beside the bench
-    assert s.state["tasks"] == ["digits/mlp", "digits/none"]
+    assert s.state["tasks"] == ["digits/none", "digits/vgg"]
     assert s.problem.descriptor().shape == (7,) and s.problem.descriptor()[-1] == 0.0
     from danas_bench.reports.leaderboard import table_version
 

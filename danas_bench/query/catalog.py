@@ -9,7 +9,7 @@ from pathlib import Path
 
 from danas_bench.core import recipe as recipes
 from danas_bench.core import schema as tb
-from danas_bench.core.pairs import Pair
+from danas_bench.core.pairs import RETIRED, Pair
 from danas_bench.core.recipe import RECIPE_ID, Recipe, RecipeMissing, recipe_for, recipe_id_of
 
 
@@ -36,20 +36,15 @@ def discover(root: Path | str | None = None) -> dict[str, dict[str, Path]]:
 def default_pairs(root: Path | str | None = None) -> list[str]:
     """The pairs ``open_all()`` serves: where a dataset has tables of its configured recipe
     (``conf/recipe/<dataset>.yaml``), only its pairs that have one (a pair that exists only in another
-    version, e.g. mnist1d/mlp in v1, waits for ``recipe_id=``); elsewhere every pair (your own tables)."""
-
-    def configured(ds: str) -> str | None:
-        try:
-            return recipe_for(ds).recipe_id
-        except RecipeMissing:  # no conf/recipe/<dataset>.yaml (a broken alias raises)
-            return None
-
+    version, e.g. mnist1d/mlp in v1, waits for ``recipe_id=``); elsewhere every pair (your own tables).
+    A retired teacher's pairs (``pairs.RETIRED``, e.g. digits/mlp) are left out: ``open(pair)`` still reads
+    them by name, but the standard set (``open_all()``, the leaderboard) is the current teachers'."""
     found = discover(root)
     dataset = {p: p.split("/", 1)[0] for p in found}  # not Pair.parse: your own tables may name any dataset
-    rid = {ds: configured(ds) for ds in set(dataset.values())}
+    rid = {ds: _served(ds) for ds in set(dataset.values())}
     has_configured = {p: rid[dataset[p]] in recipes for p, recipes in found.items()}
     served = {dataset[p] for p, ok in has_configured.items() if ok}
-    return sorted(p for p, ok in has_configured.items() if ok or dataset[p] not in served)
+    return sorted(p for p, ok in has_configured.items() if (ok or dataset[p] not in served) and p not in _RETIRED)
 
 
 class LazyPool(Mapping):
@@ -127,16 +122,29 @@ def resolve_recipe(pair: str, version: str) -> str:
 
 def pairs_with_recipe(root: Path | str | None, recipe: str) -> dict[str, str]:
     """``{pair: recipe_id}`` of the pairs under ``root`` with a table of ``recipe`` (an id or version name);
-    datasets without such a version are left out."""
+    datasets without such a version are left out. A retired teacher's pair is left out of the version its
+    dataset serves (the standard set, as in ``default_pairs``) and kept in older ones (the v1 board keeps
+    digits/mlp and mnist1d/mlp, as shipped)."""
     out = {}
     for pair, found in sorted(discover(root).items()):
         try:
             rid = resolve_recipe(pair, recipe)
         except UnknownRecipe:
             continue
-        if rid in found:
+        if rid in found and not (pair in _RETIRED and rid == _served(pair.split("/", 1)[0])):
             out[pair] = rid
     return out
+
+
+def _served(dataset: str) -> str | None:
+    """The recipe id ``conf/recipe/<dataset>.yaml`` serves; None where the dataset has no recipe file."""
+    try:
+        return recipe_for(dataset).recipe_id
+    except RecipeMissing:  # no conf/recipe/<dataset>.yaml (a broken alias raises)
+        return None
+
+
+_RETIRED = frozenset(f"{ds}/{t}" for ds, ts in RETIRED.items() for t in ts)  # pairs of retired teachers
 
 
 def check_planned_seeds(path: Path, meta: dict, seeds: list, root: Path, pair: str, recipe_id: str) -> None:

@@ -17,19 +17,20 @@ MIN_MARGIN = Criteria().min_teacher_margin  # the recipe search's rule: every te
 
 def _trained() -> list[str]:
     lines = [
-        "| dataset | teacher | family | params | train acc | valid acc | test acc | epochs | train seconds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| dataset | teacher | family | params | train acc | valid acc | test acc | epochs | lr | train seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for dataset, fams in TEACHERS.items():
-        for fam in fams + RETIRED.get(dataset, ()):
+        for fam in fams + tuple(RETIRED.get(dataset, {})):
             if not (teacher_dir(dataset) / f"{fam}.logits.safetensors").exists():
                 continue
             i = info(dataset, fam)
             a = i["accuracy"]
-            desc = FAMILIES[fam] + (" (retired in tables v2)" if fam in RETIRED.get(dataset, ()) else "")
+            why = RETIRED.get(dataset, {}).get(fam)
+            desc = FAMILIES[fam] + (f" (retired, {why})" if why else "")
             lines.append(
                 f"| {dataset} | {fam} | {desc} | {i['params']:,} | {a['train']:.4f} | {a['valid']:.4f} | "
-                f"{a['test']:.4f} | {i['recipe']['epochs']} | {i['train_seconds']:.0f} |"
+                f"{a['test']:.4f} | {i['recipe']['epochs']} | {i['recipe']['lr']:g} | {i['train_seconds']:.0f} |"
             )
     return lines
 
@@ -66,6 +67,14 @@ def report(path: Path, figures: list[dict] | None) -> None:
         "`tables/teachers/<dataset>/<teacher>.safetensors` and from the tables. Each teacher is trained once "
         "on the train split (SGD, Nesterov momentum 0.9, cosine schedule, seed 0); its logits on every split "
         "are cached beside it, so students never run it.",
+        "",
+        "A teacher is immutable once a table distils from it: a stronger teacher gets a new name (a new pair), "
+        "never new weights under an old one, so every table stays reproducible. The one it replaces is retired "
+        "(`danas_bench.core.pairs.RETIRED`, with the reason below): `open(pair)` still reads its tables, but "
+        "`open_all()`, the datasheet and the leaderboard use the current teachers. A new teacher's epochs and "
+        "learning rate are chosen on validation accuracy only (`scripts/teacher_ceiling.py <dataset> <family>`: "
+        "the best median valid over 4 seeds of a 2 x 2 grid; that setting's seed-0 run is shipped), so its test "
+        "accuracy is not the best of many test scores.",
         "",
         *_trained(),
         "",
