@@ -77,22 +77,32 @@ def test_sample_cells_are_canonical_non_zero_and_seeded():
     assert not space.zero_cells(a).any()
 
 
+
+def test_a_search_run_before_a_teacher_was_retired_keeps_it():
+    """digits' pilot distilled from the MLP that vgg replaced: its stored runs are measured with the MLP, and
+    runs that lack a teacher with nothing in its place read as incomplete."""
+    runs = lambda *ts: pl.DataFrame({"teacher": list(ts)})  # noqa: E731
+    assert pilot.kd_settings("digits") == ["none", "resnet", "vgg"]
+    assert pilot.kd_settings("digits", runs("none", "resnet", "mlp")) == ["none", "resnet", "mlp"]
+    assert pilot.kd_settings("digits", runs("none", "resnet", "vgg")) == ["none", "resnet", "vgg"]
+    assert pilot.kd_settings("digits", runs("none", "resnet")) == ["none", "resnet", "vgg"]
+
 def test_a_real_tiny_search_measures_every_setting_and_resumes(tmp_path):
     """Digits, 6 cells, 2 epochs: every KD setting and seed is trained, measured, and a rerun trains nothing."""
     cells = pilot.sample_cells(6, 0)
     r = Recipe("digits", width=4, epochs=4, batch_size=32, n_train=100, lr=0.1, warmup_epochs=1)
     pilot.run_candidates([r], cells, chunk=3, workers=1, out_dir=tmp_path, log=lambda *_: None)
     df = pl.read_parquet(pilot.runs_path(tmp_path, r))
-    assert df.height == 6 * 2 * 3 and set(df["teacher"]) == {"none", "resnet", "mlp"}
+    assert df.height == 6 * 2 * 3 and set(df["teacher"]) == {"none", "resnet", "vgg"}
     m = pilot.measure(df, r, cells)
-    assert set(m["settings"]) == {"none", "resnet", "mlp"}
+    assert set(m["settings"]) == {"none", "resnet", "vgg"}
 
     def wide(teacher):  # (cell, seed) test accuracies, computed here from the stored runs
         sub = df.filter(pl.col("teacher") == teacher).pivot(on="seed", index="arch_index", values="test_acc")
         return sub.sort("arch_index").select(["0", "1"]).to_numpy()
 
     assert m["settings"]["none"]["mean"] == pytest.approx(wide("none").mean())
-    for t in ("resnet", "mlp"):
+    for t in ("resnet", "vgg"):
         kd, no = wide(t), wide("none")
         s_t = m["settings"][t]
         assert s_t["kd_gain"] == pytest.approx((kd.mean(1) - no.mean(1)).mean())
@@ -105,7 +115,7 @@ def test_a_real_tiny_search_measures_every_setting_and_resumes(tmp_path):
     pilot.run_candidates([r], cells, chunk=3, workers=1, out_dir=tmp_path, log=lambda *_: None)
     assert pilot.runs_path(tmp_path, r).stat().st_mtime_ns == before
     # an incomplete candidate is not measured (no figure from a partial sample)
-    assert pilot.measure(df.filter(pl.col("teacher") != "mlp"), r, cells) is None
+    assert pilot.measure(df.filter(pl.col("teacher") != "vgg"), r, cells) is None
 
 
 def test_warmup_rises_linearly_then_follows_the_cosine_to_zero():

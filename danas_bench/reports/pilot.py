@@ -26,7 +26,7 @@ import polars as pl
 from scipy import stats
 
 from danas_bench.core import space
-from danas_bench.core.pairs import NONE, TEACHERS
+from danas_bench.core.pairs import NONE, RETIRED, TEACHERS
 from danas_bench.core.recipe import KD, Recipe
 from danas_bench.reports.reliability import (  # noqa: F401
     Criteria,
@@ -128,9 +128,18 @@ def run_candidates(
 # --- measures ---------------------------------------------------------------------------------
 
 
-def kd_settings(dataset: str) -> list[str]:
-    """A dataset's KD settings as the search trains them: no KD first, then each teacher."""
-    return [NONE] + list(TEACHERS[dataset])
+def kd_settings(dataset: str, runs: pl.DataFrame | None = None) -> list[str]:
+    """A dataset's KD settings as the search trains them: no KD first, then each teacher. With ``runs`` (a
+    stored search's rows), the ones it trained: a search run before a teacher was retired keeps that teacher
+    (digits' pilot distilled from the MLP that ``vgg`` replaced); a current teacher it lacks, with no retired
+    one in its place, stays listed, so that the search reads as incomplete."""
+    current = list(TEACHERS[dataset])
+    if runs is None:
+        return [NONE, *current]
+    have = set(runs["teacher"].unique().to_list())
+    trained = [t for t in current if t in have] + [t for t in RETIRED.get(dataset, {}) if t in have]
+    lacking = [t for t in current if t not in have][: max(0, len(current) - len(trained))]
+    return [NONE, *trained, *lacking]
 
 
 def _wide(df: pl.DataFrame, teacher: str, col: str, cells: np.ndarray, seeds=(0, 1)) -> np.ndarray:
@@ -147,7 +156,7 @@ def _wide(df: pl.DataFrame, teacher: str, col: str, cells: np.ndarray, seeds=(0,
 
 def measure(df: pl.DataFrame, recipe: Recipe, cells: np.ndarray, crit: Criteria = Criteria()) -> dict:
     """Every figure of one candidate (see the module docstring); None where its runs are incomplete."""
-    settings = kd_settings(recipe.dataset)
+    settings = kd_settings(recipe.dataset, df)
     per: dict[str, dict] = {}
     test = {t: _wide(df, t, "test_acc", cells) for t in settings}
     if any(np.isnan(v).any() for v in test.values()):
@@ -229,7 +238,7 @@ def longer_training(frames: list[tuple[Recipe, pl.DataFrame]], cells: np.ndarray
             if long_.epochs <= short.epochs or rest(short) != rest(long_):
                 continue
             per = {}
-            for t in kd_settings(short.dataset):
+            for t in kd_settings(short.dataset, a):
                 d = _wide(b, t, "test_acc", cells).mean(1) - _wide(a, t, "test_acc", cells).mean(1)
                 if np.isnan(d).any():
                     break
@@ -254,7 +263,7 @@ def min_icc_difference(
     paired bootstrap over cells (both candidates trained the same cells, so their ICCs share the cells'
     spread; resampling cells jointly keeps that). Says whether the rule's pick is more reliable than the
     runner-up or only ahead by the sampling noise of a few dozen cells."""
-    settings = kd_settings(a[0].dataset)
+    settings = kd_settings(a[0].dataset, a[1])
     arrays = [[_wide(df, t, "test_acc", cells) for t in settings] for _, df in (a, b)]
     point = min(icc1(x)[0] for x in arrays[0]) - min(icc1(x)[0] for x in arrays[1])
     rng = np.random.default_rng(seed)
