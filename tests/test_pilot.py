@@ -77,7 +77,6 @@ def test_sample_cells_are_canonical_non_zero_and_seeded():
     assert not space.zero_cells(a).any()
 
 
-
 def test_a_search_run_before_a_teacher_was_retired_keeps_it():
     """digits' pilot distilled from the MLP that vgg replaced: its stored runs are measured with the MLP, and
     runs that lack a teacher with nothing in its place read as incomplete."""
@@ -86,6 +85,7 @@ def test_a_search_run_before_a_teacher_was_retired_keeps_it():
     assert pilot.kd_settings("digits", runs("none", "resnet", "mlp")) == ["none", "resnet", "mlp"]
     assert pilot.kd_settings("digits", runs("none", "resnet", "vgg")) == ["none", "resnet", "vgg"]
     assert pilot.kd_settings("digits", runs("none", "resnet")) == ["none", "resnet", "vgg"]
+
 
 def test_a_real_tiny_search_measures_every_setting_and_resumes(tmp_path):
     """Digits, 6 cells, 2 epochs: every KD setting and seed is trained, measured, and a rerun trains nothing."""
