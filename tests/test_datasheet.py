@@ -199,6 +199,10 @@ def test_v2_targets_are_checked_per_table_and_kd_gain_per_dataset():
     lines = rel.render_targets(list(checks.values()))
     assert len(lines) == 5 and "1.97 (4.00) pp: no" in lines[-1] and "0.50 [0.45, 0.55]: no" in lines[-1]
     assert f"| {live} of {live}: **yes** |" in lines[2]  # seed 2 on half the cells: seeds 0 and 1 still count
+    # digits/mlp is retired (pairs.RETIRED): its row stays, marked, and its KD gain does not carry the dataset
+    assert mlp["retired"] and not checks["digits/resnet"]["retired"] and "| digits/mlp (retired) |" in lines[-1]
+    swapped = [{**r, "kd_gain_ci": [-0.01, 0.01] if r["pair"] == "digits/resnet" else [0.001, 0.01]} for r in rows[1:3]]
+    assert not any(c.get("kd_gain_ci_above_0", (0, 0))[1] for c in rel.target_checks([rows[0], *swapped]))
     # a teacher's table without the same recipe's none table has no KD figures: n/a, not a crash
     alone = rel.target_checks([{"pair": "digits/resnet", "recipe_id": v2, **base, **kd}])
     assert alone[0]["kd_gain_ci_above_0"] == (None, None) and "n/a" in rel.render_targets(alone)[2]

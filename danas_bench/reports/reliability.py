@@ -15,7 +15,7 @@ import polars as pl
 from scipy import stats
 
 from danas_bench.core import space
-from danas_bench.core.pairs import split_pair
+from danas_bench.core.pairs import RETIRED, split_pair
 
 
 @dataclass(frozen=True)
@@ -258,7 +258,8 @@ TARGET_ICC1 = 0.75
 
 def target_checks(rows: list[dict], version: str = "v2") -> list[dict]:
     """For every table of ``version`` among ``rows`` (``shipped_figures``): each target's value and whether
-    it holds. KD's gain is a per-dataset target (some teacher's 95% CI above 0), repeated on its pairs."""
+    it holds. KD's gain is a per-dataset target (some current teacher's 95% CI above 0), repeated on its pairs.
+    A retired teacher's table (``pairs.RETIRED``) keeps its row, marked, and does not count for its dataset."""
     from danas_bench.core.recipe import RecipeMissing, recipe_id_of
     from danas_bench.training.data import TIERS
 
@@ -275,7 +276,8 @@ def target_checks(rows: list[dict], version: str = "v2") -> list[dict]:
     for r in mine:
         ds, teacher = split_pair(r["pair"])
         if teacher != "none" and "kd_gain_ci" in r:  # no KD figures without the same recipe's none table
-            kd_holds[ds] = kd_holds.get(ds, False) or r["kd_gain_ci"][0] > 0
+            current = teacher not in RETIRED.get(ds, {})
+            kd_holds[ds] = kd_holds.get(ds, False) or (current and r["kd_gain_ci"][0] > 0)
     live = int((~space.zero_cells(space.canonical_indices())).sum())
     out = []
     for r in mine:
@@ -304,6 +306,7 @@ def target_checks(rows: list[dict], version: str = "v2") -> list[dict]:
                 "seeds": len(r["seeds"]),
                 "live": target,
                 "sample": TIERS.get(ds) != "S",
+                "retired": teacher in RETIRED.get(ds, {}),
                 **checks,
             }
         )
@@ -340,7 +343,8 @@ def render_targets(checks: list[dict]) -> list[str]:
         icc, ok_icc, ci = c["icc1"]
         icc_s = f"{icc:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
         out.append(
-            f"| {c['pair']} | `{c['recipe_id']}` | {cov}: {mark(ok_cov)} | {icc_s}: {mark(ok_icc)} | "
+            f"| {c['pair']}{' (retired)' if c.get('retired') else ''} | `{c['recipe_id']}` | {cov}: {mark(ok_cov)} | "
+            f"{icc_s}: {mark(ok_icc)} | "
             f"{100 * c['converged'][0]:.2f} pp: {mark(c['converged'][1])} | " + " | ".join(cells_kd) + " |"
         )
     return out
