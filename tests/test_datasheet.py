@@ -16,7 +16,7 @@ from danas_bench.reports import datasheet
 from danas_bench.tables import generate
 from danas_bench.tables.plan import make_plan, save_plan
 
-PAIRS = ("digits/resnet", "digits/mlp", "digits/none")
+PAIRS = ("digits/resnet", "digits/vgg", "digits/none")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_datasheet_numbers_come_from_the_tables(tiny_tables, tmp_path):
     # docs/teachers.md beside it, with each KD table's margins from the same figures
     doc = (tmp_path / "teachers.md").read_text()
     kd_rows = [r for r in res["reliability"] if "teacher_margin" in r]
-    assert sorted(r["pair"] for r in kd_rows) == ["digits/mlp", "digits/resnet"]
+    assert sorted(r["pair"] for r in kd_rows) == ["digits/resnet", "digits/vgg"]
     for r in kd_rows:
         (line,) = [x for x in doc.splitlines() if x.startswith(f"| {r['pair']} | `{r['recipe_id']}` |")]
         cols = [c.strip() for c in line.strip("|").split("|")]
