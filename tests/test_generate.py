@@ -514,8 +514,8 @@ VALID = "valid pairs: mnist1d/resnet, mnist1d/tcn, mnist1d/none, digits/resnet"
 @pytest.mark.parametrize(
     "pair, expected",
     [
-        ("digits/vit", ["unknown teacher 'vit' for digits", "choose one of resnet, mlp, none"]),
-        ("digits/", ["unknown teacher '' for digits", "choose one of resnet, mlp, none"]),
+        ("digits/vit", ["unknown teacher 'vit' for digits", "choose one of resnet, vgg, mlp, none"]),
+        ("digits/", ["unknown teacher '' for digits", "choose one of resnet, vgg, mlp, none"]),
         ("cifar11/resnet", ["unknown dataset 'cifar11'", "datasets with teachers: mnist1d, digits"]),
         ("/resnet", ["unknown dataset ''", "datasets with teachers: mnist1d, digits"]),
         ("digits", ["'dataset/teacher', got 'digits'", VALID]),
@@ -536,7 +536,7 @@ def test_bad_pair_lists_valid_choices(pair, expected):
 
 
 def test_bad_pair_via_cli(tables_root):
-    with pytest.raises(ValueError, match="choose one of resnet, mlp, none"):
+    with pytest.raises(ValueError, match="choose one of resnet, vgg, mlp, none"):
         cli.main(["generate", "pair=digits/vit", TINY_RECIPE_CLI, "executor=debug"])
     with pytest.raises(ValueError, match="valid pairs: .*digits/resnet"):
         cli.main(["generate", "pair=digits", TINY_RECIPE_CLI, "executor=debug"])

@@ -428,14 +428,22 @@ def test_each_scoring_keeps_its_own_query_cap_and_time_budget():
 def test_leaderboard_on_a_recipe_version_runs_on_its_tables_and_is_not_compared_with_v1(tmp_path, capsys):
     """``recipe=v2``: only the pairs with a v2 table, each on it; the shipped (v1) leaderboard is not a
     reference for it, so no row is compared."""
+    from danas_bench.core.pairs import RETIRED
     from danas_bench.core.recipe import RECIPE_DIR, recipe_for
     from danas_bench.query.catalog import discover
 
     v2 = {p.stem[: -len("-v2")] for p in RECIPE_DIR.glob("*-v2.yaml")}  # the datasets with a v2 recipe
+
+    def retired_where_served(pair: str) -> bool:  # digits/mlp: left out of the version its dataset serves
+        ds, teacher = pair.split("/")
+        return teacher in RETIRED.get(ds, {}) and recipe_for(ds) == recipe_for(ds, "v2")
+
     have = {
         p
         for p, found in discover().items()
-        if p.split("/")[0] in v2 and recipe_for(p.split("/")[0], "v2").recipe_id in found
+        if p.split("/")[0] in v2
+        and recipe_for(p.split("/")[0], "v2").recipe_id in found
+        and not retired_where_served(p)
     }
     if not have:
         pytest.skip("no shipped v2 table")
