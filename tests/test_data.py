@@ -83,6 +83,36 @@ def test_unknown_teacher_lists_the_choices():
         check_pair("digits", "vit")
 
 
+def test_an_ensemble_teacher_is_its_members_mean_softmax(tmp_path):
+    """resnet_ens: member i trains exactly as the single model of seed i would (the ensemble's softmax equals
+    the mean of those single models' softmax), and the stored weights reproduce the cached logits."""
+    from safetensors.torch import load_file
+
+    ds = data.load("digits")
+    quiet = lambda *a: None  # noqa: E731
+    mp = pytest.MonkeyPatch()
+    mp.setitem(teachers.ENSEMBLES, "resnet_ens", ("resnet", 2))  # two members keep the test short
+    mp.setitem(TEACHERS, "digits", (*TEACHERS["digits"], "resnet_ens"))
+    try:
+        info = teachers.train(
+            "digits", "resnet_ens", teachers.TeacherRecipe(1, seed=3), out=tmp_path / "ens", log=quiet
+        )
+        for seed in (3, 4):
+            teachers.train(
+                "digits", "resnet", teachers.TeacherRecipe(1, seed=seed), out=tmp_path / str(seed), log=quiet
+            )
+        model = teachers.make("resnet_ens", ds).eval()
+    finally:
+        mp.undo()
+    assert info["members"] == {"family": "resnet", "seeds": [3, 4]}
+    single = [load_file(str(tmp_path / str(s) / "resnet.logits.safetensors"))["test"].softmax(1) for s in (3, 4)]
+    ens = load_file(str(tmp_path / "ens" / "resnet_ens.logits.safetensors"))["test"]
+    torch.testing.assert_close(ens.softmax(1), (single[0] + single[1]) / 2, rtol=1e-4, atol=1e-5)
+    model.load_state_dict(load_file(str(tmp_path / "ens" / "resnet_ens.safetensors")))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ds.x["test"][:20]), ens[:20], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (1, 40)])
 def test_vgg_teacher_fits_every_input_shape(shape):
     """The VGG family flattens its last map into a dense head, so its width depends on the input size."""

@@ -508,7 +508,7 @@ def test_debug_executor_rows(tables_root, teacher):
 
 # --- 7. bad input ---------------------------------------------------------------------------------
 
-VALID = "valid pairs: mnist1d/resnet, mnist1d/tcn, mnist1d/none, digits/resnet"
+VALID = "valid pairs: mnist1d/resnet, mnist1d/tcn, mnist1d/resnet_ens, mnist1d/none, digits/resnet"
 
 
 @pytest.mark.parametrize(

@@ -128,17 +128,21 @@ def run_candidates(
 # --- measures ---------------------------------------------------------------------------------
 
 
+MIN_TEACHERS = 2  # a complete search distilled from at least two teachers
+
+
 def kd_settings(dataset: str, runs: pl.DataFrame | None = None) -> list[str]:
     """A dataset's KD settings as the search trains them: no KD first, then each teacher. With ``runs`` (a
-    stored search's rows), the ones it trained: a search run before a teacher was retired keeps that teacher
-    (digits' pilot distilled from the MLP that ``vgg`` replaced); a current teacher it lacks, with no retired
-    one in its place, stays listed, so that the search reads as incomplete."""
+    stored search's rows), the ones it trained: a search run before a teacher was retired or added keeps the
+    teachers it had (digits' pilot distilled from the MLP that ``vgg`` replaced; mnist1d's predates
+    ``resnet_ens``); while it has fewer than two teachers (DESIGN: two families per dataset), the current ones
+    it lacks stay listed, so that the search reads as incomplete."""
     current = list(TEACHERS[dataset])
     if runs is None:
         return [NONE, *current]
     have = set(runs["teacher"].unique().to_list())
     trained = [t for t in current if t in have] + [t for t in RETIRED.get(dataset, {}) if t in have]
-    lacking = [t for t in current if t not in have][: max(0, len(current) - len(trained))]
+    lacking = [t for t in current if t not in have][: max(0, MIN_TEACHERS - len(trained))]
     return [NONE, *trained, *lacking]
 
 

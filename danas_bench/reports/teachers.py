@@ -74,7 +74,10 @@ def report(path: Path, figures: list[dict] | None) -> None:
         "`open_all()`, the datasheet and the leaderboard use the current teachers. A new teacher's epochs and "
         "learning rate are chosen on validation accuracy only (`scripts/teacher_ceiling.py <dataset> <family>`: "
         "the best median valid over 4 seeds of a 2 x 2 grid; that setting's seed-0 run is shipped), so its test "
-        "accuracy is not the best of many test scores.",
+        "accuracy is not the best of many test scores. An ensemble teacher (`resnet_ens`) is the mean softmax of "
+        "that setting's seeds 0-3, its stored logits the log of that mean; it is for a dataset whose single model "
+        "is at its ceiling (mnist1d's ResNet). A dataset may hold a third teacher while its table is generated; the "
+        "one it replaces retires when that table is complete.",
         "",
         *_trained(),
         "",

@@ -7,7 +7,9 @@ family, its config, the training recipe, the split hashes and the accuracy on ev
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +30,12 @@ FAMILIES = {
     "mlp": "MLP (2 hidden layers of 512, dropout 0.2)",
     "tcn": "dilated 1-D CNN (5 residual blocks, dilations 1-16, width 64)",
     "vit": "vision transformer (4 x 4 patches, 6 pre-norm blocks of width 192, 3 heads)",
+    "resnet_ens": "ensemble of 4 wide residual CNNs (the resnet family, seeds 0-3), mean softmax",
     "vgg": "VGG-style plain CNN (2 x [conv-conv-maxpool], widths 64/128, no residuals, dense head of 256, dropout 0.3)",
 }
+
+# ensemble families: family -> (member family, members); member i trains with seed recipe.seed + i
+ENSEMBLES = {"resnet_ens": ("resnet", 4)}
 
 
 class Block(nn.Module):
@@ -177,6 +183,20 @@ class ViT(nn.Module):
         return self.head(self.norm(self.encoder(x)).mean(1))
 
 
+class Ensemble(nn.Module):
+    """Independently trained members whose mean softmax is the teacher's prediction, returned as its log
+    (logits whose softmax is that mean): a stronger teacher of one family where a single model is at its
+    ceiling (mnist1d's ResNet, docs/teachers.md)."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x):
+        logp = torch.stack([m(x).log_softmax(-1) for m in self.members])
+        return torch.logsumexp(logp, 0) - math.log(len(self.members))
+
+
 @dataclass(frozen=True)
 class TeacherRecipe:
     epochs: int = 60
@@ -187,6 +207,9 @@ class TeacherRecipe:
 
 
 def make(family: str, ds: data_mod.Dataset) -> nn.Module:
+    if family in ENSEMBLES:
+        member, k = ENSEMBLES[family]
+        return Ensemble([make(member, ds) for _ in range(k)])
     if family == "resnet":
         return ResNet(ds.shape[0], ds.num_classes, ds.ndim)
     if family == "mlp":
@@ -225,32 +248,18 @@ def train(
     device: str = "cpu",
 ) -> dict:
     """Train one teacher on the train split, pick nothing on test, save weights and logits. ``device``:
-    where it trains (tier L: a GPU); the model is made on the CPU, so its initial weights do not depend on it."""
+    where it trains (tier L: a GPU); the model is made on the CPU, so its initial weights do not depend on it.
+    An ensemble family (``ENSEMBLES``) trains its members one after another, member i with seed
+    ``recipe.seed + i``, each exactly as that seed's single model would train."""
     check_pair(dataset, family)
     ds = data_mod.load(dataset)
-    torch.manual_seed(recipe.seed)
-    model = make(family, ds).to(device)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=recipe.lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay
-    )
-    x, y = ds.x["train"].to(device), ds.y["train"].to(device)
-    steps = recipe.epochs * ((len(x) + recipe.batch_size - 1) // recipe.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    gen = torch.Generator().manual_seed(recipe.seed)
     t0 = time.perf_counter()
-    for epoch in range(recipe.epochs):
-        model.train()
-        perm = torch.randperm(len(x), generator=gen).to(device)
-        for i in range(0, len(x), recipe.batch_size):
-            idx = perm[i : i + recipe.batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        if (epoch + 1) % 10 == 0:
-            acc = (_logits(model, ds.x["valid"]).argmax(1) == ds.y["valid"]).float().mean().item()
-            log(f"  {dataset}/{family} epoch {epoch + 1}: valid acc {acc:.4f}")
+    if family in ENSEMBLES:
+        member, k = ENSEMBLES[family]
+        members = [_fit(ds, member, dataclasses.replace(recipe, seed=recipe.seed + i), log, device) for i in range(k)]
+        model = Ensemble(members)
+    else:
+        model = _fit(ds, family, recipe, log, device)
     seconds = time.perf_counter() - t0
     logits = {s: _logits(model, ds.x[s]).contiguous() for s in ("train", "valid", "test")}
     acc = {s: float((logits[s].argmax(1) == ds.y[s]).float().mean()) for s in logits}
@@ -264,6 +273,9 @@ def train(
         "recipe": recipe.__dict__,
         "split_hashes": ds.split_hashes,
     }
+    if family in ENSEMBLES:
+        member, k = ENSEMBLES[family]
+        info["members"] = {"family": member, "seeds": [recipe.seed + i for i in range(k)]}
     out = out or teacher_dir(dataset)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"info": json.dumps(info, sort_keys=True)}
@@ -272,6 +284,33 @@ def train(
     )
     save_file(logits, out / f"{family}.logits.safetensors", meta)
     return info
+
+
+def _fit(ds: data_mod.Dataset, family: str, recipe: TeacherRecipe, log, device: str) -> nn.Module:
+    """One model of ``family`` trained on ``ds``'s train split (SGD, Nesterov momentum, cosine schedule)."""
+    torch.manual_seed(recipe.seed)
+    model = make(family, ds).to(device)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay
+    )
+    x, y = ds.x["train"].to(device), ds.y["train"].to(device)
+    steps = recipe.epochs * ((len(x) + recipe.batch_size - 1) // recipe.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    for epoch in range(recipe.epochs):
+        model.train()
+        perm = torch.randperm(len(x), generator=gen).to(device)
+        for i in range(0, len(x), recipe.batch_size):
+            idx = perm[i : i + recipe.batch_size]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        if (epoch + 1) % 10 == 0:
+            acc = (_logits(model, ds.x["valid"]).argmax(1) == ds.y["valid"]).float().mean().item()
+            log(f"  {ds.name}/{family} seed {recipe.seed} epoch {epoch + 1}: valid acc {acc:.4f}")
+    return model
 
 
 def info(dataset: str, teacher: str) -> dict:
