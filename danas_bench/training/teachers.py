@@ -1,4 +1,4 @@
-"""Teachers: two model families per dataset, trained once, stored with safetensors, logits cached.
+"""Teachers: two or more model families per dataset, trained once, stored with safetensors, logits cached.
 
 Students never run a teacher: they read its logits on every split from
 ``tables/teachers/<dataset>/<teacher>.logits.safetensors``. The weights file's metadata records the
@@ -24,7 +24,7 @@ from danas_bench.core.paths import tables_dir
 from danas_bench.training import data as data_mod
 from danas_bench.training.student import bn_cls, conv_cls
 
-# teachers of tables v1 that v2 replaced: their tables stay queryable, new recipes do not use them
+# teacher families (name -> what docs/teachers.md says); which dataset has which: danas_bench.core.pairs.TEACHERS
 FAMILIES = {
     "resnet": "wide residual CNN (3 stages x 2 blocks, widths 32/64/128)",
     "mlp": "MLP (2 hidden layers of 512, dropout 0.2)",
