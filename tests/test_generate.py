@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from danas_bench import cli
 from danas_bench.core import schema as tb
@@ -502,6 +503,7 @@ def test_debug_executor_rows(tables_root, teacher):
         meta["shards"]
     )
     assert meta["shard_machines"] == {tb.machine()["host_cpu"]: len(meta["shards"])}  # where seconds were measured
+    assert meta["shard_torch_versions"] == {torch.__version__: len(meta["shards"])}  # what they were computed with
     assert pq.ParquetFile(out).metadata.num_rows == 4
     assert verify() == []
 

@@ -249,6 +249,7 @@ def compute(root: Path | None = None) -> dict:
                 "versions": {k: p["meta"].get(k) for k in ("code_version", "torch_version")},
                 "shard_code_revisions": p["meta"].get("shard_code_revisions"),
                 "shard_machines": p["meta"].get("shard_machines"),
+                "shard_torch_versions": p["meta"].get("shard_torch_versions"),
             }
         )
         out["shard_seconds"][pair] = shard_seconds(root, pair, p["meta"]["recipe_id"])
@@ -346,9 +347,14 @@ def render(res: dict, figures: list[str]) -> str:
             if s.get("shard_machines")
             else f"machine {m.get('host_cpu', '?')}"
         )
+        torch_v = (
+            f"shards per torch version {s['shard_torch_versions']}"
+            if len(s.get("shard_torch_versions") or {}) > 1
+            else f"torch {v.get('torch_version', '?')}"
+        )
         L.append(
             f"- **{pair}**: recipe `{s['recipe_id']}` = {s['recipe']}; {where} ({m.get('cores', '?')} cores); "
-            f"danas-bench {v.get('code_version', '?')}, torch {v.get('torch_version', '?')}"
+            f"danas-bench {v.get('code_version', '?')}, {torch_v}"
             + (f"; shards per code revision: {s['shard_code_revisions']}" if s.get("shard_code_revisions") else "")
             + "."
         )

@@ -418,15 +418,18 @@ def _wait_slurm(
 
 
 def _shard_counts(parts: list[pa.Table]) -> dict[str, dict[str, int]]:
-    """Shards per code revision and per CPU model ("unrecorded": written before shards carried it): a
-    table's training seconds compare across architectures only where the machines agree, so the
-    datasheet shows where they were measured."""
+    """Shards per code revision, per CPU model and per torch version ("unrecorded": written before shards
+    carried it): a table's training seconds compare across architectures only where the machines agree,
+    and its accuracies are bit-reproducible only under the same code and torch, so the datasheet shows
+    where and with what they were measured."""
     metas = [json.loads(t.schema.metadata[tb.META_KEY]) for t in parts]
     revs = [m.get("code_revision", "unrecorded") for m in metas]
     cpus = [(m.get("machine") or {}).get("host_cpu", "unrecorded") for m in metas]
+    torches = [m.get("torch_version", "unrecorded") for m in metas]
     return {
         "shard_code_revisions": {r: revs.count(r) for r in sorted(set(revs))},
         "shard_machines": {c: cpus.count(c) for c in sorted(set(cpus))},
+        "shard_torch_versions": {v: torches.count(v) for v in sorted(set(torches))},
     }
 
 
