@@ -7,11 +7,12 @@ preinstalled torch (the device machine here, a cluster's interactive node) runs 
 project. Without ``.git`` beside the code, set ``DANAS_CODE_REVISION`` so the shards say which commit made them.
 
   python3 scripts/burst_shards.py tables/shards/mnist1d__resnet_ens/<recipe_id> --only-seeds 0 1 --from-end \\
-      --workers 16 --start-until 420
+      --workers 16 --deadline 520
 
 ``--from-end`` takes the pending shards from the highest id down: a local ``generate`` working up from the
-lowest id meanwhile meets them last, and skips them once they are copied in. ``--start-until S`` starts no
-shard after S seconds, so a hard time limit (``timeout``) loses none in flight.
+lowest id meanwhile meets them last, and skips them once they are copied in. ``--deadline S`` starts a shard
+only while the slowest shard so far would still end before S seconds, so a hard time limit (``timeout``) set a
+little past S loses none in flight.
 """
 
 from __future__ import annotations
@@ -48,30 +49,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count(), help="processes, one core each")
     ap.add_argument("--only-seeds", type=int, nargs="+", help="only the shards of these seeds")
     ap.add_argument("--from-end", action="store_true", help="highest shard ids first")
-    ap.add_argument("--start-until", type=float, default=float("inf"), help="start no shard after this many seconds")
+    ap.add_argument("--deadline", type=float, default=float("inf"), help="seconds by which started shards must end")
     ap.add_argument("--chunk", type=int, help="students fused per engine call (default: generate's chunk=auto)")
     a = ap.parse_args(argv)
     if not (a.shard_dir / "plan.json").exists():
         ap.error(f"{a.shard_dir} holds no plan.json: give a plan's folder, written by `danas-bench generate`")
     os.environ["OMP_NUM_THREADS"] = "1"  # one core per process, as in generate
+    sys.stdout.reconfigure(line_buffering=True)  # a log read while it runs, or cut by a time limit
     plan, todo = pending(a.shard_dir, a.only_seeds, a.from_end)
-    print(f"{plan.pair} {plan.recipe_id}: {len(todo)} shards pending, {a.workers} workers", flush=True)
-    t0, done, running = time.monotonic(), 0, {}
+    print(f"{plan.pair} {plan.recipe_id}: {len(todo)} shards pending, {a.workers} workers")
+    t0, done, running, slowest = time.monotonic(), 0, {}, 0.0
     pj, chunk = plan.to_json(), a.chunk or auto_chunk(Recipe.from_dict(plan.recipe))
     with ProcessPoolExecutor(a.workers, mp_context=get_context("spawn")) as ex:
         while todo or running:
-            while todo and len(running) < a.workers and time.monotonic() - t0 < a.start_until:
+            while todo and len(running) < a.workers and time.monotonic() - t0 + slowest < a.deadline:
                 sid = todo.pop(0)
-                running[ex.submit(run_shard, str(a.shard_dir), pj, sid, chunk)] = sid
+                running[ex.submit(run_shard, str(a.shard_dir), pj, sid, chunk)] = (sid, time.monotonic())
             if not running:
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for f in finished:
-                sid = running.pop(f)
+                sid, started = running.pop(f)
                 f.result()  # a failed shard stops the burst with its error
-                done += 1
-                print(f"shard {sid} done at {time.monotonic() - t0:.0f} s ({done} in all)", flush=True)
-    print(f"{done} shards in {time.monotonic() - t0:.0f} s; {len(todo)} not started", flush=True)
+                done, slowest = done + 1, max(slowest, time.monotonic() - started)
+                print(f"shard {sid} done at {time.monotonic() - t0:.0f} s ({done} in all; slowest {slowest:.0f} s)")
+    print(f"{done} shards in {time.monotonic() - t0:.0f} s; {len(todo)} not started")
     return 0
 
 
