@@ -361,7 +361,7 @@ def fit(
 @functools.cache
 def _stored_flops(recipe: Recipe) -> dict[int, int]:
     """FLOPs of every canonical architecture from the dataset's archs file (``danas-bench archs``), or {}."""
-    import polars as pl
+    import pyarrow.parquet as pq  # not polars: a shard trains with torch, numpy and pyarrow alone (burst_shards.py)
 
     from danas_bench.core.paths import archs_file
 
@@ -371,13 +371,13 @@ def _stored_flops(recipe: Recipe) -> dict[int, int]:
         if path is None:
             return {}
     try:
-        df = pl.read_parquet(path, columns=["arch_index", "flops"])
+        df = pq.read_table(path, columns=["arch_index", "flops"]).to_pydict()
     except Exception as e:  # a broken file must not silently change the time split of rows
         raise ValueError(
             f"cannot read FLOPs from {path} ({e}); rebuild it with "
             f"`danas-bench archs dataset={recipe.dataset}` or delete it"
         ) from e
-    return dict(zip(df["arch_index"].to_list(), df["flops"].to_list()))
+    return dict(zip(df["arch_index"], df["flops"]))
 
 
 def _same_student_archs(recipe: Recipe):
