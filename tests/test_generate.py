@@ -508,6 +508,49 @@ def test_debug_executor_rows(tables_root, teacher):
     assert verify() == []
 
 
+# --- 6b. a burst on a borrowed machine (scripts/burst_shards.py) -----------------------------------
+
+BURST = Path(__file__).resolve().parents[1] / "scripts" / "burst_shards.py"
+
+
+def _burst(d: Path, *args: str) -> str:
+    res = subprocess.run(
+        [sys.executable, str(BURST), str(d), *args], capture_output=True, text=True, timeout=600, env=dict(os.environ)
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout
+
+
+@pytest.mark.slow
+def test_burst_shards_are_generates_shards(finished_run, tables_root):
+    """Shards trained by burst_shards.py (its own processes, its own chunk) hold the rows ``generate`` wrote for
+    the same plan, bit for bit, and validate: a ``generate`` run afterwards finds nothing to do."""
+    d = shard_dir(PAIR, RID)
+    save_plan(_plan(), d)
+    assert "0 shards in" in _burst(d, "--deadline", "0")  # no shard can end in time: none starts
+    assert not list(d.glob("shard-*.parquet"))
+    out = _burst(d, "--from-end", "--workers", "2")
+    assert out.index("shard 1 done") < out.index("2 shards in") and "0 not started" in out
+    plan = Plan.from_json((d / "plan.json").read_text())
+    assert g.run_pending(plan, d, executor="debug") == []  # both validate as planned shards
+    ref = shard_dir(PAIR, RID, finished_run)
+    for sid in (0, 1):
+        got, want = tb.read(shard_path(d, sid)), tb.read(shard_path(ref, sid))
+        for col in ("arch_index", "seed", "valid_acc", "test_acc", "train_loss"):
+            assert got.column(col).to_pylist() == want.column(col).to_pylist(), col
+
+
+def test_code_revision_without_git_comes_from_the_environment(monkeypatch):
+    """A copy of the code without .git records $DANAS_CODE_REVISION, else "unknown"; git's answer wins."""
+    monkeypatch.setattr(tb, "git_revision", lambda: (None, False))
+    monkeypatch.delenv("DANAS_CODE_REVISION", raising=False)
+    assert tb.code_revision() == "unknown"
+    monkeypatch.setenv("DANAS_CODE_REVISION", "cf667c148a19")
+    assert tb.code_revision() == "cf667c148a19"
+    monkeypatch.setattr(tb, "git_revision", lambda: ("abc123", True))
+    assert tb.code_revision() == "abc123+modified"
+
+
 # --- 7. bad input ---------------------------------------------------------------------------------
 
 VALID = "valid pairs: mnist1d/resnet, mnist1d/tcn, mnist1d/resnet_ens, mnist1d/none, digits/resnet"
