@@ -8,6 +8,7 @@ conftest.py), never in the repository's ``tables/``. The slow ones train real st
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -523,14 +524,16 @@ def _burst(d: Path, *args: str) -> str:
 
 @pytest.mark.slow
 def test_burst_shards_are_generates_shards(finished_run, tables_root):
-    """Shards trained by burst_shards.py (its own processes, its own chunk) hold the rows ``generate`` wrote for
-    the same plan, bit for bit, and validate: a ``generate`` run afterwards finds nothing to do."""
+    """Shards trained by burst_shards.py (its own processes, its own chunk), highest ids first, hold the rows
+    ``generate`` wrote for the same plan, bit for bit, and validate: a ``generate`` run afterwards finds nothing
+    to do."""
     d = shard_dir(PAIR, RID)
     save_plan(_plan(), d)
-    assert "0 shards in" in _burst(d, "--deadline", "0")  # no shard can end in time: none starts
+    # at 1,000 s per architecture no shard ends within 10 s: none starts
+    assert "0 shards in" in _burst(d, "--deadline", "10", "--rate", "1000")
     assert not list(d.glob("shard-*.parquet"))
-    out = _burst(d, "--from-end", "--workers", "2")
-    assert out.index("shard 1 done") < out.index("2 shards in") and "0 not started" in out
+    out = _burst(d, "--from-end", "--workers", "1")
+    assert out.index("shard 1 done") < out.index("shard 0 done") and "2 shards in" in out and "0 not started" in out
     plan = Plan.from_json((d / "plan.json").read_text())
     assert g.run_pending(plan, d, executor="debug") == []  # both validate as planned shards
     ref = shard_dir(PAIR, RID, finished_run)
@@ -540,15 +543,32 @@ def test_burst_shards_are_generates_shards(finished_run, tables_root):
             assert got.column(col).to_pylist() == want.column(col).to_pylist(), col
 
 
-def test_code_revision_without_git_comes_from_the_environment(monkeypatch):
-    """A copy of the code without .git records $DANAS_CODE_REVISION, else "unknown"; git's answer wins."""
-    monkeypatch.setattr(tb, "git_revision", lambda: (None, False))
+def test_burst_start_rule_and_bad_seeds(tables_root):
+    """A shard starts while it would end in time at the slowest rate so far (any size: a seed's last shard is
+    smaller), always before a rate is known; a seed the plan lacks is refused, not read as nothing to do."""
+    spec = importlib.util.spec_from_file_location("burst_shards", BURST)
+    burst = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(burst)
+    assert burst.fits(500.0, 128, None, 380.0)  # no rate yet: the first wave starts
+    assert burst.fits(100.0, 128, 2.0, 400.0, margin=1.0) and not burst.fits(100.0, 128, 2.5, 400.0, margin=1.0)
+    assert burst.fits(100.0, 66, 2.5, 400.0, margin=1.0)  # the small last shard still fits
+    assert not burst.fits(100.0, 128, 2.0, 400.0, margin=1.2)
+    d = shard_dir(PAIR, RID)
+    save_plan(_plan(), d)
+    res = subprocess.run([sys.executable, str(BURST), str(d), "--only-seeds", "7"], capture_output=True, text=True)
+    assert res.returncode == 2 and "only_seeds=[7]" in res.stderr and "seeds [0]" in res.stderr
+
+
+def test_code_revision_of_a_copy_comes_from_the_environment(monkeypatch):
+    """$DANAS_CODE_REVISION names a copy's commit, also over a stale .git (the device's copy of session 27
+    carried the session's first commit); without it, git's answer, else "unknown"."""
     monkeypatch.delenv("DANAS_CODE_REVISION", raising=False)
+    monkeypatch.setattr(tb, "git_revision", lambda: (None, False))
     assert tb.code_revision() == "unknown"
+    monkeypatch.setattr(tb, "git_revision", lambda: ("e31174b46f9c", True))
+    assert tb.code_revision() == "e31174b46f9c+modified"
     monkeypatch.setenv("DANAS_CODE_REVISION", "cf667c148a19")
     assert tb.code_revision() == "cf667c148a19"
-    monkeypatch.setattr(tb, "git_revision", lambda: ("abc123", True))
-    assert tb.code_revision() == "abc123+modified"
 
 
 # --- 7. bad input ---------------------------------------------------------------------------------

@@ -212,12 +212,13 @@ def git_revision() -> tuple[str | None, bool]:
 def code_revision() -> str:
     """The commit rows were made with ("<commit>", "<commit>+modified", or "unknown"): the package version
     alone does not tell apart engine revisions that change floating-point summation order. A copy of the
-    code without its ``.git`` (a node's scratch copy, scripts/burst_shards.py) says which commit it is in
-    ``$DANAS_CODE_REVISION``; git's own answer wins where there is one."""
+    code on another machine (a node's scratch copy, scripts/burst_shards.py) says which commit it holds in
+    ``$DANAS_CODE_REVISION``, which wins over git: a ``.git`` copied with the files may be older than they are."""
+    env = os.environ.get("DANAS_CODE_REVISION")
+    if env:
+        return env
     rev, dirty = git_revision()
-    if rev is None:
-        return os.environ.get("DANAS_CODE_REVISION") or "unknown"
-    return rev + ("+modified" if dirty else "")
+    return "unknown" if rev is None else rev + ("+modified" if dirty else "")
 
 
 def versions() -> dict:

@@ -347,10 +347,11 @@ def render(res: dict, figures: list[str]) -> str:
             if s.get("shard_machines")
             else f"machine {m.get('host_cpu', '?')}"
         )
+        torches = s.get("shard_torch_versions") or {}  # the shards' own, not the merging machine's
         torch_v = (
-            f"shards per torch version {s['shard_torch_versions']}"
-            if len(s.get("shard_torch_versions") or {}) > 1
-            else f"torch {v.get('torch_version', '?')}"
+            f"shards per torch version {torches}"
+            if len(torches) > 1
+            else f"torch {next(iter(torches), v.get('torch_version', '?'))}"
         )
         L.append(
             f"- **{pair}**: recipe `{s['recipe_id']}` = {s['recipe']}; {where} ({m.get('cores', '?')} cores); "
