@@ -8,7 +8,7 @@
 #   scripts/generate_v2.sh [shards-per-round]     (env: PAIRS, EXECUTOR, DANAS_TABLES, BIN, ARGS)
 # ARGS adds generate overrides, e.g. ARGS="executor.workers=1" to leave a core to other work.
 set -euo pipefail
-export PAIRS=${PAIRS:-"digits/none digits/resnet digits/vgg mnist1d/none mnist1d/resnet mnist1d/tcn mnist1d/resnet_ens"}
+export PAIRS=${PAIRS:-"digits/none digits/resnet digits/vgg mnist1d/none mnist1d/resnet_ens mnist1d/tcn"}
 export PLAN="recipe_version=v2 seeds=[0,1,2] paired_seeds=2" MERGE_ARGS="recipe_version=v2"
 # tier M (PAIRS="fashion-mnist/none fashion-mnist/resnet fashion-mnist/mlp", once the pilot has written
 # conf/recipe/fashion-mnist-v2.yaml): v1's seeded 500-architecture sample, every seed on all of it

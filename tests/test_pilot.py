@@ -85,8 +85,9 @@ def test_a_search_run_before_a_teacher_was_retired_keeps_it():
     assert pilot.kd_settings("digits", runs("none", "resnet", "mlp")) == ["none", "resnet", "mlp"]
     assert pilot.kd_settings("digits", runs("none", "resnet", "vgg")) == ["none", "resnet", "vgg"]
     assert pilot.kd_settings("digits", runs("none", "resnet")) == ["none", "resnet", "vgg"]
-    # mnist1d's search predates resnet_ens (a third teacher while its table is generated): still complete
-    assert pilot.kd_settings("mnist1d", runs("none", "resnet", "tcn")) == ["none", "resnet", "tcn"]
+    # mnist1d's search predates resnet_ens, which replaced its ResNet: its two teachers keep it complete
+    assert pilot.kd_settings("mnist1d", runs("none", "resnet", "tcn")) == ["none", "tcn", "resnet"]
+    assert pilot.kd_settings("mnist1d") == ["none", "resnet_ens", "tcn"]
 
 
 def test_a_real_tiny_search_measures_every_setting_and_resumes(tmp_path):

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 # dataset -> its teacher families (the models are in danas_bench.training.teachers)
 TEACHERS = {
-    # resnet_ens (4 ResNets) replaces resnet once its v2 table is complete (the single ResNet is at its ceiling,
-    # 1.7 pp above the best student; docs/teachers.md); until then both are current
-    "mnist1d": ("resnet", "tcn", "resnet_ens"),
+    # resnet_ens (4 ResNets) replaced resnet when its v2 table was complete (session 27; docs/teachers.md)
+    "mnist1d": ("resnet_ens", "tcn"),
     "digits": ("resnet", "vgg"),
     "fashion-mnist": ("resnet", "mlp"),
     "mnist-5k": ("resnet", "mlp"),
@@ -25,7 +24,10 @@ TEACHERS = {
 # teachers no longer used for new tables, and why; the tables that distil from them stay queryable. A teacher is
 # immutable once a table distils from it: a stronger teacher gets a new name, never new weights under an old one
 RETIRED = {
-    "mnist1d": {"mlp": "tables v2: 70.0% test, below the median student"},
+    "mnist1d": {
+        "mlp": "tables v2: 70.0% test, below the median student",
+        "resnet": "tables v2: at its family's ceiling (99.0%), under 2 pp above the best student; resnet_ens replaces it",
+    },
     "digits": {"mlp": "tables v2: at its family's ceiling (97.0%), under 2 pp above the best student"},
 }
 NONE = "none"
