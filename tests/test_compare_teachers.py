@@ -5,8 +5,10 @@ import importlib.util
 import numpy as np
 import polars as pl
 import pytest
+from scipy import stats
 
 from danas_bench.core import space
+from danas_bench.reports import teacher_pairs
 
 from conftest import REPO
 
@@ -48,8 +50,32 @@ def test_against_none_there_is_no_top_line_and_a_teacher_is_not_compared_with_it
     assert "two different teachers" in capsys.readouterr().err
 
 
-def test_bootstrap_ci_and_a_missing_table():
-    m, lo, hi = ct.bootstrap_ci(np.array([0.01, 0.02, 0.03, 0.04]))
-    assert m == pytest.approx(0.025) and 0.01 <= lo < m < hi <= 0.04
+def test_a_missing_table_says_how_to_make_it():
     with pytest.raises(SystemExit, match="merge it first"):
-        ct.seed_means("digits/vgg", "0123456789abcdef", [0])
+        ct.main(["digits", "vgg", "resnet", "--recipe", "0123456789abcdef"])
+
+
+def test_every_two_teachers_of_a_dataset_are_compared_stronger_first():
+    """docs/teachers.md's comparisons: one per two KD tables of a dataset and recipe, A the stronger teacher,
+    each interval the t-interval of the paired differences computed here from the raw rows."""
+    figures = [
+        {"pair": f"digits/{t}", "recipe_id": RID, "seeds": [0, 1, 2], "teacher_margin": m, "best_seed_mean": 0.95}
+        for t, m in (("resnet", 0.028), ("vgg", 0.038))
+    ] + [{"pair": "digits/none", "recipe_id": RID, "seeds": [0, 1, 2]}]  # no teacher: not compared
+    (row,) = teacher_pairs.shipped(figures)
+    assert (row["a"], row["b"], row["cells"]) == ("vgg", "resnet", 6461)
+    vgg, res = _seed_means("vgg", [0, 1, 2]), _seed_means("resnet", [0, 1, 2])
+    cells = [c for c in sorted(vgg.keys() & res.keys()) if not space.zero_cells(np.array([c]))[0]]
+    d = np.array([vgg[c] - res[c] for c in cells])
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    assert row["all"]["ci"] == pytest.approx((d.mean() - half, d.mean() + half))
+    table = "\n".join(teacher_pairs.render([row]))
+    assert f"| vgg (98.80) | resnet (97.80) | 0,1,2 | 6461 | {100 * d.mean():+.2f} [" in table
+
+
+def test_a_sample_too_small_for_a_top_line_gets_none():
+    """fashion-mnist's v1 sample (50 cells): its top 1% would be 0 cells, so only the all-cells line."""
+    r = teacher_pairs.compare("fashion-mnist", "resnet", "mlp", "92500cf71c196591", [0, 1, 2])
+    assert r["cells"] == 50 and "top" not in r and r["all"]["cells"] == 50
+    r = teacher_pairs.compare("fashion-mnist", "resnet", "mlp", "60518831a5c26a41", [0, 1, 2])
+    assert r["top"]["cells"] == teacher_pairs.MIN_TOP == 5  # 1% of 500

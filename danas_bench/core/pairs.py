@@ -26,7 +26,9 @@ TEACHERS = {
 RETIRED = {
     "mnist1d": {
         "mlp": "tables v2: 70.0% test, below the median student",
-        "resnet": "tables v2: at its family's ceiling (99.0%), under 2 pp above the best student; resnet_ens replaces it",
+        "resnet": (
+            "tables v2: at its family's ceiling (99.0%), under 2 pp above the best student; resnet_ens replaces it"
+        ),
     },
     "digits": {"mlp": "tables v2: at its family's ceiling (97.0%), under 2 pp above the best student"},
 }

@@ -510,5 +510,5 @@ def write(root: Path | None = None, out_dir: Path = Path("docs")) -> dict:
     figures = _plots(load_pairs(root), root, out_dir / "figures")
     (out_dir / "datasheet.json").write_text(json.dumps(res, indent=1, default=str))
     (out_dir / "datasheet.md").write_text(render(res, figures))
-    teachers_doc.report(out_dir / "teachers.md", res.get("reliability") or [])  # the margins grow with the tables
+    teachers_doc.report(out_dir / "teachers.md", res.get("reliability") or [], root)  # the margins grow with the tables
     return res

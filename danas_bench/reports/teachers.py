@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from danas_bench.core.pairs import RETIRED, TEACHERS
+from danas_bench.reports import teacher_pairs
 from danas_bench.reports.reliability import Criteria
 from danas_bench.training.teachers import FAMILIES, info, teacher_dir
 
@@ -58,8 +59,18 @@ def _margins(figures: list[dict] | None) -> list[str]:
     return lines
 
 
-def report(path: Path, figures: list[dict] | None) -> None:
-    """Write ``path``; ``figures``: ``reliability.shipped_figures()`` (the margins section; None: left out)."""
+def _pairs(figures: list[dict] | None, root: Path | None) -> list[str]:
+    if figures is None:
+        return ["Not computed in this run; `danas-bench datasheet` writes them."]
+    try:
+        return teacher_pairs.render(teacher_pairs.shipped(figures, root))
+    except (OSError, ValueError) as exc:  # a table the figures name cannot be read: say so, write the rest
+        return [f"Not computed in this run ({exc}); `danas-bench datasheet` writes them."]
+
+
+def report(path: Path, figures: list[dict] | None, root: Path | None = None) -> None:
+    """Write ``path``; ``figures``: ``reliability.shipped_figures(root)`` (the margins and the paired
+    comparisons; None: left out)."""
     lines = [
         "# Teachers",
         "",
@@ -92,5 +103,18 @@ def report(path: Path, figures: list[dict] | None) -> None:
         "mean of k single runs. Tables in progress (partial) shrink the first margin as cells are added.",
         "",
         *_margins(figures),
+        "",
+        "## Does the stronger teacher make better students?",
+        "",
+        "A margin can grow because the teacher is stronger or shrink because its students are better; this "
+        "pairs two teachers' students on the same architectures (`danas_bench.reports.teacher_pairs`, "
+        "`scripts/compare_teachers.py` for one pair): each architecture's seed mean under A (the teacher with the "
+        "higher test accuracy) minus under B, over the non-zero cells both tables hold with these seeds, and over "
+        "the top 1% by the no-KD table's seed mean (runs of neither teacher, so the pick favours neither; shown "
+        "where that is 5 cells or more). 95% "
+        "t-intervals over cells: they hold the seeds' noise per cell, not the noise of training each teacher "
+        "once. In brackets after each interval, the share of cells where A's students are better.",
+        "",
+        *_pairs(figures, root),
     ]
     path.write_text("\n".join(lines) + "\n")
