@@ -1,7 +1,7 @@
 """The ``danas-bench`` command: ``danas-bench <command> key=value ...`` (Hydra overrides).
 
 Each command has a Hydra config ``danas_bench/conf/<command>.yaml``; overrides use Hydra's syntax,
-e.g. ``danas-bench generate pair=mnist1d/resnet executor=slurm 'noise_seeds=[1,2]'``.
+e.g. ``danas-bench generate pair=mnist1d/tcn executor=slurm 'noise_seeds=[1,2]'``.
 
 A wrong input (an override Hydra cannot parse, an unknown key, a value out of range, a damaged table)
 ends the command with one line on stderr saying what was wrong and exit status 2; ``--debug`` (or
