@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 # dataset -> its teacher families (the models are in danas_bench.training.teachers)
 TEACHERS = {
-    # resnet_ens (4 ResNets) replaced resnet when its v2 table was complete (session 27; docs/teachers.md)
+    # resnet_ens (4 ResNets) replaced resnet when its v2 table was complete (session 28; docs/teachers.md)
     "mnist1d": ("resnet_ens", "tcn"),
     "digits": ("resnet", "vgg"),
     "fashion-mnist": ("resnet", "mlp"),

@@ -88,7 +88,7 @@ def report(path: Path, figures: list[dict] | None, root: Path | None = None) -> 
         "accuracy is not the best of many test scores. An ensemble teacher (`resnet_ens`) is the mean softmax of "
         "that setting's seeds 0-3, its stored logits the log of that mean; it is for a dataset whose single model "
         "is at its ceiling (mnist1d's ResNet). A dataset may hold a third teacher while its table is generated; the "
-        "one it replaces retires when that table is complete (mnist1d's ResNet, session 27).",
+        "one it replaces retires when that table is complete (mnist1d's ResNet, session 28).",
         "",
         *_trained(),
         "",
