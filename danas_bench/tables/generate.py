@@ -97,7 +97,9 @@ def shard_done(path: Path, plan: Plan, shard: dict) -> bool:
 def auto_chunk(recipe) -> int:
     """Students fused per engine call when ``chunk=auto``: 128 for mnist1d at width 8 and up (the one case
     measured: 1.10x over 64, docs/performance.md), else 64 (memory grows with chunk: images stay at 64).
-    Every chunk gives the same logits and metrics; ``batch_size_models`` and the seconds follow it."""
+    The chunk is part of a run's arithmetic: fused students share summation orders, so a student trained in
+    another chunk differs in its last bits, which training grows to a different run (docs/generation.md,
+    "Reproducing a row"); rows record theirs in ``batch_size_models``."""
     return 128 if recipe.dataset == "mnist1d" and recipe.width >= 8 else 64
 
 
