@@ -28,7 +28,7 @@ from danas_bench.core import space
 from danas_bench.core.pairs import TEACHERS
 from danas_bench.core.paths import table_path
 from danas_bench.core.recipe import KD, recipe_for
-from danas_bench.reports.reliability import TARGET_ICC1, _mean_squares, icc1, icc1_ci
+from danas_bench.reports.reliability import TARGET_ICC1, icc1, icc1_ci, mean_squares
 
 SIZES = (0.5, 1, 2, 5, 10, np.inf)  # test sizes, in multiples of the dataset's test split
 
@@ -86,9 +86,9 @@ def components(a: np.ndarray, b: np.ndarray, n_a: int, n_b: int) -> dict:
     k = a.shape[1]
     n = n_a + n_b
     full = (n_a * a + n_b * b) / n
-    msb, msw = _mean_squares(full)
+    msb, msw = mean_squares(full)
     between = (msb - msw) / k
-    msb_d, msw_d = _mean_squares(a - b)
+    msb_d, msw_d = mean_squares(a - b)
     f = n_a * n_b / n**2  # Var(e) over Var(A - B): v / n against v / n_a + v / n_b
     run_sampling = f * msw_d  # within-cell (seed-to-seed) sampling variance of the full-test accuracy
     cell_sampling = f * max(0.0, (msb_d - msw_d) / k)  # a cell's lasting luck on these examples

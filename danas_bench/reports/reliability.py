@@ -32,7 +32,7 @@ class Criteria:
     partial_cost_margin: float = 1.25
 
 
-def _mean_squares(a: np.ndarray) -> tuple[float, float]:
+def mean_squares(a: np.ndarray) -> tuple[float, float]:
     """The one-way ANOVA's between-cell and within-cell mean squares of an (n cells, k seeds) array."""
     n, k = a.shape
     msb = k * ((a.mean(1) - a.mean()) ** 2).sum() / (n - 1)
@@ -44,7 +44,7 @@ def icc1(a: np.ndarray) -> tuple[float, float]:
     """One-way random-effects ICC(1) and ICC(k) of an (n cells, k seeds) array: the share of a single
     run's (and of the k-seed mean's) variance that is the cell's."""
     k = a.shape[1]
-    msb, msw = _mean_squares(a)
+    msb, msw = mean_squares(a)
     return float((msb - msw) / (msb + (k - 1) * msw)), float((msb - msw) / msb) if msb > 0 else float("nan")
 
 
@@ -53,7 +53,7 @@ def icc1_ci(a: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     and Fleiss 1979): on 48 cells x 2 seeds it is about +-0.2 wide, which is what two candidates' ICCs
     must differ by before a recipe search may call one more reliable."""
     n, k = a.shape
-    msb, msw = _mean_squares(a)
+    msb, msw = mean_squares(a)
     if msw <= 0:
         return 1.0, 1.0
     f, q = msb / msw, 1 - (1 - level) / 2
