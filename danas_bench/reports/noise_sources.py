@@ -70,7 +70,7 @@ def train_halves(dataset: str, teacher: str, cells: np.ndarray, seeds: list[int]
 
 
 def table_acc(pair: str, recipe_id: str, cells: np.ndarray, seeds: list[int]) -> np.ndarray | None:
-    """The shipped table's test accuracy of the same runs, (cells, seeds); None without a table."""
+    """The shipped table's test accuracy of these cells and seeds, (cells, seeds); None without a table."""
     path = table_path(pair, recipe_id)
     if not path.exists():
         return None
@@ -130,9 +130,8 @@ def analyse(dataset: str, cells: np.ndarray, seeds: list[int], teachers: list[st
     for teacher in teachers or ["none", *TEACHERS[dataset]]:
         pair = f"{dataset}/{teacher}"
         h = train_halves(dataset, teacher, cells, seeds)
-        full = (h["n_a"] * h["A"] + h["n_b"] * h["B"]) / (h["n_a"] + h["n_b"])
         shipped = table_acc(pair, h["recipe_id"], cells, seeds)
-        table_icc = None if shipped is None or shipped.shape != full.shape else icc1(shipped)[0]
+        table_icc = None if shipped is None or shipped.shape != h["A"].shape else icc1(shipped)[0]
         c = components(h["A"], h["B"], h["n_a"], h["n_b"])
         ci = bootstrap(h["A"], h["B"], h["n_a"], h["n_b"])
         rows.append({"pair": pair, **h, "cells": len(cells), "seeds": seeds, "table_icc": table_icc, **c, "ci": ci})
