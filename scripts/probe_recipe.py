@@ -18,9 +18,8 @@ import polars as pl
 import yaml
 
 from danas_bench.core.pairs import TEACHERS
-from danas_bench.core.paths import table_path
 from danas_bench.core.recipe import KD, Recipe, recipe_for
-from danas_bench.reports.noise_sources import sample_cells
+from danas_bench.reports.noise_sources import sample_cells, table_rows
 from danas_bench.reports.reliability import COLUMNS, table_figures
 
 SHOWN = (
@@ -47,14 +46,6 @@ def probe(recipe: Recipe, teacher: str, cells: np.ndarray, seeds: list[int], chu
         for r in train_many(cells[i : i + chunk].tolist(), s, task)
     ]
     return pl.DataFrame([{c: r[c] for c in COLUMNS} for r in recs])
-
-
-def shipped(dataset: str, teacher: str, recipe_id: str, cells: np.ndarray, seeds: list[int]) -> pl.DataFrame | None:
-    path = table_path(f"{dataset}/{teacher}", recipe_id)
-    if not path.exists():
-        return None
-    keep = pl.col("arch_index").is_in(cells.tolist()) & pl.col("seed").is_in(seeds)
-    return pl.read_parquet(path, columns=COLUMNS).filter(keep)
 
 
 def figures(frames: dict[str, pl.DataFrame], dataset: str) -> dict[str, dict]:
@@ -108,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     what = f"{a.dataset}: served {base.recipe_id} -> probe {recipe.recipe_id} ({changes or 'no change'})"
     print(f"{what}, {len(cells)} cells x seeds {a.seeds} (served: the shipped table's runs of them)")
     new = figures({t: probe(recipe, t, cells, a.seeds) for t in teachers}, a.dataset)
-    old_frames = {t: shipped(a.dataset, t, base.recipe_id, cells, a.seeds) for t in teachers}
+    old_frames = {t: table_rows(f"{a.dataset}/{t}", base.recipe_id, cells, a.seeds, COLUMNS) for t in teachers}
     old = figures({t: f for t, f in old_frames.items() if f is not None and f.height}, a.dataset)
     for t in teachers:
         shown = [k for k in SHOWN if k in new[t]]

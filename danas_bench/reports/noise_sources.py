@@ -69,14 +69,20 @@ def train_halves(dataset: str, teacher: str, cells: np.ndarray, seeds: list[int]
     return {"recipe_id": recipe.recipe_id, "n_a": n_a, "n_b": n_b, **acc}
 
 
-def table_acc(pair: str, recipe_id: str, cells: np.ndarray, seeds: list[int]) -> np.ndarray | None:
-    """The shipped table's test accuracy of these cells and seeds, (cells, seeds); None without a table."""
+def table_rows(pair: str, recipe_id: str, cells: np.ndarray, seeds: list[int], columns: list[str]):
+    """The shipped table's rows of these cells and seeds (``columns``); None without a table."""
     path = table_path(pair, recipe_id)
     if not path.exists():
         return None
-    df = pl.read_parquet(path, columns=["arch_index", "seed", "test_acc"]).filter(
-        pl.col("arch_index").is_in(cells.tolist()) & pl.col("seed").is_in(seeds)
-    )
+    keep = pl.col("arch_index").is_in(cells.tolist()) & pl.col("seed").is_in(seeds)
+    return pl.read_parquet(path, columns=columns).filter(keep)
+
+
+def table_acc(pair: str, recipe_id: str, cells: np.ndarray, seeds: list[int]) -> np.ndarray | None:
+    """The shipped table's test accuracy of these cells and seeds, (cells, seeds); None without a table."""
+    df = table_rows(pair, recipe_id, cells, seeds, ["arch_index", "seed", "test_acc"])
+    if df is None:
+        return None
     wide = df.pivot(on="seed", index="arch_index", values="test_acc").sort("arch_index")
     return wide.select([str(s) for s in seeds]).to_numpy()
 
